@@ -1,0 +1,6 @@
+"""Every published event contract, in one list: the JSON Schema export and the contract tests read it."""
+
+from contracts.events import Event
+from contracts.users import UserRegistered
+
+EVENTS: tuple[type[Event], ...] = (UserRegistered,)
