@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Builds the Dapr runtime Sidecart runs on, from the Go module proxy alone (no release downloads):
+#   daprd (our main in ./daprd with the curated components in ./components), placement, scheduler and sentry
+#   from the dapr release pinned in ./go.mod, and the dapr CLI pinned in ./cli/go.mod.
+# The binaries land where the dapr CLI looks for them: $DAPR_RUNTIME_PATH/.dapr/bin (default: <repo>/.runtime).
+# Rebuilds only when a pin or a source file here changes. Go's module and build caches stay in the user's cache.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+runtime_path=${DAPR_RUNTIME_PATH:-$repo/.runtime}
+bin="$runtime_path/.dapr/bin"
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/sidecart
+stamp="$bin/.sidecart-build"
+
+say() { printf '[runtime %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# What the binaries are built from: if none of it changed, there is nothing to do.
+fingerprint=$(cd "$here" && cat build.sh go.mod go.sum cli/go.mod cli/go.sum daprd/*.go components/*.go | sha256sum | cut -c1-16)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$fingerprint" ]]; then
+  all=1
+  for b in daprd placement scheduler sentry dapr; do [[ -x "$bin/$b" ]] || all=0; done
+  if [[ $all == 1 ]]; then
+    say "up to date in $bin"
+    exit 0
+  fi
+fi
+
+# A Go toolchain new enough for the pinned release. An older go (1.21+) fetches the right one itself from the
+# module proxy (GOTOOLCHAIN=auto); with no go at all, Debian's bookworm-backports golang-go is the way in.
+need_go=$(awk '$1 == "go" {print $2; exit}' "$here/go.mod")
+if ! command -v go >/dev/null 2>&1; then
+  say "no Go toolchain: installing golang-go from Debian bookworm-backports"
+  if [[ ! -f /etc/apt/sources.list.d/sidecart-backports.list ]]; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" >/etc/apt/sources.list.d/sidecart-backports.list
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports golang-go >/dev/null
+fi
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+export GOFLAGS=${GOFLAGS:--mod=mod}
+export CGO_ENABLED=0
+say "using $(go version) (the pinned release needs go $need_go; GOTOOLCHAIN=$GOTOOLCHAIN)"
+
+dapr_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/dapr/dapr)
+cli_version=$(cd "$here/cli" && go list -m -f '{{.Version}}' github.com/dapr/cli)
+say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
+
+say "downloading Go modules (first run: a few minutes, cached afterwards)"
+(cd "$here" && go mod download) && (cd "$here/cli" && go mod download)
+
+# dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
+# a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
+src="$cache/dapr-src-$dapr_version"
+if [[ ! -f "$src/.complete" ]]; then
+  say "preparing dapr $dapr_version sources in $src"
+  rm -rf "$src"
+  mkdir -p "$(dirname "$src")"
+  cp -r "$(cd "$here" && go list -m -f '{{.Dir}}' github.com/dapr/dapr)" "$src"
+  chmod -R u+w "$src"
+  rm "$src/cmd/daprd/components/zz_notag.go"
+  echo 'package components' >"$src/cmd/daprd/components/sidecart_curated.go"
+  touch "$src/.complete"
+fi
+modfile_dir="$cache/runtime-modfile-$fingerprint"
+mkdir -p "$modfile_dir"
+cp "$here/go.mod" "$here/go.sum" "$modfile_dir/"
+(cd "$here" && go mod edit -modfile="$modfile_dir/go.mod" -replace "github.com/dapr/dapr=$src")
+
+# `go build -v` names each package as it compiles it; count them so a long build shows it is moving.
+progress() {
+  local what=$1 n=0
+  while IFS= read -r line; do
+    case "$line" in
+      *.go:[0-9]* | "go: "* | "# "*) printf '%s\n' "$line" ;;
+      *) n=$((n + 1)); ((n % 100 == 0)) && say "  $what: $n packages compiled" ;;
+    esac
+  done
+  return 0
+}
+
+mkdir -p "$bin"
+ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=${dapr_version#v}"
+build() {
+  local name=$1 pkg=$2 started=$SECONDS
+  say "building $name ($pkg)"
+  (cd "$here" && go build -v -modfile="$modfile_dir/go.mod" -trimpath -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg") 2>&1 \
+    | progress "$name"
+  mv "$bin/$name.tmp" "$bin/$name"
+  say "built $name in $((SECONDS - started)) s"
+}
+build daprd ./daprd
+build placement github.com/dapr/dapr/cmd/placement
+build scheduler github.com/dapr/dapr/cmd/scheduler
+build sentry github.com/dapr/dapr/cmd/sentry
+
+started=$SECONDS
+say "building dapr CLI $cli_version"
+(cd "$here/cli" && go build -v -trimpath -ldflags "-s -w -X main.version=${cli_version#v}" -o "$bin/dapr.tmp" github.com/dapr/cli) 2>&1 \
+  | progress "dapr CLI"
+mv "$bin/dapr.tmp" "$bin/dapr"
+say "built dapr CLI in $((SECONDS - started)) s"
+
+rm -rf "$modfile_dir"
+echo "$fingerprint" >"$stamp"
+say "done: $("$bin/daprd" --version) daprd, $("$bin/dapr" version -o json 2>/dev/null | tr -d '\n' || true) in $bin"

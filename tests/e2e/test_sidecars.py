@@ -1,0 +1,53 @@
+"""Each app runs beside a real daprd of the pinned release, with exactly the components scoped to it."""
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.platform_run import Platform
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+EXPECTED_COMPONENTS = {
+    "gateway": set(),
+    "users": {("users-store", "state.redis"), ("pubsub", "pubsub.redis"), ("secretstore", "secretstores.local.file")},
+    "notifications": {("notifications-store", "state.redis"), ("pubsub", "pubsub.redis")},
+}
+
+
+def pinned_runtime_version() -> str:
+    go_mod = (REPO / "deploy" / "runtime" / "go.mod").read_text()
+    match = re.search(r"github\.com/dapr/dapr v(\S+)", go_mod)
+    assert match, "deploy/runtime/go.mod pins no dapr release"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("app_id", sorted(EXPECTED_COMPONENTS))
+def test_sidecar_is_the_pinned_daprd_with_its_own_components(platform: Platform, app_id: str) -> None:
+    metadata = httpx.get(f"{platform.sidecar_url(app_id)}/v1.0/metadata", timeout=5).json()
+
+    assert metadata["id"] == app_id
+    assert metadata["runtimeVersion"] == pinned_runtime_version()
+    loaded = {(c["name"], c["type"]) for c in metadata.get("components", [])}
+    assert loaded == EXPECTED_COMPONENTS[app_id]
+    assert metadata["appConnectionProperties"]["port"] == platform.run_file.app(app_id).app_port
+
+
+def test_users_store_is_outbox_enabled_and_transactional(platform: Platform) -> None:
+    metadata = httpx.get(f"{platform.sidecar_url('users')}/v1.0/metadata", timeout=5).json()
+
+    store = next(c for c in metadata["components"] if c["name"] == "users-store")
+    assert {"ETAG", "TRANSACTIONAL"} <= set(store["capabilities"])
+
+
+def test_notifications_subscribes_to_user_events_by_type(platform: Platform) -> None:
+    metadata = httpx.get(f"{platform.sidecar_url('notifications')}/v1.0/metadata", timeout=5).json()
+
+    subscription = next(s for s in metadata.get("subscriptions", []) if s["topic"] == "users")
+    assert subscription["pubsubname"] == "pubsub"
+    matches = [rule.get("match", "") for rule in subscription["rules"]]
+    assert any("sidecart.user.registered.v1" in match for match in matches)

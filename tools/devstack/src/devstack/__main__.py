@@ -1,0 +1,41 @@
+"""`python -m devstack setup | run`: what `make setup` and `make run` call."""
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+from devstack.install import setup
+from devstack.layout import Layout
+from devstack.platform_run import Platform
+from devstack.processes import log
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="install Redis, build the Dapr runtime, make the JWT signing key (idempotent)")
+    run = sub.add_parser("run", help="start the whole platform until Ctrl-C")
+    run.add_argument("--profile", default=os.environ.get("PROFILE", "local"), help="folder under components/")
+    run.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    args = parser.parse_args(argv)
+
+    layout = Layout.discover()
+    setup(layout)
+    if args.command == "setup":
+        return 0
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Platform(layout, profile=args.profile, gateway_port=args.gateway_port) as platform:
+        log(f"Sidecart is up: gateway at {platform.gateway_url} (profile {args.profile}). Ctrl-C stops everything.")
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Installs what the stack needs and does not find: Debian packages, the Dapr runtime, the JWT signing key."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from devstack.layout import Layout
+from devstack.processes import log
+
+# Debian bookworm's builds; a point release may replace one, so an unavailable pin falls back to bookworm's
+# current build of the same package (and says so) rather than leaving a fresh machine unable to start.
+DEBIAN_PINS = {"redis-server": "5:7.0.15-1~deb12u10"}
+
+
+def _apt_get(*args: str) -> subprocess.CompletedProcess[bytes]:
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run([*sudo, "apt-get", *args], env=env, capture_output=True, check=False)
+
+
+def ensure_debian_package(package: str, binary: str) -> None:
+    if shutil.which(binary):
+        return
+    pin = DEBIAN_PINS.get(package)
+    log(f"installing {package} {pin or ''} from Debian's packages (one time)")
+    _apt_get("update", "-qq")
+    result = _apt_get("install", "-y", "-qq", f"{package}={pin}" if pin else package)
+    if result.returncode != 0 and pin:
+        log(f"{package}={pin} is not offered any more; installing bookworm's current {package}")
+        result = _apt_get("install", "-y", "-qq", package)
+    if result.returncode != 0 or not shutil.which(binary):
+        raise RuntimeError(f"could not install {package}:\n{result.stderr.decode(errors='replace')}")
+
+
+def ensure_runtime(layout: Layout) -> None:
+    """Builds daprd, placement, scheduler, sentry and the dapr CLI unless the pinned build is already there."""
+    script = layout.repo / "deploy" / "runtime" / "build.sh"
+    env = {**os.environ, "DAPR_RUNTIME_PATH": str(layout.runtime_path)}
+    subprocess.run(["bash", str(script)], env=env, check=True)
+
+
+def ensure_signing_key(layout: Layout) -> Path:
+    """The users service signs JWTs with an RSA key it reads from the Dapr secret store (a local JSON file)."""
+    secrets_file = layout.run_dir / "secrets" / "secrets.json"
+    if secrets_file.exists():
+        return secrets_file
+    log(f"generating the JWT signing key in {secrets_file.relative_to(layout.repo)}")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    secrets_file.parent.mkdir(parents=True, exist_ok=True)
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(json.dumps({"jwt-signing-key": pem}))
+    return secrets_file
+
+
+def setup(layout: Layout) -> None:
+    ensure_debian_package("redis-server", "redis-server")
+    ensure_runtime(layout)
+    ensure_signing_key(layout)

@@ -1,0 +1,39 @@
+"""Where things live: the repository, its git-ignored run folder and the project-local Dapr runtime."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    repo: Path
+
+    @classmethod
+    def discover(cls) -> "Layout":
+        return cls(repo=Path(__file__).resolve().parents[4])
+
+    @property
+    def run_dir(self) -> Path:
+        return self.repo / ".run"
+
+    @property
+    def runtime_path(self) -> Path:
+        """DAPR_RUNTIME_PATH for the dapr CLI: it looks for daprd in <this>/.dapr/bin."""
+        return Path(os.environ.get("DAPR_RUNTIME_PATH", self.repo / ".runtime"))
+
+    @property
+    def runtime_bin(self) -> Path:
+        return self.runtime_path / ".dapr" / "bin"
+
+    @property
+    def run_file(self) -> Path:
+        return self.repo / "dapr.yaml"
+
+    def components(self, profile: str) -> Path:
+        return self.repo / "components" / profile
+
+    @property
+    def daprd_logs(self) -> Path:
+        """The dapr CLI writes each app's daprd log into <appDirPath>/.dapr/logs; every app's appDirPath is '.'."""
+        return self.repo / ".dapr" / "logs"

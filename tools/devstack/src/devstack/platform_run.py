@@ -1,0 +1,160 @@
+"""The whole platform: the profile's servers, then every app of dapr.yaml beside its daprd via `dapr run -f`."""
+
+import copy
+import os
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import yaml
+
+from devstack.layout import Layout
+from devstack.processes import ManagedProcess, log, port_open, wait_until
+from devstack.servers import Server, start_placement, start_redis, start_scheduler
+
+
+@dataclass(frozen=True)
+class App:
+    app_id: str
+    app_port: int
+    dapr_http_port: int
+
+
+@dataclass
+class RunFile:
+    """dapr.yaml, rendered for one run: a component profile and the gateway's port may differ from the file's."""
+
+    source: dict[str, Any]
+    apps: list[App] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> "RunFile":
+        source = yaml.safe_load(path.read_text())
+        apps = [App(a["appID"], int(a["appPort"]), int(a["daprHTTPPort"])) for a in source["apps"]]
+        return cls(source, apps)
+
+    def render(self, layout: Layout, profile: str, gateway_port: int) -> dict[str, Any]:
+        # The rendered file lives under .run/, so every path in it is made absolute.
+        rendered: dict[str, Any] = copy.deepcopy(self.source)
+        common = rendered["common"]
+        common["resourcesPath"] = str(layout.components(profile))
+        common["configFilePath"] = str((layout.repo / common["configFilePath"]).resolve())
+        for app in rendered["apps"]:
+            app["appDirPath"] = str((layout.repo / app["appDirPath"]).resolve())
+            if app["appID"] == "gateway":
+                app["appPort"] = gateway_port
+        self.apps = [App(a["appID"], int(a["appPort"]), int(a["daprHTTPPort"])) for a in rendered["apps"]]
+        return rendered
+
+    def app(self, app_id: str) -> App:
+        return next(a for a in self.apps if a.app_id == app_id)
+
+
+def _answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code in statuses
+    except httpx.HTTPError:
+        return False
+
+
+class Platform:
+    """Starts everything on enter and stops, in reverse order, everything it started on exit."""
+
+    def __init__(self, layout: Layout, profile: str = "local", gateway_port: int = 8080, ready_timeout: float = 120):
+        self.layout = layout
+        self.profile = profile
+        self.gateway_port = gateway_port
+        self.ready_timeout = ready_timeout
+        self.run_file = RunFile.load(layout.run_file)
+        self.servers: list[Server] = []
+        self._apps: ManagedProcess | None = None
+        self._stack = ExitStack()
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def sidecar_url(self, app_id: str) -> str:
+        return f"http://127.0.0.1:{self.run_file.app(app_id).dapr_http_port}"
+
+    def __enter__(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        if not self.layout.components(self.profile).is_dir():
+            raise ValueError(f"no component profile {self.profile!r} under components/")
+        rendered = self.run_file.render(self.layout, self.profile, self.gateway_port)
+        busy = [f"{a.app_id}:{p}" for a in self.run_file.apps for p in (a.app_port, a.dapr_http_port) if port_open(p)]
+        if busy:
+            raise RuntimeError(f"ports already in use ({', '.join(busy)}): is the platform already running?")
+
+        for start in (start_redis, start_placement, start_scheduler):
+            self.servers.append(start(self.layout))
+
+        run_file = self.layout.run_dir / f"dapr.{self.profile}.yaml"
+        run_file.write_text(yaml.safe_dump(rendered, sort_keys=False))
+        env = {**os.environ, "DAPR_RUNTIME_PATH": str(self.layout.runtime_path)}
+        dapr = str(self.layout.runtime_bin / "dapr")
+        log(f"starting {len(self.run_file.apps)} apps with their sidecars: dapr run -f ({self.profile} profile)")
+        self._apps = ManagedProcess(
+            "dapr run",
+            [dapr, "run", "-f", str(run_file)],
+            self.layout.run_dir / "logs" / "dapr-run.log",
+            cwd=self.layout.repo,
+            env=env,
+        )
+        self._apps.start()
+        pending = {a.app_id for a in self.run_file.apps}
+
+        def all_healthy() -> bool:
+            if self._apps is None or not self._apps.running():
+                raise RuntimeError(f"dapr run exited early:\n{self._apps.tail() if self._apps else ''}")
+            for app in self.run_file.apps:
+                # A sidecar's /v1.0/healthz answers 204 once its components are loaded and its app is healthy.
+                if app.app_id in pending and _answers(f"http://127.0.0.1:{app.dapr_http_port}/v1.0/healthz"):
+                    pending.discard(app.app_id)
+                    log(f"  {app.app_id} is up (app :{app.app_port}, sidecar :{app.dapr_http_port})")
+            return not pending and _answers(f"{self.gateway_url}/readyz", (200,))
+
+        try:
+            wait_until(
+                "apps and sidecars",
+                all_healthy,
+                self.ready_timeout,
+                on_wait=lambda: log(f"  waiting for: {', '.join(sorted(pending)) or 'gateway /readyz'}"),
+            )
+        except (TimeoutError, RuntimeError):
+            self._print_logs()
+            raise
+
+    def _print_logs(self) -> None:
+        if self._apps:
+            sys.stderr.write(f"--- dapr run ---\n{self._apps.tail(60)}\n")
+        for daprd_log in sorted(self.layout.daprd_logs.glob("*_daprd_*.log"))[-len(self.run_file.apps) :]:
+            tail = "\n".join(daprd_log.read_text(errors="replace").splitlines()[-15:])
+            sys.stderr.write(f"--- {daprd_log.name} ---\n{tail}\n")
+
+    def stop(self) -> None:
+        if self._apps is not None:
+            log("stopping apps and sidecars")
+            self._apps.stop()
+            self._apps = None
+        for server in reversed(self.servers):
+            if server.process is not None:
+                log(f"stopping {server.name}")
+                server.process.stop()
+        self.servers.clear()

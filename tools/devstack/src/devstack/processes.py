@@ -1,0 +1,93 @@
+"""Child processes the dev stack owns: started with a log file, stopped with their whole process group."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def log(message: str) -> None:
+    print(f"[devstack {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(what: str, ready: Callable[[], bool], timeout: float, on_wait: Callable[[], None] | None = None) -> None:
+    """Polls `ready` until it holds; says what it waits for every few seconds; raises TimeoutError after `timeout`."""
+    started = time.monotonic()
+    last_said = started
+    while not ready():
+        now = time.monotonic()
+        if now - started > timeout:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+        if now - last_said >= 5:
+            log(f"still waiting for {what} ({now - started:.0f} s)")
+            last_said = now
+            if on_wait:
+                on_wait()
+        time.sleep(0.2)
+
+
+class ManagedProcess:
+    """One program in its own session, so that stop() also ends whatever it started."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_file: Path, cwd: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = list(argv)
+        self.log_file = log_file
+        self.cwd = cwd
+        self.env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self._proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM to the process group, then SIGKILL to whatever is left of it after `grace` seconds."""
+        if self._proc is None:
+            return
+        pgid = self._proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log(f"{self.name} did not stop within {grace:.0f} s: killing it")
+        # The leader may be gone while its children still run: the group is the unit.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self._proc.wait()
+        self._proc = None
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log_file.exists():
+            return ""
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])

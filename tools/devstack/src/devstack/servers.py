@@ -1,0 +1,119 @@
+"""The servers a profile needs, each on 127.0.0.1 with its data under .run/: Redis, placement and scheduler."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from devstack.layout import Layout
+from devstack.processes import ManagedProcess, log, port_open, wait_until
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    port: int
+    process: ManagedProcess | None  # None: something already answered on the port, and it is not ours to stop
+
+
+def _healthz(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start(name: str, port: int, process: ManagedProcess, ready_timeout: float, ready: Callable[[], bool]) -> Server:
+    if port_open(port):
+        log(f"{name}: something already answers on 127.0.0.1:{port}; using it")
+        return Server(name, port, None)
+    log(f"starting {name} on 127.0.0.1:{port}")
+    process.start()
+
+    def up() -> bool:
+        if not process.running():
+            raise RuntimeError(f"{name} exited with {process.exit_code()}:\n{process.tail()}")
+        return ready()
+
+    wait_until(name, up, ready_timeout)
+    return Server(name, port, process)
+
+
+REDIS_PORT = 6379
+PLACEMENT_PORT, PLACEMENT_HEALTHZ, PLACEMENT_METRICS = 50005, 58080, 59090
+SCHEDULER_PORT, SCHEDULER_HEALTHZ, SCHEDULER_METRICS = 50006, 58081, 59091
+SCHEDULER_ETCD_CLIENT, SCHEDULER_ETCD_PEER = 52379, 52380
+
+
+def start_redis(layout: Layout) -> Server:
+    data = layout.run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(REDIS_PORT),
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+    process = ManagedProcess("redis", argv, layout.run_dir / "logs" / "redis.log", cwd=data)
+    return _start("redis", REDIS_PORT, process, 20, lambda: port_open(REDIS_PORT))
+
+
+def start_placement(layout: Layout) -> Server:
+    argv = [
+        str(layout.runtime_bin / "placement"),
+        "--port",
+        str(PLACEMENT_PORT),
+        "--healthz-port",
+        str(PLACEMENT_HEALTHZ),
+        "--metrics-port",
+        str(PLACEMENT_METRICS),
+        "--listen-address",
+        "127.0.0.1",
+        "--healthz-listen-address",
+        "127.0.0.1",
+        "--log-level",
+        "warn",
+    ]
+    process = ManagedProcess("placement", argv, layout.run_dir / "logs" / "placement.log", cwd=layout.run_dir)
+    return _start("placement", PLACEMENT_PORT, process, 30, lambda: _healthz(PLACEMENT_HEALTHZ))
+
+
+def start_scheduler(layout: Layout) -> Server:
+    data = layout.run_dir / "scheduler"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(layout.runtime_bin / "scheduler"),
+        "--port",
+        str(SCHEDULER_PORT),
+        "--healthz-port",
+        str(SCHEDULER_HEALTHZ),
+        "--metrics-port",
+        str(SCHEDULER_METRICS),
+        "--listen-address",
+        "127.0.0.1",
+        "--healthz-listen-address",
+        "127.0.0.1",
+        "--etcd-data-dir",
+        str(data),
+        "--etcd-client-port",
+        str(SCHEDULER_ETCD_CLIENT),
+        "--etcd-initial-cluster",
+        f"dapr-scheduler-server-0=http://127.0.0.1:{SCHEDULER_ETCD_PEER}",
+        "--etcd-client-listen-address",
+        "127.0.0.1",
+        "--log-level",
+        "warn",
+    ]
+    process = ManagedProcess("scheduler", argv, layout.run_dir / "logs" / "scheduler.log", cwd=layout.run_dir)
+    return _start("scheduler", SCHEDULER_PORT, process, 60, lambda: _healthz(SCHEDULER_HEALTHZ))
