@@ -107,7 +107,8 @@ class Platform:
 
         run_file = self.layout.run_dir / f"dapr.{self.profile}.yaml"
         run_file.write_text(yaml.safe_dump(rendered, sort_keys=False))
-        env = {**os.environ, "DAPR_RUNTIME_PATH": str(self.layout.runtime_path)}
+        # DAPR_HOST_IP: each daprd registers 127.0.0.1 as its address, so invocation never leaves loopback.
+        env = {**os.environ, "DAPR_RUNTIME_PATH": str(self.layout.runtime_path), "DAPR_HOST_IP": "127.0.0.1"}
         dapr = str(self.layout.runtime_bin / "dapr")
         log(f"starting {len(self.run_file.apps)} apps with their sidecars: dapr run -f ({self.profile} profile)")
         self._apps = ManagedProcess(
