@@ -1,0 +1,1 @@
+"""Sidecart users: sign-up, login with RS256 JWTs, profiles; every record and event goes through Dapr."""

@@ -1,0 +1,242 @@
+"""The only module that talks to the Dapr sidecar, through its HTTP API (state, secrets, health).
+
+Plain httpx rather than the Dapr SDK: the SDK's client blocks the event loop while it waits for the sidecar,
+and its gRPC errors hide the HTTP status codes this module maps (409 etag mismatch versus a failed write).
+"""
+
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+from uuid import UUID
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from contracts.users import UserRegistered
+from users.domain import EmailClaim, User
+from users.handlers import StoredClaim, StoreUnavailableError
+from users.observability import current_traceparent
+from users.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Record = TypeVar("Record", bound=BaseModel)
+
+FIRST_WRITE = {"concurrency": "first-write"}
+
+
+def create_sidecar_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """One pooled client for every call to the sidecar's HTTP API (tests pass a fake sidecar as `transport`)."""
+    headers = {}
+    if settings.dapr_api_token is not None:
+        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
+    return httpx.AsyncClient(
+        base_url=f"{settings.sidecar_url}/v1.0",
+        headers=headers,
+        timeout=settings.sidecar_timeout_seconds,
+        trust_env=False,  # the sidecar is on loopback: no proxies from the environment
+        event_hooks={"request": [_propagate_trace]},
+        transport=transport,
+    )
+
+
+async def _propagate_trace(request: httpx.Request) -> None:
+    """Continues the caller's W3C trace, so the sidecar's spans join the request that caused them."""
+    traceparent = current_traceparent.get()
+    if traceparent:
+        request.headers["traceparent"] = traceparent
+
+
+class SidecarError(StoreUnavailableError):
+    """The sidecar answered with an error status: the request was refused or failed, not left in doubt."""
+
+    def __init__(self, operation: str, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.code = _dapr_error_code(response)
+        # Dapr's own message is left out on purpose: it quotes state keys, and those hold e-mail addresses.
+        super().__init__(f"{operation}: {self.status} {self.code}")
+
+
+def _dapr_error_code(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return "no error code"
+    return str(body.get("errorCode", "no error code")) if isinstance(body, dict) else "no error code"
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return await client.request(method, url, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+        # Never reached the sidecar: nothing was done.
+        raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
+    except httpx.HTTPError as error:
+        raise StoreUnavailableError(f"sidecar call failed: {error!r}", outcome_unknown=True) from error
+
+
+class _UserRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: UUID
+    email: str
+    name: str
+    password_hash: str
+    created_at: datetime
+
+
+class _ClaimRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: UUID
+    claimed_at: datetime
+
+
+def user_key(user_id: UUID) -> str:
+    return f"user:{user_id}"
+
+
+def claim_key(email: str) -> str:
+    return f"email:{email}"
+
+
+class DaprUserRepository:
+    """Users and the unique e-mail index in one Dapr state store, whose outbox publishes UserRegistered."""
+
+    def __init__(self, client: httpx.AsyncClient, store: str) -> None:
+        self._client = client
+        self._store = store
+
+    async def get_claim(self, email: str) -> StoredClaim | None:
+        found = await self._get(claim_key(email))
+        if found is None:
+            return None
+        data, etag = found
+        record = _parse(_ClaimRecord, data)
+        return StoredClaim(EmailClaim(email=email, user_id=record.user_id, claimed_at=record.claimed_at), etag)
+
+    async def save_claim(self, claim: EmailClaim, *, etag: str | None) -> bool:
+        item: dict[str, Any] = {
+            "key": claim_key(claim.email),
+            "value": _ClaimRecord(user_id=claim.user_id, claimed_at=claim.claimed_at).model_dump(mode="json"),
+            "options": FIRST_WRITE,
+        }
+        if etag is not None:
+            item["etag"] = etag
+        response = await _send(self._client, "POST", f"/state/{self._store}", json=[item])
+        if response.is_success:
+            return True
+        if response.status_code == httpx.codes.CONFLICT:
+            return False  # etag mismatch: the claim changed since it was read
+        # A refused first-write is not always a 409 (Redis answers 500 ERR_STATE_SAVE), and a broken store
+        # looks the same: what the key holds now tells the two apart.
+        error = SidecarError("save e-mail claim", response)
+        current = await self.get_claim(claim.email)
+        if current is not None:
+            return current.claim.user_id == claim.user_id
+        if etag is not None:
+            return False  # the claim we meant to replace is gone: the caller reads again
+        raise error
+
+    async def delete_claim(self, email: str, *, etag: str) -> None:
+        response = await _send(
+            self._client,
+            "DELETE",
+            f"/state/{self._store}/{_path(claim_key(email))}",
+            params=FIRST_WRITE,
+            headers={"If-Match": etag},
+        )
+        if response.status_code == httpx.codes.CONFLICT:
+            return
+        if not response.is_success:
+            raise SidecarError("delete e-mail claim", response)
+
+    async def get_user(self, user_id: UUID) -> User | None:
+        found = await self._get(user_key(user_id))
+        if found is None:
+            return None
+        record = _parse(_UserRecord, found[0])
+        return User(**record.model_dump())
+
+    async def add_user(self, user: User, event: UserRegistered) -> None:
+        key = user_key(user.id)
+        record = _UserRecord.model_validate(user, from_attributes=True).model_dump(mode="json")
+        operations = [
+            # The record, stored; its metadata becomes the CloudEvent's type when the outbox publishes.
+            {
+                "operation": "upsert",
+                "request": {"key": key, "value": record, "metadata": {"type": event.TYPE}},
+            },
+            # The projection: published instead of the record (which holds the password hash), never stored.
+            {
+                "operation": "upsert",
+                "request": {
+                    "key": key,
+                    "value": event.model_dump(mode="json"),
+                    "metadata": {"outbox.projection": "true", "contentType": "application/json"},
+                },
+            },
+        ]
+        response = await _send(
+            self._client, "POST", f"/state/{self._store}/transaction", json={"operations": operations}
+        )
+        if not response.is_success:
+            raise SidecarError("save user (outbox transaction)", response)
+
+    async def _get(self, key: str) -> tuple[bytes, str] | None:
+        response = await _send(
+            self._client, "GET", f"/state/{self._store}/{_path(key)}", params={"consistency": "strong"}
+        )
+        if not response.is_success:
+            raise SidecarError("get state", response)
+        if response.status_code == httpx.codes.NO_CONTENT or not response.content:
+            return None
+        return response.content, response.headers.get("etag", "")
+
+
+def _path(key: str) -> str:
+    # E-mail addresses may hold /, ?, #, % and +: encode everything so the key reaches the store unchanged.
+    return quote(key, safe="")
+
+
+def _parse(model: type[Record], data: bytes) -> Record:
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as error:
+        # Our own records: a bad one is a bug or corruption, not the caller's fault, so it stays a 500.
+        raise RuntimeError(f"a stored {model.__name__} is unreadable") from error
+
+
+class DaprSecretKeySource:
+    """The JWT signing key (PEM) from a Dapr secret store."""
+
+    def __init__(self, client: httpx.AsyncClient, store: str, name: str) -> None:
+        self._client = client
+        self._store = store
+        self._name = name
+
+    async def private_key_pem(self) -> str:
+        response = await _send(self._client, "GET", f"/secrets/{self._store}/{quote(self._name, safe='')}")
+        if not response.is_success:
+            raise SidecarError(f"get secret {self._name!r}", response)
+        secrets = response.json()
+        if not isinstance(secrets, dict) or not isinstance(secrets.get(self._name), str):
+            raise StoreUnavailableError(f"secret {self._name!r} missing from secret store {self._store!r}")
+        pem: str = secrets[self._name]
+        return pem
+
+
+class DaprSidecarProbe:
+    """Ready when the sidecar's outbound side (components, API) answers."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def is_ready(self) -> bool:
+        try:
+            response = await self._client.get("/healthz/outbound")
+        except httpx.HTTPError as error:
+            log.warning("sidecar_not_ready", error=repr(error))
+            return False
+        return response.is_success
