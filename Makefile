@@ -6,7 +6,7 @@ PROFILE ?= local
 GATEWAY_PORT ?= 8080
 export PROFILE GATEWAY_PORT
 
-.PHONY: help setup run test unit e2e lint fmt schemas runtime clean
+.PHONY: help setup run test unit e2e lint fmt schemas footprint runtime clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ fmt: ## format and fix what ruff can
 
 schemas: ## regenerate contracts/schemas after a reviewed contract change
 	@$(PY) -m contracts.export
+
+footprint: setup ## benchmark: start the platform, print and write (reports/) each process's resident memory
+	@$(PY) -m devstack footprint
 
 runtime: ## (re)build the Dapr runtime into .runtime/.dapr/bin
 	@bash deploy/runtime/build.sh

@@ -53,9 +53,12 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # The request middleware writes the access log, with the request id; uvicorn's own would say it twice.
+    logging.getLogger("uvicorn.access").handlers = []
+    logging.getLogger("uvicorn.access").propagate = False
     # httpx logs every URL at info, and state-key URLs hold e-mail addresses.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from devstack.footprint import run as run_footprint
 from devstack.install import setup
 from devstack.layout import Layout
 from devstack.platform_run import Platform
@@ -20,11 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start the whole platform until Ctrl-C")
     run.add_argument("--profile", default=os.environ.get("PROFILE", "local"), help="folder under components/")
     run.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    footprint = sub.add_parser("footprint", help="start the platform, measure each process's memory, write a report")
+    footprint.add_argument("--profile", default=os.environ.get("PROFILE", "local"))
+    footprint.add_argument("--warm-up-users", type=int, default=50)
     args = parser.parse_args(argv)
 
     layout = Layout.discover()
     setup(layout)
     if args.command == "setup":
+        return 0
+    if args.command == "footprint":
+        log(f"report written to {run_footprint(layout, args.profile, args.warm_up_users)}")
         return 0
 
     stop = threading.Event()

@@ -78,6 +78,11 @@ class Platform:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
 
+    @property
+    def apps_process_pid(self) -> int | None:
+        """The `dapr run -f` process: the daprd and app processes are in its session."""
+        return self._apps.pid if self._apps else None
+
     def sidecar_url(self, app_id: str) -> str:
         return f"http://127.0.0.1:{self.run_file.app(app_id).dapr_http_port}"
 

@@ -1,0 +1,130 @@
+"""The only module that talks to the sidecar: service invocation, the users JWKS through it, and its health."""
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import structlog
+
+from gateway.domain import (
+    InvocationFailedError,
+    KeysUnavailableError,
+    SidecarUnreachableError,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+    UpstreamTimeoutError,
+)
+from gateway.settings import Settings
+
+log = structlog.get_logger("gateway.adapters")
+
+
+def sidecar_client(settings: Settings) -> httpx.AsyncClient:
+    """One pooled client to the sidecar for the app's lifetime."""
+    headers = {}
+    if settings.dapr_api_token is not None:
+        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
+    return httpx.AsyncClient(
+        base_url=f"http://{settings.dapr_host}:{settings.dapr_http_port}",
+        headers=headers,
+        timeout=httpx.Timeout(settings.invoke_timeout_seconds, connect=settings.sidecar_connect_timeout_seconds),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        follow_redirects=False,
+        trust_env=False,  # a proxy from the environment must never sit between an app and its sidecar
+    )
+
+
+def _dapr_error_code(response: httpx.Response) -> str | None:
+    """The sidecar's own error code: Dapr answers its failures as {"errorCode": "ERR_...", "message": ...}.
+
+    Sidecart apps answer errors as {"error": {...}}, so an `errorCode` body came from the sidecar, not the app.
+    """
+    if response.status_code < 400:
+        return None
+    try:
+        body: Any = json.loads(response.content)
+    except ValueError:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("errorCode"), str) and "error" not in body:
+        return str(body["errorCode"])
+    return None
+
+
+class DaprInvoker:
+    """Service invocation over the sidecar's HTTP API: /v1.0/invoke/{app-id}/method/{path}."""
+
+    def __init__(self, client: httpx.AsyncClient, on_call: Callable[[str, str], None] | None = None) -> None:
+        self._client = client
+        self._on_call = on_call
+
+    async def invoke(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
+        url = f"/v1.0/invoke/{app_id}/method/{request.path}"
+        try:
+            response = await self._client.request(
+                request.method, url, headers=dict(request.headers), content=request.body or None
+            )
+        except httpx.TimeoutException as exc:
+            self._record(app_id, "timeout")
+            raise UpstreamTimeoutError(f"{app_id} {request.method} /{request.path} timed out") from exc
+        except httpx.TransportError as exc:
+            self._record(app_id, "sidecar_unreachable")
+            raise SidecarUnreachableError(f"the sidecar did not answer: {exc!r}") from exc
+        dapr_error = _dapr_error_code(response)
+        if dapr_error is not None:
+            self._record(app_id, "invoke_error")
+            log.warning(
+                "invoke_failed",
+                app_id=app_id,
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                dapr_error=dapr_error,
+                dapr_message=response.text[:500],
+            )
+            raise InvocationFailedError(f"{app_id}: {dapr_error}")
+        self._record(app_id, "answered")
+        return UpstreamResponse(response.status_code, dict(response.headers), response.content)
+
+    def _record(self, app_id: str, outcome: str) -> None:
+        if self._on_call is not None:
+            self._on_call(app_id, outcome)
+
+
+class DaprJwksSource:
+    """The users service's JWKS, fetched through the sidecar like any other call."""
+
+    def __init__(self, upstream: DaprInvoker, *, users_app_id: str, method: str) -> None:
+        self._upstream = upstream
+        self._users_app_id = users_app_id
+        self._method = method
+
+    async def fetch_jwks(self) -> object:
+        request = UpstreamRequest("GET", self._method, {"accept": "application/json"})
+        try:
+            response = await self._upstream.invoke(self._users_app_id, request)
+        except UpstreamError as exc:
+            raise KeysUnavailableError(f"fetching the JWKS failed: {exc.reason}") from exc
+        if response.status != 200:
+            raise KeysUnavailableError(f"the JWKS endpoint answered {response.status}")
+        try:
+            document: object = json.loads(response.body)
+        except ValueError as exc:
+            raise KeysUnavailableError("the JWKS endpoint answered something other than JSON") from exc
+        return document
+
+
+class DaprSidecarHealth:
+    """Whether the sidecar is up and its components ready (GET /v1.0/healthz/outbound, 204 when so)."""
+
+    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def is_ready(self) -> bool:
+        try:
+            response = await self._client.get("/v1.0/healthz/outbound", timeout=self._timeout)
+        except httpx.HTTPError:
+            return False
+        return response.is_success

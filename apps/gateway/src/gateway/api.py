@@ -1,0 +1,186 @@
+"""The public HTTP API: thin routes that authenticate, call a handler and pass the app's answer on."""
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from contracts.api import ErrorDetail
+from gateway.domain import (
+    AuthenticationError,
+    KeysUnavailableError,
+    MissingTokenError,
+    Principal,
+    UpstreamError,
+    UpstreamResponse,
+    forwarded_request_headers,
+)
+from gateway.errors import ApiError, error_response
+from gateway.handlers import Authenticator, Gateway, SidecarHealth, Upstream
+from gateway.observability import HttpMetrics
+from gateway.settings import Settings
+
+log = structlog.get_logger("gateway.api")
+router = APIRouter()
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_upstream(request: Request) -> Upstream:
+    upstream: Upstream = request.app.state.upstream
+    return upstream
+
+
+def get_authenticator(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator
+
+
+def get_sidecar_health(request: Request) -> SidecarHealth:
+    health: SidecarHealth = request.app.state.sidecar_health
+    return health
+
+
+def get_metrics(request: Request) -> HttpMetrics:
+    metrics: HttpMetrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+UpstreamDep = Annotated[Upstream, Depends(get_upstream)]
+AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
+MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
+
+
+def get_gateway(upstream: UpstreamDep, settings: SettingsDep) -> Gateway:
+    return Gateway(upstream, users_app_id=settings.users_app_id, notifications_app_id=settings.notifications_app_id)
+
+
+async def get_caller(
+    authenticator: AuthenticatorDep,
+    authorization: Annotated[str | None, Header(description="Bearer <token> from POST /api/v1/auth/token")] = None,
+) -> Principal:
+    return await authenticator.authenticate(authorization)
+
+
+def get_forwarded_headers(request: Request) -> dict[str, str]:
+    return forwarded_request_headers(request.headers.items(), request.state.request_id)
+
+
+async def read_body(request: Request, settings: SettingsDep) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed the limit."""
+    limit = settings.max_body_bytes
+    too_large = ApiError(413, "payload_too_large", f"The request body exceeds {limit} bytes.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+CallerDep = Annotated[Principal, Depends(get_caller)]
+ForwardedHeadersDep = Annotated[dict[str, str], Depends(get_forwarded_headers)]
+BodyDep = Annotated[bytes, Depends(read_body)]
+
+
+def _passed_on(answer: UpstreamResponse) -> Response:
+    return Response(content=answer.body, status_code=answer.status, headers=dict(answer.headers))
+
+
+@router.post("/api/v1/users", tags=["users"], response_class=Response)
+async def sign_up(gateway: GatewayDep, body: BodyDep, headers: ForwardedHeadersDep) -> Response:
+    """Sign up: create an account."""
+    return _passed_on(await gateway.sign_up(body, headers))
+
+
+@router.post("/api/v1/auth/token", tags=["auth"], response_class=Response)
+async def issue_token(gateway: GatewayDep, body: BodyDep, headers: ForwardedHeadersDep) -> Response:
+    """Log in: exchange credentials for a bearer token."""
+    return _passed_on(await gateway.issue_token(body, headers))
+
+
+@router.get("/api/v1/users/me", tags=["users"], response_class=Response)
+async def get_my_profile(gateway: GatewayDep, caller: CallerDep, headers: ForwardedHeadersDep) -> Response:
+    """The signed-in user's profile."""
+    return _passed_on(await gateway.get_profile(caller, headers))
+
+
+@router.get("/api/v1/users/me/notifications", tags=["notifications"], response_class=Response)
+async def list_my_notifications(gateway: GatewayDep, caller: CallerDep, headers: ForwardedHeadersDep) -> Response:
+    """The signed-in user's notifications, newest first."""
+    return _passed_on(await gateway.list_notifications(caller, headers))
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers (never depends on other apps)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
+async def readyz(health: SidecarHealthDep, request: Request) -> JSONResponse:
+    """Readiness: the gateway's sidecar is up and its components are ready."""
+    if await health.is_ready():
+        return JSONResponse({"status": "ready"})
+    return error_response(503, "not_ready", "The Dapr sidecar is not ready.", request.state.request_id)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(http_metrics: MetricsDep) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(http_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- Domain errors -> HTTP --------------------------------------------------------------------------------------
+
+
+async def _on_authentication_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthenticationError)
+    # RFC 6750: a request without credentials gets the bare challenge, a bad token also gets error="invalid_token".
+    challenge = 'Bearer realm="sidecart"'
+    if not isinstance(exc, MissingTokenError):
+        challenge += f', error="invalid_token", error_description="{exc.reason}"'
+    return error_response(
+        401,
+        exc.code,
+        "Authentication failed.",
+        request.state.request_id,
+        [ErrorDetail(field="Authorization", reason=exc.reason)],
+        {"www-authenticate": challenge},
+    )
+
+
+async def _on_keys_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("signing_keys_unavailable", reason=str(exc))
+    return error_response(
+        503,
+        "auth_unavailable",
+        "Tokens cannot be verified right now: the signing keys are unavailable.",
+        request.state.request_id,
+        headers={"retry-after": "5"},
+    )
+
+
+async def _on_upstream_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UpstreamError)
+    headers = {"retry-after": "2"} if exc.status == 503 else {}
+    return error_response(exc.status, exc.code, exc.message, request.state.request_id, headers=headers)
+
+
+def install_domain_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AuthenticationError, _on_authentication_error)
+    app.add_exception_handler(KeysUnavailableError, _on_keys_unavailable)
+    app.add_exception_handler(UpstreamError, _on_upstream_error)

@@ -1,0 +1,308 @@
+"""The gateway's rules: which tokens it trusts, which headers cross the edge, how upstream answers map.
+
+Plain Python: no FastAPI, no Dapr. Token checks use PyJWT with the algorithm pinned, so a token can never choose
+how it is verified.
+"""
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from pydantic import ValidationError
+
+from contracts.api import ErrorBody, ErrorResponse
+
+ALGORITHM = "RS256"
+MIN_RSA_KEY_BITS = 2048
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud")
+# The subject becomes a path segment of an upstream call, so it must be a plain identifier (users issues UUIDs).
+_ACCEPTABLE_SUBJECT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,127}")
+
+
+# --- Authentication -------------------------------------------------------------------------------------------
+
+
+class AuthenticationError(Exception):
+    """The request does not prove who sent it: answered 401 with WWW-Authenticate: Bearer."""
+
+    code = "invalid_token"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MissingTokenError(AuthenticationError):
+    code = "missing_token"
+
+
+class InvalidTokenError(AuthenticationError):
+    code = "invalid_token"
+
+
+class KeysUnavailableError(Exception):
+    """The users service's signing keys cannot be had: the gateway cannot judge any token (503, not 401)."""
+
+
+class InvalidKeySetError(ValueError):
+    """A JWKS document without a single usable RS256 verification key."""
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    issuer: str
+    audience: str
+    leeway_seconds: float
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as the verified token names them. The only source of identity the gateway has."""
+
+    subject: str
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header."""
+    if authorization is None or not authorization.strip():
+        raise MissingTokenError("the request carries no bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or any(char.isspace() for char in token):
+        raise InvalidTokenError("the Authorization header is not 'Bearer <token>'")
+    return token
+
+
+def signing_key_id(token: str) -> str | None:
+    """The `kid` a token names, once its header shows the one algorithm accepted."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise InvalidTokenError("the token is malformed") from exc
+    if header.get("alg") != ALGORITHM:
+        raise InvalidTokenError(f"the token is not signed with {ALGORITHM}")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidTokenError("the token's key id is malformed")
+    return kid
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The RS256 public keys of a JWKS document, by key id."""
+
+    by_kid: Mapping[str, RSAPublicKey]
+    without_kid: tuple[RSAPublicKey, ...] = ()
+
+    @classmethod
+    def from_jwks(cls, document: object) -> "KeySet":
+        """Keeps only RSA signature keys of at least 2048 bits usable with RS256; ignores the rest."""
+        if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+            raise InvalidKeySetError("the document is not a JWKS (no 'keys' list)")
+        by_kid: dict[str, RSAPublicKey] = {}
+        without_kid: list[RSAPublicKey] = []
+        for jwk in document["keys"]:
+            key = _verification_key(jwk)
+            if key is None:
+                continue
+            kid = jwk.get("kid")
+            if isinstance(kid, str) and kid:
+                by_kid[kid] = key
+            else:
+                without_kid.append(key)
+        if not by_kid and not without_kid:
+            raise InvalidKeySetError(f"the JWKS holds no usable {ALGORITHM} key")
+        return cls(by_kid=by_kid, without_kid=tuple(without_kid))
+
+    def find(self, kid: str | None) -> RSAPublicKey | None:
+        """The key a token names; a token without `kid` is accepted only when the set holds a single key."""
+        if kid is not None:
+            return self.by_kid.get(kid)
+        every_key = [*self.by_kid.values(), *self.without_kid]
+        return every_key[0] if len(every_key) == 1 else None
+
+
+def _verification_key(jwk: object) -> RSAPublicKey | None:
+    if not isinstance(jwk, Mapping) or jwk.get("kty") != "RSA":
+        return None
+    if jwk.get("use", "sig") != "sig" or jwk.get("alg", ALGORITHM) != ALGORITHM:
+        return None
+    try:
+        key = jwt.PyJWK(dict(jwk), algorithm=ALGORITHM).key
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+        return None
+    if isinstance(key, RSAPrivateKey):  # a JWKS should never publish one, but only the public half is needed
+        key = key.public_key()
+    if not isinstance(key, RSAPublicKey) or key.key_size < MIN_RSA_KEY_BITS:
+        return None
+    return key
+
+
+def verify_token(token: str, key: RSAPublicKey, policy: TokenPolicy) -> Principal:
+    """Checks signature, expiry, issuer and audience; returns who the token speaks for."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=policy.audience,
+            issuer=policy.issuer,
+            leeway=policy.leeway_seconds,
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidTokenError("the token has expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise InvalidTokenError("the token is not valid yet") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidTokenError(f"the token lacks the '{exc.claim}' claim") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise InvalidTokenError("the token is meant for another audience") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise InvalidTokenError("the token was issued by an untrusted issuer") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise InvalidTokenError("the token's signature does not verify") from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidTokenError("the token is invalid") from exc
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not _ACCEPTABLE_SUBJECT.fullmatch(subject):
+        raise InvalidTokenError("the token's subject is not an acceptable user id")
+    return Principal(subject=subject)
+
+
+# --- Errors -----------------------------------------------------------------------------------------------
+
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
+
+
+def error_code_for_status(status: int) -> str:
+    """The stable error code a bare HTTP status maps to."""
+    return _ERROR_CODES.get(status, "client_error" if status < 500 else "server_error")
+
+
+# --- Forwarding -----------------------------------------------------------------------------------------------
+
+# Allow-lists, not deny-lists: hop-by-hop headers, cookies, credentials and anything aimed at the sidecar
+# (dapr-api-token, dapr-app-id) never cross the edge, whatever a client sends.
+FORWARDED_REQUEST_HEADERS = frozenset({"accept", "accept-language", "content-type", "traceparent", "tracestate"})
+RETURNED_RESPONSE_HEADERS = frozenset(
+    {"cache-control", "content-language", "content-type", "etag", "retry-after", "www-authenticate"}
+)
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """A call to another app's method, made through the sidecar."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    """What the other app answered (the sidecar's own failures are UpstreamError instead)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class UpstreamError(Exception):
+    """The call did not reach the app or got no usable answer. Never the client's fault, never a 500."""
+
+    status = 502
+    code = "bad_gateway"
+    message = "The service behind the gateway gave no usable answer."
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SidecarUnreachableError(UpstreamError):
+    status = 503
+    code = "sidecar_unavailable"
+    message = "The gateway cannot reach its Dapr sidecar."
+
+
+class InvocationFailedError(UpstreamError):
+    """The sidecar answered with its own error (ERR_DIRECT_INVOKE...): the app is down, unknown or not allowed."""
+
+    status = 503
+    code = "upstream_unavailable"
+    message = "The service behind the gateway is unavailable."
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    message = "The service behind the gateway did not answer in time."
+
+
+class BadUpstreamResponseError(UpstreamError):
+    status = 502
+    code = "bad_gateway"
+    message = "The service behind the gateway gave no usable answer."
+
+
+def forwarded_request_headers(incoming: Iterable[tuple[str, str]], request_id: str) -> dict[str, str]:
+    """The client's headers that travel on to the app, plus the request id."""
+    headers = {name.lower(): value for name, value in incoming if name.lower() in FORWARDED_REQUEST_HEADERS}
+    headers["x-request-id"] = request_id
+    return headers
+
+
+def returned_response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    """The app's headers that travel back to the client."""
+    return {name.lower(): value for name, value in upstream.items() if name.lower() in RETURNED_RESPONSE_HEADERS}
+
+
+def client_response(upstream: UpstreamResponse, request_id: str) -> UpstreamResponse:
+    """The answer the client gets: the app's own, except that every error leaves in the Sidecart error shape.
+
+    An app error already in the shape passes through; another 4xx is wrapped keeping its status; a 5xx that is not
+    in the shape means the app failed in a way it did not report, so the client gets 502.
+    """
+    headers = returned_response_headers(upstream.headers)
+    if upstream.status < 400 or _is_error_shape(upstream.body):
+        return UpstreamResponse(upstream.status, headers, upstream.body)
+    if upstream.status >= 500:
+        raise BadUpstreamResponseError(f"the app answered {upstream.status} outside the error shape")
+    wrapped = ErrorResponse(
+        error=ErrorBody(
+            code=error_code_for_status(upstream.status), message="The request was refused.", request_id=request_id
+        )
+    )
+    headers["content-type"] = "application/json"
+    return UpstreamResponse(upstream.status, headers, wrapped.model_dump_json().encode())
+
+
+def _is_error_shape(body: bytes) -> bool:
+    try:
+        ErrorResponse.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        return False
+    return True

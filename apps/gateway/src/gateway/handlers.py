@@ -1,0 +1,149 @@
+"""The gateway's use cases: authenticate a caller, and forward each public route to the app that serves it."""
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+from urllib.parse import quote
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from gateway.domain import (
+    InvalidKeySetError,
+    InvalidTokenError,
+    KeySet,
+    KeysUnavailableError,
+    Principal,
+    TokenPolicy,
+    UpstreamRequest,
+    UpstreamResponse,
+    bearer_token,
+    client_response,
+    signing_key_id,
+    verify_token,
+)
+
+log = structlog.get_logger("gateway.handlers")
+
+
+class Upstream(Protocol):
+    """Calls a method of another app (through the sidecar)."""
+
+    async def invoke(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse: ...
+
+
+class JwksSource(Protocol):
+    """Fetches the users service's JWKS document; raises KeysUnavailableError when it cannot."""
+
+    async def fetch_jwks(self) -> object: ...
+
+
+class SidecarHealth(Protocol):
+    async def is_ready(self) -> bool: ...
+
+
+class SigningKeys:
+    """The users service's public keys, cached for `ttl` seconds.
+
+    A token naming a key the cache lacks triggers one refetch (key rotation), but fetches happen at most every
+    `min_refetch_interval` seconds however many such tokens arrive, so junk key ids cannot make the gateway
+    hammer users. When a refresh fails the keys already held stay in use; with none held, KeysUnavailableError.
+    """
+
+    def __init__(
+        self,
+        source: JwksSource,
+        *,
+        ttl: float,
+        min_refetch_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_fetch: Callable[[str], None] = lambda outcome: None,
+    ) -> None:
+        self._source = source
+        self._ttl = ttl
+        self._min_refetch_interval = min_refetch_interval
+        self._clock = clock
+        self._on_fetch = on_fetch
+        self._keys: KeySet | None = None
+        self._fetched_at = -math.inf
+        self._attempted_at = -math.inf
+        self._generation = 0
+        self._lock = asyncio.Lock()
+
+    async def find(self, kid: str | None) -> RSAPublicKey:
+        """The key a token names."""
+        keys, generation = self._keys, self._generation
+        if keys is None or self._clock() - self._fetched_at >= self._ttl:
+            keys = await self._refresh(generation)
+            generation = self._generation
+        key = keys.find(kid)
+        if key is None:
+            key = (await self._refresh(generation)).find(kid)
+        if key is None:
+            raise InvalidTokenError("the token names a signing key the issuer does not publish")
+        return key
+
+    async def _refresh(self, seen_generation: int) -> KeySet:
+        async with self._lock:
+            if self._keys is not None and self._generation != seen_generation:
+                return self._keys  # another request refreshed while this one waited
+            if self._clock() - self._attempted_at < self._min_refetch_interval:
+                if self._keys is None:
+                    raise KeysUnavailableError("the last attempt to fetch the signing keys failed moments ago")
+                return self._keys
+            self._attempted_at = self._clock()
+            try:
+                keys = KeySet.from_jwks(await self._source.fetch_jwks())
+            except (KeysUnavailableError, InvalidKeySetError) as exc:
+                self._on_fetch("failed")
+                if self._keys is None:
+                    raise KeysUnavailableError(str(exc)) from exc
+                log.warning("jwks_refresh_failed_keeping_cached_keys", reason=str(exc))
+                return self._keys
+            self._on_fetch("ok")
+            self._keys, self._fetched_at = keys, self._attempted_at
+            self._generation += 1
+            return keys
+
+
+class Authenticator:
+    """Turns an Authorization header into a Principal, or refuses it."""
+
+    def __init__(self, keys: SigningKeys, policy: TokenPolicy) -> None:
+        self._keys = keys
+        self._policy = policy
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        token = bearer_token(authorization)
+        # The header is checked before any key lookup, so a malformed token never costs a JWKS fetch.
+        key = await self._keys.find(signing_key_id(token))
+        return verify_token(token, key, self._policy)
+
+
+class Gateway:
+    """The public routes, each mapped to the app and method that serve it."""
+
+    def __init__(self, upstream: Upstream, *, users_app_id: str, notifications_app_id: str) -> None:
+        self._upstream = upstream
+        self._users = users_app_id
+        self._notifications = notifications_app_id
+
+    async def sign_up(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        return await self._call(self._users, UpstreamRequest("POST", "users", headers, body))
+
+    async def issue_token(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        return await self._call(self._users, UpstreamRequest("POST", "auth/token", headers, body))
+
+    async def get_profile(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
+        path = f"users/{quote(caller.subject, safe='')}"
+        return await self._call(self._users, UpstreamRequest("GET", path, headers))
+
+    async def list_notifications(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
+        path = f"users/{quote(caller.subject, safe='')}/notifications"
+        return await self._call(self._notifications, UpstreamRequest("GET", path, headers))
+
+    async def _call(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
+        response = await self._upstream.invoke(app_id, request)
+        return client_response(response, request.headers.get("x-request-id", ""))

@@ -1,0 +1,324 @@
+"""The public HTTP API through TestClient, with the sidecar-facing ports replaced by fakes."""
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.api import get_authenticator, get_sidecar_health, get_upstream
+from gateway.domain import (
+    InvocationFailedError,
+    SidecarUnreachableError,
+    TokenPolicy,
+    UpstreamResponse,
+    UpstreamTimeoutError,
+)
+from gateway.handlers import Authenticator, SigningKeys
+from gateway.main import create_app
+from gateway.settings import Settings
+
+SUBJECT = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+class FakeSidecarHealth:
+    def __init__(self) -> None:
+        self.ready = True
+
+    async def is_ready(self) -> bool:
+        return self.ready
+
+
+@pytest.fixture
+def health() -> FakeSidecarHealth:
+    return FakeSidecarHealth()
+
+
+@pytest.fixture
+def client(upstream: Any, jwks_source: Any, clock: Any, health: FakeSidecarHealth) -> TestClient:
+    app = create_app(Settings(max_body_bytes=1024))
+    authenticator = Authenticator(
+        SigningKeys(jwks_source, ttl=300, min_refetch_interval=5, clock=clock),
+        TokenPolicy(issuer="sidecart-users", audience="sidecart", leeway_seconds=10),
+    )
+    app.dependency_overrides[get_upstream] = lambda: upstream
+    app.dependency_overrides[get_authenticator] = lambda: authenticator
+    app.dependency_overrides[get_sidecar_health] = lambda: health
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def bearer(signer: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {signer.token(sub=SUBJECT)}"}
+
+
+def _assert_error_shape(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+# --- health -------------------------------------------------------------------------------------------------
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_readyz_when_the_sidecar_is_ready(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert (response.status_code, response.json()) == (200, {"status": "ready"})
+
+
+def test_readyz_when_the_sidecar_is_not(client: TestClient, health: FakeSidecarHealth) -> None:
+    health.ready = False
+    _assert_error_shape(client.get("/readyz"), 503, "not_ready")
+
+
+def test_healthz_does_not_depend_on_the_sidecar(client: TestClient, health: FakeSidecarHealth) -> None:
+    health.ready = False
+    assert client.get("/healthz").status_code == 200
+
+
+# --- authentication -----------------------------------------------------------------------------------------
+
+PROTECTED = ["/api/v1/users/me", "/api/v1/users/me/notifications"]
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_missing_token_is_401(client: TestClient, upstream: Any, path: str) -> None:
+    response = client.get(path)
+    _assert_error_shape(response, 401, "missing_token")
+    assert response.headers["www-authenticate"] == 'Bearer realm="sidecart"'
+    assert upstream.calls == []
+
+
+def _bad_tokens(signer: Any, other_signer: Any, forge: Any, claims: Any) -> dict[str, str]:
+    return {
+        "expired": f"Bearer {signer.token(exp=int(time.time()) - 120)}",
+        "wrong audience": f"Bearer {signer.token(aud='other-platform')}",
+        "wrong issuer": f"Bearer {signer.token(iss='someone')}",
+        "bad signature": f"Bearer {other_signer.token(kid='key-1')}",
+        "alg none": f"Bearer {forge({'alg': 'none', 'kid': 'key-1'}, claims(), None)}",
+        "HS256 with public key": f"Bearer {forge({'alg': 'HS256', 'kid': 'key-1'}, claims(), signer.public_pem())}",
+        "unknown kid": f"Bearer {other_signer.token()}",
+        "garbage": "Bearer not.a.jwt",
+        "malformed header": f"Token {signer.token()}",
+        "bearer without token": "Bearer",
+    }
+
+
+BAD_TOKEN_CASES = [
+    "expired", "wrong audience", "wrong issuer", "bad signature", "alg none", "HS256 with public key",
+    "unknown kid", "garbage", "malformed header", "bearer without token",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_TOKEN_CASES)
+@pytest.mark.parametrize("path", PROTECTED)
+def test_bad_token_is_401(
+    client: TestClient, upstream: Any, signer: Any, other_signer: Any, forge: Any, claims: Any, case: str, path: str
+) -> None:
+    authorization = _bad_tokens(signer, other_signer, forge, claims)[case]
+    response = client.get(path, headers={"Authorization": authorization})
+    body = _assert_error_shape(response, 401, "invalid_token")
+    assert response.headers["www-authenticate"].startswith('Bearer realm="sidecart", error="invalid_token"')
+    assert body["error"]["details"][0]["field"] == "Authorization"
+    assert upstream.calls == []
+
+
+def test_unknown_kid_refetches_the_keys_once(
+    client: TestClient, jwks_source: Any, clock: Any, signer: Any, other_signer: Any
+) -> None:
+    client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {signer.token()}"})
+    assert jwks_source.fetches == 1
+    clock.now += 60
+    jwks_source.document = {"keys": [signer.jwk(), other_signer.jwk()]}
+    response = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {other_signer.token()}"})
+    assert response.status_code == 200
+    assert jwks_source.fetches == 2
+
+
+def test_jwks_unavailable_is_503_not_401(client: TestClient, jwks_source: Any, bearer: dict[str, str]) -> None:
+    jwks_source.available = False
+    response = client.get("/api/v1/users/me", headers=bearer)
+    _assert_error_shape(response, 503, "auth_unavailable")
+    assert "www-authenticate" not in response.headers
+
+
+@pytest.mark.parametrize(("method", "path"), [("post", "/api/v1/users"), ("post", "/api/v1/auth/token")])
+def test_sign_up_and_login_need_no_token(client: TestClient, upstream: Any, method: str, path: str) -> None:
+    assert client.request(method, path, json={}).status_code == 200
+    assert len(upstream.calls) == 1
+
+
+# --- routing ------------------------------------------------------------------------------------------------
+
+
+def test_notifications_route_to_the_notifications_app_for_the_token_subject(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    upstream.answer = UpstreamResponse(200, {"content-type": "application/json"}, b'{"items": []}')
+    response = client.get("/api/v1/users/me/notifications?user_id=someone-else", headers=bearer)
+    assert (response.status_code, response.json()) == (200, {"items": []})
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("notifications", "GET", f"users/{SUBJECT}/notifications")
+
+
+def test_profile_routes_to_users_for_the_token_subject(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    client.get("/api/v1/users/me", headers={**bearer, "X-User-Id": "someone-else"})
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("users", "GET", f"users/{SUBJECT}")
+    assert "authorization" not in request.headers
+    assert "x-user-id" not in request.headers
+
+
+def test_sign_up_passes_body_status_and_relevant_headers(client: TestClient, upstream: Any) -> None:
+    upstream.answer = UpstreamResponse(
+        201,
+        {"content-type": "application/json", "etag": '"1"', "set-cookie": "x=1", "connection": "close"},
+        b'{"id": "u-1"}',
+    )
+    payload = {"email": "a@example.com", "password": "correct horse", "name": "A"}
+    response = client.post("/api/v1/users", json=payload, headers={"Cookie": "tracking=1"})
+    assert (response.status_code, response.json()) == (201, {"id": "u-1"})
+    assert response.headers["etag"] == '"1"'
+    assert "set-cookie" not in response.headers
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("users", "POST", "users")
+    assert json.loads(request.body) == payload
+    assert request.headers["content-type"] == "application/json"
+    assert "cookie" not in request.headers
+
+
+def test_login_passes_the_app_error_through(client: TestClient, upstream: Any) -> None:
+    error = {"error": {"code": "invalid_credentials", "message": "no", "details": [], "request_id": "r"}}
+    upstream.answer = UpstreamResponse(401, {"content-type": "application/json"}, json.dumps(error).encode())
+    response = client.post("/api/v1/auth/token", json={"email": "a@example.com", "password": "x"})
+    assert (response.status_code, response.json()) == (401, error)
+
+
+def test_body_over_the_limit_is_413(client: TestClient, upstream: Any) -> None:
+    response = client.post("/api/v1/users", content=b"x" * 2048, headers={"content-type": "application/json"})
+    _assert_error_shape(response, 413, "payload_too_large")
+    assert upstream.calls == []
+
+
+def test_streamed_body_over_the_limit_is_413(client: TestClient, upstream: Any) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 512
+
+    response = client.post("/api/v1/users", content=chunks(), headers={"content-type": "application/json"})
+    _assert_error_shape(response, 413, "payload_too_large")
+    assert upstream.calls == []
+
+
+# --- request ids and tracing --------------------------------------------------------------------------------
+
+
+def test_request_id_is_echoed_and_forwarded(client: TestClient, upstream: Any) -> None:
+    response = client.post("/api/v1/users", json={}, headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert upstream.calls[0][1].headers["x-request-id"] == "abc-123"
+
+
+def test_request_id_is_generated_when_absent(client: TestClient, upstream: Any) -> None:
+    response = client.post("/api/v1/users", json={})
+    generated = response.headers["x-request-id"]
+    assert len(generated) >= 16
+    assert upstream.calls[0][1].headers["x-request-id"] == generated
+
+
+@pytest.mark.parametrize("offered", [b"x" * 300, b"has space", b"caf\xc3\xa9", b"a\x00b"])
+def test_unacceptable_request_id_is_replaced(client: TestClient, offered: bytes) -> None:
+    response = client.get("/healthz", headers=[(b"X-Request-ID", offered)])
+    assert response.headers["x-request-id"].encode() != offered
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_trace_context_is_forwarded(client: TestClient, upstream: Any) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    client.post("/api/v1/users", json={}, headers={"traceparent": traceparent, "tracestate": "a=b"})
+    headers = upstream.calls[0][1].headers
+    assert (headers["traceparent"], headers["tracestate"]) == (traceparent, "a=b")
+
+
+def test_error_carries_the_request_id(client: TestClient) -> None:
+    response = client.get("/api/v1/users/me", headers={"X-Request-ID": "req-9"})
+    assert response.json()["error"]["request_id"] == "req-9"
+
+
+# --- upstream failures --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (InvocationFailedError("users: ERR_DIRECT_INVOKE"), 503, "upstream_unavailable"),
+        (SidecarUnreachableError("connection refused"), 503, "sidecar_unavailable"),
+        (UpstreamTimeoutError("timed out"), 504, "upstream_timeout"),
+    ],
+)
+def test_failed_invocation_maps_to_the_error_shape(
+    client: TestClient, upstream: Any, bearer: dict[str, str], failure: Exception, status: int, code: str
+) -> None:
+    upstream.answer = failure
+    body = _assert_error_shape(client.get("/api/v1/users/me/notifications", headers=bearer), status, code)
+    assert "ERR_DIRECT_INVOKE" not in json.dumps(body)
+
+
+def test_app_crash_outside_the_error_shape_is_502(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    upstream.answer = UpstreamResponse(500, {"content-type": "text/plain"}, b"Traceback ...")
+    response = client.get("/api/v1/users/me", headers=bearer)
+    _assert_error_shape(response, 502, "bad_gateway")
+    assert "Traceback" not in response.text
+
+
+# --- framework errors ---------------------------------------------------------------------------------------
+
+
+def test_unknown_route_is_404_in_the_error_shape(client: TestClient) -> None:
+    _assert_error_shape(client.get("/api/v1/nope"), 404, "not_found")
+
+
+def test_wrong_method_is_405_in_the_error_shape(client: TestClient) -> None:
+    response = client.delete("/api/v1/users")
+    _assert_error_shape(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["allow"]
+
+
+def test_unexpected_exception_is_500_internal_error(client: TestClient, upstream: Any) -> None:
+    upstream.answer = RuntimeError("bug")
+    response = client.post("/api/v1/users", json={}, headers={"X-Request-ID": "req-500"})
+    body = _assert_error_shape(response, 500, "internal_error")
+    assert body["error"]["request_id"] == "req-500"
+    assert "bug" not in response.text
+
+
+def test_metrics_count_requests_by_route(client: TestClient) -> None:
+    client.get("/healthz")
+    client.get("/api/v1/users/me")
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
+    assert 'route="/api/v1/users/me",status="401"' in text
+
+
+def test_log_lines_carry_the_request_and_trace_ids(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with caplog.at_level("INFO"):
+        client.get("/api/v1/users/me", headers={"X-Request-ID": "req-log", "traceparent": traceparent})
+    events = [record.msg for record in caplog.records if isinstance(record.msg, dict)]
+    request_line = next(event for event in events if event.get("event") == "request")
+    assert request_line["request_id"] == "req-log"
+    assert request_line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert request_line["status"] == 401

@@ -1,0 +1,205 @@
+"""The signing-key cache, the authenticator and the route-to-app mapping, with fake ports."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.domain import (
+    InvalidTokenError,
+    KeysUnavailableError,
+    MissingTokenError,
+    Principal,
+    TokenPolicy,
+    UpstreamResponse,
+)
+from gateway.handlers import Authenticator, Gateway, SigningKeys
+
+POLICY = TokenPolicy(issuer="sidecart-users", audience="sidecart", leeway_seconds=10)
+
+
+def _keys(source: Any, clock: Any, ttl: float = 300, min_refetch: float = 5) -> SigningKeys:
+    return SigningKeys(source, ttl=ttl, min_refetch_interval=min_refetch, clock=clock)
+
+
+# --- SigningKeys --------------------------------------------------------------------------------------------
+
+
+async def test_keys_are_fetched_once_within_the_ttl(jwks_source: Any, clock: Any) -> None:
+    keys = _keys(jwks_source, clock)
+    for _ in range(3):
+        await keys.find("key-1")
+        clock.now += 100
+    assert jwks_source.fetches == 1
+
+
+async def test_keys_are_refetched_after_the_ttl(jwks_source: Any, clock: Any) -> None:
+    keys = _keys(jwks_source, clock, ttl=300)
+    await keys.find("key-1")
+    clock.now += 301
+    await keys.find("key-1")
+    assert jwks_source.fetches == 2
+
+
+async def test_unknown_kid_refetches_once_and_finds_a_rotated_key(
+    jwks_source: Any, clock: Any, signer: Any, other_signer: Any
+) -> None:
+    keys = _keys(jwks_source, clock)
+    await keys.find("key-1")
+    clock.now += 10
+    jwks_source.document = {"keys": [signer.jwk(), other_signer.jwk()]}  # users rotated in key-2
+    assert await keys.find("key-2") is not None
+    assert jwks_source.fetches == 2
+
+
+async def test_junk_kids_cannot_make_the_gateway_hammer_users(jwks_source: Any, clock: Any) -> None:
+    keys = _keys(jwks_source, clock, min_refetch=5)
+    await keys.find("key-1")
+    clock.now += 10
+    for attempt in range(20):
+        with pytest.raises(InvalidTokenError, match="signing key"):
+            await keys.find(f"junk-{attempt}")
+    assert jwks_source.fetches == 2  # the first load, and one refetch for all twenty junk kids
+
+
+async def test_unknown_kid_refetches_again_once_the_interval_has_passed(jwks_source: Any, clock: Any) -> None:
+    keys = _keys(jwks_source, clock, min_refetch=5)
+    await keys.find("key-1")
+    clock.now += 10
+    with pytest.raises(InvalidTokenError):
+        await keys.find("junk")
+    clock.now += 6
+    with pytest.raises(InvalidTokenError):
+        await keys.find("junk")
+    assert jwks_source.fetches == 3
+
+
+async def test_no_keys_at_all_is_unavailable_not_invalid(jwks_source: Any, clock: Any) -> None:
+    jwks_source.available = False
+    with pytest.raises(KeysUnavailableError):
+        await _keys(jwks_source, clock).find("key-1")
+
+
+async def test_an_unusable_jwks_document_is_unavailable(jwks_source: Any, clock: Any) -> None:
+    jwks_source.document = {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}
+    with pytest.raises(KeysUnavailableError):
+        await _keys(jwks_source, clock).find("key-1")
+
+
+async def test_failed_fetches_are_rate_limited_too(jwks_source: Any, clock: Any) -> None:
+    jwks_source.available = False
+    keys = _keys(jwks_source, clock, min_refetch=5)
+    for _ in range(5):
+        with pytest.raises(KeysUnavailableError):
+            await keys.find("key-1")
+    assert jwks_source.fetches == 1
+    clock.now += 6
+    jwks_source.available = True
+    assert await keys.find("key-1") is not None
+
+
+async def test_cached_keys_stay_in_use_when_a_refresh_fails(jwks_source: Any, clock: Any) -> None:
+    keys = _keys(jwks_source, clock, ttl=300)
+    await keys.find("key-1")
+    clock.now += 400
+    jwks_source.available = False
+    assert await keys.find("key-1") is not None
+    assert jwks_source.fetches == 2
+
+
+async def test_concurrent_requests_on_a_cold_cache_fetch_once(signer: Any, clock: Any) -> None:
+    class SlowSource:
+        fetches = 0
+
+        async def fetch_jwks(self) -> object:
+            self.fetches += 1
+            await asyncio.sleep(0.01)
+            return {"keys": [signer.jwk()]}
+
+    source = SlowSource()
+    keys = _keys(source, clock)
+    await asyncio.gather(*(keys.find("key-1") for _ in range(20)))
+    assert source.fetches == 1
+
+
+# --- Authenticator ------------------------------------------------------------------------------------------
+
+
+async def test_authenticator_accepts_a_valid_token(jwks_source: Any, clock: Any, signer: Any) -> None:
+    authenticator = Authenticator(_keys(jwks_source, clock), POLICY)
+    caller = await authenticator.authenticate(f"Bearer {signer.token(sub='user-42')}")
+    assert caller == Principal(subject="user-42")
+
+
+async def test_authenticator_refuses_a_token_signed_by_an_unpublished_key(
+    jwks_source: Any, clock: Any, make_signer: Any
+) -> None:
+    impostor = make_signer("key-1")  # same kid, different key
+    authenticator = Authenticator(_keys(jwks_source, clock), POLICY)
+    with pytest.raises(InvalidTokenError, match="signature"):
+        await authenticator.authenticate(f"Bearer {impostor.token()}")
+
+
+async def test_malformed_and_unsigned_tokens_never_cost_a_fetch(
+    jwks_source: Any, clock: Any, forge: Any, claims: Any
+) -> None:
+    authenticator = Authenticator(_keys(jwks_source, clock), POLICY)
+    for header in (None, "Bearer junk", f"Bearer {forge({'alg': 'none', 'kid': 'key-1'}, claims(), None)}"):
+        with pytest.raises((MissingTokenError, InvalidTokenError)):
+            await authenticator.authenticate(header)
+    assert jwks_source.fetches == 0
+
+
+# --- Gateway (routing) --------------------------------------------------------------------------------------
+
+
+def _gateway(upstream: Any) -> Gateway:
+    return Gateway(upstream, users_app_id="users", notifications_app_id="notifications")
+
+
+HEADERS = {"x-request-id": "req-1", "content-type": "application/json"}
+
+
+async def test_sign_up_goes_to_users_post_users(upstream: Any) -> None:
+    await _gateway(upstream).sign_up(b'{"email": "a@example.com"}', HEADERS)
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path, request.body) == (
+        "users",
+        "POST",
+        "users",
+        b'{"email": "a@example.com"}',
+    )
+    assert request.headers == HEADERS
+
+
+async def test_login_goes_to_users_post_auth_token(upstream: Any) -> None:
+    await _gateway(upstream).issue_token(b"{}", HEADERS)
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("users", "POST", "auth/token")
+
+
+async def test_profile_goes_to_users_with_the_token_subject(upstream: Any) -> None:
+    await _gateway(upstream).get_profile(Principal("u-1"), HEADERS)
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path, request.body) == ("users", "GET", "users/u-1", b"")
+
+
+async def test_notifications_go_to_notifications_with_the_token_subject(upstream: Any) -> None:
+    await _gateway(upstream).list_notifications(Principal("u-1"), HEADERS)
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("notifications", "GET", "users/u-1/notifications")
+
+
+async def test_app_ids_come_from_configuration(upstream: Any) -> None:
+    gateway = Gateway(upstream, users_app_id="users-blue", notifications_app_id="notices-blue")
+    await gateway.get_profile(Principal("u-1"), HEADERS)
+    await gateway.list_notifications(Principal("u-1"), HEADERS)
+    assert [app_id for app_id, _ in upstream.calls] == ["users-blue", "notices-blue"]
+
+
+async def test_app_answer_is_mapped_for_the_client(upstream: Any) -> None:
+    upstream.answer = UpstreamResponse(404, {"content-type": "text/plain", "connection": "close"}, b"nope")
+    answer = await _gateway(upstream).get_profile(Principal("u-1"), HEADERS)
+    assert answer.status == 404
+    assert b'"not_found"' in answer.body
+    assert b'"req-1"' in answer.body

@@ -1,0 +1,140 @@
+"""Recording notices once per event under ETag concurrency, with a fake store that enforces ETags."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from contracts.users import UserRegistered
+from notifications.domain import Inbox
+from notifications.handlers import (
+    ConcurrencyConflictError,
+    Limits,
+    Notifications,
+    Outcome,
+    RecordWelcome,
+    RetryPolicy,
+    StoreUnavailableError,
+    VersionedInbox,
+)
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _service(repository: Any, sleep: Any, attempts: int = 8, limits: Limits | None = None) -> Notifications:
+    return Notifications(
+        repository, limits=limits, retry=RetryPolicy(attempts=attempts), clock=lambda: NOW, sleep=sleep
+    )
+
+
+def _welcome(user_id: UUID, event_id: str | None = None) -> RecordWelcome:
+    user = UserRegistered(user_id=user_id, email="ada@example.com", name="Ada", registered_at=NOW)
+    return RecordWelcome(event_id=event_id or f"evt-{uuid.uuid4()}", user=user)
+
+
+async def test_first_delivery_records_a_welcome_notice(repository: Any, sleep: Any, user_id: UUID) -> None:
+    outcome = await _service(repository, sleep).record_welcome(_welcome(user_id, "evt-1"))
+    assert outcome is Outcome.RECORDED
+    [notice] = repository.inbox(user_id).notices
+    assert (notice.event_id, notice.kind, notice.created_at) == ("evt-1", "welcome", NOW)
+
+
+async def test_the_same_event_twice_records_one_notice(repository: Any, sleep: Any, user_id: UUID) -> None:
+    service = _service(repository, sleep)
+    assert await service.record_welcome(_welcome(user_id, "evt-1")) is Outcome.RECORDED
+    assert await service.record_welcome(_welcome(user_id, "evt-1")) is Outcome.ALREADY_HANDLED
+    assert len(repository.inbox(user_id).notices) == 1
+    assert repository.saves == 1
+
+
+async def test_two_events_record_two_notices_newest_first(repository: Any, sleep: Any, user_id: UUID) -> None:
+    service = _service(repository, sleep)
+    await service.record_welcome(_welcome(user_id, "evt-1"))
+    await service.record_welcome(_welcome(user_id, "evt-2"))
+    assert [notice.event_id for notice in await service.list_notices(user_id)] == ["evt-2", "evt-1"]
+
+
+async def test_concurrent_deliveries_lose_no_update(repository: Any, sleep: Any, user_id: UUID) -> None:
+    repository.interleave = True
+    service = _service(repository, sleep, attempts=50)
+    event_ids = [f"evt-{number}" for number in range(20)]
+    outcomes = await asyncio.gather(*(service.record_welcome(_welcome(user_id, event_id)) for event_id in event_ids))
+    assert set(outcomes) == {Outcome.RECORDED}
+    assert repository.conflicts > 0  # the deliveries really raced
+    assert sorted(notice.event_id for notice in repository.inbox(user_id).notices) == sorted(event_ids)
+
+
+async def test_concurrent_redeliveries_of_one_event_record_it_once(repository: Any, sleep: Any, user_id: UUID) -> None:
+    repository.interleave = True
+    service = _service(repository, sleep)
+    outcomes = await asyncio.gather(*(service.record_welcome(_welcome(user_id, "evt-1")) for _ in range(5)))
+    assert outcomes.count(Outcome.RECORDED) == 1
+    assert len(repository.inbox(user_id).notices) == 1
+
+
+async def test_a_lost_insert_race_reported_as_a_failure_is_retried(repository: Any, sleep: Any, user_id: UUID) -> None:
+    # Dapr on Redis answers a first-write insert over an existing key with a 500, not a 409.
+    repository.interleave = True
+    repository.insert_race_as_failure = True
+    service = _service(repository, sleep)
+    await asyncio.gather(service.record_welcome(_welcome(user_id, "a")), service.record_welcome(_welcome(user_id, "b")))
+    assert repository.conflicts == 1
+    assert sorted(notice.event_id for notice in repository.inbox(user_id).notices) == ["a", "b"]
+
+
+async def test_a_store_outage_is_reported(repository: Any, sleep: Any, user_id: UUID) -> None:
+    repository.available = False
+    with pytest.raises(StoreUnavailableError):
+        await _service(repository, sleep).record_welcome(_welcome(user_id))
+
+
+async def test_a_failed_first_write_is_an_outage_when_nothing_was_stored(
+    repository: Any, sleep: Any, user_id: UUID
+) -> None:
+    repository.writable = False
+    with pytest.raises(StoreUnavailableError):
+        await _service(repository, sleep).record_welcome(_welcome(user_id))
+    assert sleep.delays == []  # no point retrying here: the sidecar redelivers later
+
+
+async def test_a_failed_update_is_an_outage(repository: Any, sleep: Any, user_id: UUID) -> None:
+    service = _service(repository, sleep)
+    await service.record_welcome(_welcome(user_id))
+    repository.writable = False
+    with pytest.raises(StoreUnavailableError):
+        await service.record_welcome(_welcome(user_id))
+
+
+async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any, user_id: UUID) -> None:
+    class AlwaysConflicting:
+        async def get(self, user_id: UUID) -> VersionedInbox:
+            return VersionedInbox(Inbox(), "1")
+
+        async def save(self, *args: Any) -> None:
+            raise ConcurrencyConflictError("changed")
+
+    with pytest.raises(ConcurrencyConflictError):
+        await _service(AlwaysConflicting(), sleep, attempts=4).record_welcome(_welcome(user_id))
+    assert len(sleep.delays) == 4
+
+
+def test_backoff_is_jittered_and_bounded() -> None:
+    policy = RetryPolicy(attempts=10, backoff_seconds=0.02, backoff_max_seconds=0.5)
+    delays = [policy.delay(attempt) for attempt in range(10) for _ in range(20)]
+    assert all(0 <= delay <= 0.5 for delay in delays)
+    assert len(set(delays)) > 1
+    assert max(policy.delay(0) for _ in range(50)) <= 0.02
+
+
+async def test_notices_beyond_the_limit_are_dropped_oldest_first(repository: Any, sleep: Any, user_id: UUID) -> None:
+    service = _service(repository, sleep, limits=Limits(max_notices=2, max_remembered_events=10))
+    for event_id in ("e1", "e2", "e3"):
+        await service.record_welcome(_welcome(user_id, event_id))
+    assert [notice.event_id for notice in await service.list_notices(user_id)] == ["e3", "e2"]
+
+
+async def test_a_user_without_notices_has_an_empty_list(repository: Any, sleep: Any) -> None:
+    assert await _service(repository, sleep).list_notices(uuid.uuid4()) == ()

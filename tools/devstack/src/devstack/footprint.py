@@ -1,0 +1,115 @@
+"""`python -m devstack footprint`: starts the platform, measures each process's resident memory, writes a report.
+
+It reads VmRSS from /proc for every process the platform started (servers, the dapr CLI, each daprd and app),
+after the platform is healthy and again after a short warm-up of sign-ups and logins through the gateway.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from devstack.layout import Layout
+from devstack.platform_run import Platform
+from devstack.processes import log
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    label: str
+    pid: int
+    rss_kib: int
+
+
+def _proc_field(pid: int, name: str) -> str | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _label(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    words = [a.decode(errors="replace") for a in argv if a]
+    program = Path(words[0]).name if words else "?"
+    if program == "daprd" and "--app-id" in words:
+        return f"daprd ({words[words.index('--app-id') + 1]})"
+    if "-m" in words:
+        return f"app {words[words.index('-m') + 1]}"
+    if program == "dapr":
+        return "dapr CLI (run -f)"
+    return program
+
+
+def session_processes(session_id: int) -> list[int]:
+    """Every live process in the session a ManagedProcess started (it is the session leader)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:  # after the command name: state, ppid, pgrp, session
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def measure(platform: Platform) -> list[ProcessMemory]:
+    leaders = [s.process.pid for s in platform.servers if s.process and s.process.pid]
+    if platform.apps_process_pid:
+        leaders.append(platform.apps_process_pid)
+    rows = []
+    for leader in leaders:
+        for pid in session_processes(leader):
+            rss = _proc_field(pid, "VmRSS")
+            if rss:
+                rows.append(ProcessMemory(_label(pid), pid, int(rss.split()[0])))
+    return sorted(rows, key=lambda r: r.label)
+
+
+def warm_up(gateway_url: str, users: int) -> None:
+    with httpx.Client(base_url=gateway_url, timeout=15) as client:
+        for _ in range(users):
+            email = f"footprint-{uuid.uuid4().hex[:12]}@example.com"
+            client.post("/api/v1/users", json={"email": email, "password": "footprint-pw", "name": "F"})
+            token = client.post("/api/v1/auth/token", json={"email": email, "password": "footprint-pw"}).json()
+            client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token['access_token']}"})
+
+
+def table(title: str, rows: list[ProcessMemory]) -> str:
+    lines = [f"### {title}", "", "| process | pid | RSS (MiB) |", "|---|---:|---:|"]
+    lines += [f"| {r.label} | {r.pid} | {r.rss_kib / 1024:.1f} |" for r in rows]
+    lines.append(f"| **total** | | **{sum(r.rss_kib for r in rows) / 1024:.1f}** |")
+    return "\n".join(lines)
+
+
+def run(layout: Layout, profile: str, warm_up_users: int) -> Path:
+    started = time.monotonic()
+    with Platform(layout, profile=profile) as platform:
+        ready_s = time.monotonic() - started
+        idle = measure(platform)
+        log(f"warming up with {warm_up_users} sign-ups, logins and profile reads")
+        warm_up(platform.gateway_url, warm_up_users)
+        time.sleep(2)
+        warm = measure(platform)
+    report = "\n\n".join(
+        [
+            f"# Platform footprint ({profile} profile)",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `make footprint` (VmRSS from /proc). "
+            f"Platform healthy {ready_s:.1f} s after start (servers, `dapr run -f`, every sidecar and app).",
+            table("Idle, just after every app reported healthy", idle),
+            table(f"After {warm_up_users} sign-ups + logins + profile reads", warm),
+        ]
+    )
+    out = layout.repo / "reports" / f"footprint-{profile}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(report + "\n")
+    print(report, flush=True)
+    return out
