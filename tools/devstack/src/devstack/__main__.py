@@ -1,7 +1,6 @@
 """`python -m devstack setup | run`: what `make setup` and `make run` call."""
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
@@ -35,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both handled explicitly: a shell starts background jobs with SIGINT ignored, and Ctrl-C must still work.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     with Platform(layout, profile=args.profile, gateway_port=args.gateway_port) as platform:
         log(f"Sidecart is up: gateway at {platform.gateway_url} (profile {args.profile}). Ctrl-C stops everything.")
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
     log("stopped")
     return 0
 

@@ -1,0 +1,54 @@
+"""The contracts are the interface other languages build on: their schemas change only on purpose."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from contracts.catalog import EVENTS
+from contracts.events import Event
+from contracts.export import SCHEMA_DIR, render_schemas
+from contracts.users import UserRegistered
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_schemas_match_the_models() -> None:
+    rendered = render_schemas()
+
+    committed = {path.name: path.read_text() for path in SCHEMA_DIR.glob("*.json")}
+
+    assert committed == rendered, "a contract changed: run `make schemas` and review the diff"
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.TYPE)
+def test_every_event_names_a_versioned_type_and_a_topic(event: type[Event]) -> None:
+    assert event.TYPE.startswith("sidecart.")
+    assert event.TYPE.rsplit(".", 1)[-1].startswith("v")
+    assert event.TOPIC
+
+
+def test_event_types_are_unique() -> None:
+    assert len({event.TYPE for event in EVENTS}) == len(EVENTS)
+
+
+def test_consumers_ignore_fields_they_do_not_know() -> None:
+    event = UserRegistered.model_validate(
+        {
+            "user_id": "6f1c1f8e-1d7a-4a55-9d43-0b8f2c9a0c11",
+            "email": "a@example.com",
+            "name": "A",
+            "registered_at": "2026-11-22T00:00:00Z",
+            "added_in_a_later_version": True,
+        }
+    )
+
+    assert not hasattr(event, "added_in_a_later_version")
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (REPO / "components").iterdir() if p.is_dir()))
+def test_the_users_outbox_publishes_on_the_contract_topic(profile: str) -> None:
+    component = yaml.safe_load((REPO / "components" / profile / "statestore-users.yaml").read_text())
+    metadata = {item["name"]: item["value"] for item in component["spec"]["metadata"]}
+
+    assert metadata["outboxPublishTopic"] == UserRegistered.TOPIC
