@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+from devstack.bench_saga import run as run_bench_saga
 from devstack.footprint import run as run_footprint
 from devstack.install import setup
 from devstack.layout import Layout
@@ -23,11 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     footprint = sub.add_parser("footprint", help="start the platform, measure each process's memory, write a report")
     footprint.add_argument("--profile", default=os.environ.get("PROFILE", "local"))
     footprint.add_argument("--warm-up-users", type=int, default=50)
+    bench = sub.add_parser("bench-saga", help="order sagas/s and latency at 1, 10 and 50 concurrent clients")
+    bench.add_argument("--clients", default="1,10,50", help="comma-separated concurrency levels")
+    bench.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args(argv)
 
     layout = Layout.discover()
     setup(layout)
     if args.command == "setup":
+        return 0
+    if args.command == "bench-saga":
+        levels = [int(n) for n in args.clients.split(",")]
+        log(f"report written to {run_bench_saga(layout, levels, args.seconds)}")
         return 0
     if args.command == "footprint":
         log(f"report written to {run_footprint(layout, args.profile, args.warm_up_users)}")

@@ -13,7 +13,7 @@ import httpx
 
 from devstack.layout import Layout
 from devstack.platform_run import Platform
-from devstack.processes import log
+from devstack.processes import flag_value, log, session_processes
 
 
 @dataclass(frozen=True)
@@ -37,28 +37,13 @@ def _label(pid: int) -> str:
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     words = [a.decode(errors="replace") for a in argv if a]
     program = Path(words[0]).name if words else "?"
-    if program == "daprd" and "--app-id" in words:
-        return f"daprd ({words[words.index('--app-id') + 1]})"
-    if "-m" in words:
-        return f"app {words[words.index('-m') + 1]}"
+    if program == "daprd" and flag_value(words, "--app-id"):
+        return f"daprd ({flag_value(words, '--app-id')})"
+    if flag_value(words, "-m"):
+        return f"app {flag_value(words, '-m')}"
     if program == "dapr":
         return "dapr CLI (run -f)"
     return program
-
-
-def session_processes(session_id: int) -> list[int]:
-    """Every live process in the session a ManagedProcess started (it is the session leader)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session_id:  # after the command name: state, ppid, pgrp, session
-            pids.append(int(entry.name))
-    return sorted(pids)
 
 
 def measure(platform: Platform) -> list[ProcessMemory]:

@@ -2,18 +2,19 @@
 
 import copy
 import os
+import signal
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 import yaml
 
 from devstack.layout import Layout
-from devstack.processes import ManagedProcess, log, port_open, wait_until
+from devstack.processes import ManagedProcess, flag_value, log, port_open, session_processes, wait_until
 from devstack.servers import Server, start_placement, start_redis, start_scheduler
 
 
@@ -22,6 +23,27 @@ class App:
     app_id: str
     app_port: int
     dapr_http_port: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What it takes to start a process again as it was: its argv, environment and working directory."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+    @classmethod
+    def of(cls, name: str, pid: int) -> "Snapshot":
+        proc = Path(f"/proc/{pid}")
+        argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        env = dict(
+            entry.decode(errors="replace").split("=", 1)
+            for entry in (proc / "environ").read_bytes().split(b"\0")
+            if b"=" in entry
+        )
+        return cls(name, argv, env, (proc / "cwd").resolve())
 
 
 @dataclass
@@ -54,6 +76,13 @@ class RunFile:
         return next(a for a in self.apps if a.app_id == app_id)
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
     try:
         return httpx.get(url, timeout=1).status_code in statuses
@@ -72,6 +101,7 @@ class Platform:
         self.run_file = RunFile.load(layout.run_file)
         self.servers: list[Server] = []
         self._apps: ManagedProcess | None = None
+        self._restarted: list[ManagedProcess] = []
         self._stack = ExitStack()
 
     @property
@@ -147,6 +177,51 @@ class Platform:
             self._print_logs()
             raise
 
+    def pid_of(self, app_id: str, part: Literal["app", "sidecar"]) -> int:
+        """The pid of an app's process or of its daprd, wherever it runs now (under dapr run, or restarted)."""
+        for pid in self._candidate_pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            words = [a.decode(errors="replace") for a in argv if a]
+            if (
+                part == "sidecar"
+                and words
+                and Path(words[0]).name == "daprd"
+                and f"--app-id={app_id}" in ("=".join(words[i : i + 2]) for i in range(len(words) - 1))
+            ):
+                return pid
+            if part == "app" and flag_value(words, "-m") == app_id:
+                return pid
+        raise LookupError(f"no running {part} process for {app_id}")
+
+    def _candidate_pids(self) -> list[int]:
+        leaders = [p.pid for p in (self._apps, *self._restarted) if p is not None and p.pid is not None]
+        return [pid for leader in leaders for pid in session_processes(leader)]
+
+    def kill(self, app_id: str, part: Literal["app", "sidecar"]) -> Snapshot:
+        """SIGKILLs an app or its sidecar, as a crash would, and returns what `restart` needs to bring it back."""
+        pid = self.pid_of(app_id, part)
+        snapshot = Snapshot.of(f"{app_id}-{part}", pid)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(f"{app_id} {part} to die", lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10)
+        log(f"killed {app_id} {part} (pid {pid})")
+        return snapshot
+
+    def restart(self, snapshot: Snapshot) -> None:
+        """Starts a killed process again with the same argv, environment and working directory."""
+        process = ManagedProcess(
+            snapshot.name,
+            snapshot.argv,
+            self.layout.run_dir / "logs" / f"{snapshot.name}-restarted.log",
+            cwd=snapshot.cwd,
+            env=snapshot.env,
+        )
+        process.start()
+        self._restarted.append(process)
+        log(f"restarted {snapshot.name} (pid {process.pid})")
+
     def _print_logs(self) -> None:
         if self._apps:
             sys.stderr.write(f"--- dapr run ---\n{self._apps.tail(60)}\n")
@@ -155,6 +230,9 @@ class Platform:
             sys.stderr.write(f"--- {daprd_log.name} ---\n{tail}\n")
 
     def stop(self) -> None:
+        for process in self._restarted:
+            process.stop()
+        self._restarted.clear()
         if self._apps is not None:
             log("stopping apps and sidecars")
             self._apps.stop()

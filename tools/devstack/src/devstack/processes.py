@@ -36,6 +36,31 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float, on_wait: Ca
         time.sleep(0.2)
 
 
+def flag_value(argv: list[str], name: str) -> str | None:
+    """The value of `name` in argv, written either as `name value` or as `name=value`."""
+    for i, word in enumerate(argv):
+        if word == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith(f"{name}="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def session_processes(session_id: int) -> list[int]:
+    """Every live process in a session; a ManagedProcess is the leader of its own."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:  # after the command name: state, ppid, pgrp, session
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 class ManagedProcess:
     """One program in its own session, so that stop() also ends whatever it started."""
 
