@@ -8,6 +8,7 @@ import yaml
 from contracts.catalog import EVENTS
 from contracts.events import Event
 from contracts.export import SCHEMA_DIR, render_schemas
+from contracts.orders import OrderCompleted
 from contracts.users import UserRegistered
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,9 +47,14 @@ def test_consumers_ignore_fields_they_do_not_know() -> None:
     assert not hasattr(event, "added_in_a_later_version")
 
 
-@pytest.mark.parametrize("profile", sorted(p.name for p in (REPO / "components").iterdir() if p.is_dir()))
-def test_the_users_outbox_publishes_on_the_contract_topic(profile: str) -> None:
-    component = yaml.safe_load((REPO / "components" / profile / "statestore-users.yaml").read_text())
+PROFILES = sorted(p.name for p in (REPO / "components").iterdir() if p.is_dir())
+OUTBOXES = [("statestore-users.yaml", UserRegistered), ("statestore-orders.yaml", OrderCompleted)]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize(("component_file", "event"), OUTBOXES, ids=[f for f, _ in OUTBOXES])
+def test_each_outbox_publishes_on_its_contract_topic(profile: str, component_file: str, event: type[Event]) -> None:
+    component = yaml.safe_load((REPO / "components" / profile / component_file).read_text())
     metadata = {item["name"]: item["value"] for item in component["spec"]["metadata"]}
 
-    assert metadata["outboxPublishTopic"] == UserRegistered.TOPIC
+    assert metadata["outboxPublishTopic"] == event.TOPIC

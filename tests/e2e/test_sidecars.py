@@ -16,6 +16,9 @@ EXPECTED_COMPONENTS = {
     "gateway": set(),
     "users": {("users-store", "state.redis"), ("pubsub", "pubsub.redis"), ("secretstore", "secretstores.local.file")},
     "notifications": {("notifications-store", "state.redis"), ("pubsub", "pubsub.redis")},
+    "inventory": {("inventory-store", "state.redis")},
+    "payments": {("payments-store", "state.redis"), ("pubsub", "pubsub.redis")},
+    "orders": {("orders-store", "state.redis"), ("pubsub", "pubsub.redis")},
 }
 
 
@@ -51,3 +54,10 @@ def test_notifications_subscribes_to_user_events_by_type(platform: Platform) -> 
     assert subscription["pubsubname"] == "pubsub"
     matches = [rule.get("match", "") for rule in subscription["rules"]]
     assert any("sidecart.user.registered.v1" in match for match in matches)
+
+
+def test_the_orders_sidecar_runs_the_workflow_engine(platform: Platform) -> None:
+    metadata = httpx.get(f"{platform.sidecar_url('orders')}/v1.0/metadata", timeout=5).json()
+
+    assert metadata["actorRuntime"]["runtimeStatus"] == "RUNNING", metadata["actorRuntime"]
+    assert metadata["actorRuntime"]["placement"] == "placement: connected"

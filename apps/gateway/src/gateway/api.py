@@ -13,8 +13,10 @@ from gateway.domain import (
     KeysUnavailableError,
     MissingTokenError,
     Principal,
+    UnknownResourceError,
     UpstreamError,
     UpstreamResponse,
+    accepted_order_id,
     forwarded_request_headers,
 )
 from gateway.errors import ApiError, error_response
@@ -59,7 +61,14 @@ MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
 
 
 def get_gateway(upstream: UpstreamDep, settings: SettingsDep) -> Gateway:
-    return Gateway(upstream, users_app_id=settings.users_app_id, notifications_app_id=settings.notifications_app_id)
+    return Gateway(
+        upstream,
+        users_app_id=settings.users_app_id,
+        notifications_app_id=settings.notifications_app_id,
+        inventory_app_id=settings.inventory_app_id,
+        payments_app_id=settings.payments_app_id,
+        orders_app_id=settings.orders_app_id,
+    )
 
 
 async def get_caller(
@@ -124,6 +133,57 @@ async def list_my_notifications(gateway: GatewayDep, caller: CallerDep, headers:
     return _passed_on(await gateway.list_notifications(caller, headers))
 
 
+@router.get("/api/v1/products", tags=["products"], response_class=Response)
+async def list_products(gateway: GatewayDep, caller: CallerDep, headers: ForwardedHeadersDep) -> Response:
+    """The products on sale."""
+    return _passed_on(await gateway.list_products(headers))
+
+
+@router.get("/api/v1/products/{sku}", tags=["products"], response_class=Response)
+async def get_product(gateway: GatewayDep, caller: CallerDep, headers: ForwardedHeadersDep, sku: str) -> Response:
+    """One product, by SKU."""
+    return _passed_on(await gateway.get_product(sku, headers))
+
+
+@router.get("/api/v1/users/me/wallet", tags=["payments"], response_class=Response)
+async def get_my_wallet(gateway: GatewayDep, caller: CallerDep, headers: ForwardedHeadersDep) -> Response:
+    """The signed-in user's wallet balance."""
+    return _passed_on(await gateway.get_wallet(caller, headers))
+
+
+@router.post("/api/v1/orders", tags=["orders"], status_code=202, response_class=Response)
+async def place_order(
+    request: Request,
+    gateway: GatewayDep,
+    caller: CallerDep,
+    body: BodyDep,
+    headers: ForwardedHeadersDep,
+    # Declared so the OpenAPI document shows it; it reaches orders with the other forwarded headers.
+    idempotency_key: Annotated[
+        str | None, Header(description="Any unique string; the same key sent again gives the same order")
+    ] = None,
+) -> Response:
+    """Place an order: accepted at once (202, Location of the order) while the saga reserves, charges, confirms."""
+    answer = await gateway.place_order(caller, body, headers)
+    response = _passed_on(answer)
+    accepted = accepted_order_id(answer)
+    if accepted is not None:
+        response.headers["location"] = request.app.url_path_for("get_my_order", order_id=str(accepted))
+    return response
+
+
+@router.get("/api/v1/orders", tags=["orders"], response_class=Response)
+async def list_my_orders(gateway: GatewayDep, caller: CallerDep, headers: ForwardedHeadersDep) -> Response:
+    """The signed-in user's orders."""
+    return _passed_on(await gateway.list_orders(caller, headers))
+
+
+@router.get("/api/v1/orders/{order_id}", tags=["orders"], response_class=Response)
+async def get_my_order(gateway: GatewayDep, caller: CallerDep, headers: ForwardedHeadersDep, order_id: str) -> Response:
+    """One of the signed-in user's orders: its status and each step of the saga."""
+    return _passed_on(await gateway.get_order(caller, order_id, headers))
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers (never depends on other apps)."""
@@ -174,6 +234,10 @@ async def _on_keys_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def _on_unknown_resource(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "not_found", str(exc), request.state.request_id)
+
+
 async def _on_upstream_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UpstreamError)
     headers = {"retry-after": "2"} if exc.status == 503 else {}
@@ -183,4 +247,5 @@ async def _on_upstream_error(request: Request, exc: Exception) -> JSONResponse:
 def install_domain_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthenticationError, _on_authentication_error)
     app.add_exception_handler(KeysUnavailableError, _on_keys_unavailable)
+    app.add_exception_handler(UnknownResourceError, _on_unknown_resource)
     app.add_exception_handler(UpstreamError, _on_upstream_error)

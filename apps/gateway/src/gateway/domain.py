@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -21,6 +22,9 @@ MIN_RSA_KEY_BITS = 2048
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud")
 # The subject becomes a path segment of an upstream call, so it must be a plain identifier (users issues UUIDs).
 _ACCEPTABLE_SUBJECT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,127}")
+# So do SKUs and order ids from the public path; an id that cannot exist is refused before any app is asked.
+_ACCEPTABLE_SKU = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 # --- Authentication -------------------------------------------------------------------------------------------
@@ -174,6 +178,27 @@ def verify_token(token: str, key: RSAPublicKey, policy: TokenPolicy) -> Principa
     return Principal(subject=subject)
 
 
+# --- Resources ------------------------------------------------------------------------------------------------
+
+
+class UnknownResourceError(Exception):
+    """The path names something that cannot exist, such as a malformed id: 404, and no app is asked."""
+
+
+def parse_sku(value: str) -> str:
+    """A SKU from the public path: 1 to 64 of A-Z a-z 0-9 . _ -, and never a dot segment ('.', '..')."""
+    if not _ACCEPTABLE_SKU.fullmatch(value) or not value.strip("."):
+        raise UnknownResourceError("No product has this SKU.")
+    return value
+
+
+def parse_order_id(value: str) -> UUID:
+    """An order id from the public path: a UUID in its canonical 8-4-4-4-12 form (either case)."""
+    if not _CANONICAL_UUID.fullmatch(value):
+        raise UnknownResourceError("No order has this id.")
+    return UUID(value)
+
+
 # --- Errors -----------------------------------------------------------------------------------------------
 
 _ERROR_CODES = {
@@ -205,7 +230,10 @@ def error_code_for_status(status: int) -> str:
 
 # Allow-lists, not deny-lists: hop-by-hop headers, cookies, credentials and anything aimed at the sidecar
 # (dapr-api-token, dapr-app-id) never cross the edge, whatever a client sends.
-FORWARDED_REQUEST_HEADERS = frozenset({"accept", "accept-language", "content-type", "traceparent", "tracestate"})
+# Idempotency-Key travels so that orders, which keeps the keys, can answer a retried POST with the same order.
+FORWARDED_REQUEST_HEADERS = frozenset(
+    {"accept", "accept-language", "content-type", "idempotency-key", "traceparent", "tracestate"}
+)
 RETURNED_RESPONSE_HEADERS = frozenset(
     {"cache-control", "content-language", "content-type", "etag", "retry-after", "www-authenticate"}
 )
@@ -306,3 +334,18 @@ def _is_error_shape(body: bytes) -> bool:
     except (ValueError, ValidationError):
         return False
     return True
+
+
+def accepted_order_id(answer: UpstreamResponse) -> UUID | None:
+    """The order a successful answer to placing one names (None for an error answer).
+
+    The client is pointed at the order's public path, never at the Location the app gave (its own path), so a
+    success that does not name its order is an answer the gateway cannot use.
+    """
+    if not 200 <= answer.status < 300:
+        return None
+    try:
+        body: Any = json.loads(answer.body)
+        return UUID(str(body["order_id"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadUpstreamResponseError("orders accepted an order without naming it") from exc

@@ -21,6 +21,8 @@ from gateway.domain import (
     UpstreamResponse,
     bearer_token,
     client_response,
+    parse_order_id,
+    parse_sku,
     signing_key_id,
     verify_token,
 )
@@ -123,12 +125,28 @@ class Authenticator:
 
 
 class Gateway:
-    """The public routes, each mapped to the app and method that serve it."""
+    """The public routes, each mapped to the app and method that serve it.
 
-    def __init__(self, upstream: Upstream, *, users_app_id: str, notifications_app_id: str) -> None:
+    Every upstream path is built here from a fixed template; the only variable parts are the token's subject and
+    ids already checked by the domain rules, so no public request can reach another method (an /admin one, say).
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        users_app_id: str,
+        notifications_app_id: str,
+        inventory_app_id: str,
+        payments_app_id: str,
+        orders_app_id: str,
+    ) -> None:
         self._upstream = upstream
         self._users = users_app_id
         self._notifications = notifications_app_id
+        self._inventory = inventory_app_id
+        self._payments = payments_app_id
+        self._orders = orders_app_id
 
     async def sign_up(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         return await self._call(self._users, UpstreamRequest("POST", "users", headers, body))
@@ -137,13 +155,39 @@ class Gateway:
         return await self._call(self._users, UpstreamRequest("POST", "auth/token", headers, body))
 
     async def get_profile(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
-        path = f"users/{quote(caller.subject, safe='')}"
-        return await self._call(self._users, UpstreamRequest("GET", path, headers))
+        return await self._call(self._users, UpstreamRequest("GET", _user_path(caller), headers))
 
     async def list_notifications(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
-        path = f"users/{quote(caller.subject, safe='')}/notifications"
+        path = f"{_user_path(caller)}/notifications"
         return await self._call(self._notifications, UpstreamRequest("GET", path, headers))
+
+    async def list_products(self, headers: Mapping[str, str]) -> UpstreamResponse:
+        return await self._call(self._inventory, UpstreamRequest("GET", "products", headers))
+
+    async def get_product(self, sku: str, headers: Mapping[str, str]) -> UpstreamResponse:
+        path = f"products/{quote(parse_sku(sku), safe='')}"
+        return await self._call(self._inventory, UpstreamRequest("GET", path, headers))
+
+    async def get_wallet(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
+        path = f"wallets/{quote(caller.subject, safe='')}"
+        return await self._call(self._payments, UpstreamRequest("GET", path, headers))
+
+    async def place_order(self, caller: Principal, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        path = f"{_user_path(caller)}/orders"
+        return await self._call(self._orders, UpstreamRequest("POST", path, headers, body))
+
+    async def list_orders(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
+        path = f"{_user_path(caller)}/orders"
+        return await self._call(self._orders, UpstreamRequest("GET", path, headers))
+
+    async def get_order(self, caller: Principal, order_id: str, headers: Mapping[str, str]) -> UpstreamResponse:
+        path = f"{_user_path(caller)}/orders/{parse_order_id(order_id)}"
+        return await self._call(self._orders, UpstreamRequest("GET", path, headers))
 
     async def _call(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
         response = await self._upstream.invoke(app_id, request)
         return client_response(response, request.headers.get("x-request-id", ""))
+
+
+def _user_path(caller: Principal) -> str:
+    return f"users/{quote(caller.subject, safe='')}"

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     users_app_id: str = "users"
     notifications_app_id: str = "notifications"
+    inventory_app_id: str = "inventory"
+    payments_app_id: str = "payments"
+    orders_app_id: str = "orders"
 
     jwt_issuer: str = "sidecart-users"
     jwt_audience: str = "sidecart"

@@ -152,3 +152,8 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "sidecart",
         300.0,
     )
+    assert (settings.inventory_app_id, settings.payments_app_id, settings.orders_app_id) == (
+        "inventory",
+        "payments",
+        "orders",
+    )

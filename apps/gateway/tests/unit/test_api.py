@@ -89,12 +89,22 @@ def test_healthz_does_not_depend_on_the_sidecar(client: TestClient, health: Fake
 
 # --- authentication -----------------------------------------------------------------------------------------
 
-PROTECTED = ["/api/v1/users/me", "/api/v1/users/me/notifications"]
+ORDER_ID = "6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11"
+PROTECTED = [
+    ("GET", "/api/v1/users/me"),
+    ("GET", "/api/v1/users/me/notifications"),
+    ("GET", "/api/v1/users/me/wallet"),
+    ("GET", "/api/v1/products"),
+    ("GET", "/api/v1/products/sku-1"),
+    ("POST", "/api/v1/orders"),
+    ("GET", "/api/v1/orders"),
+    ("GET", f"/api/v1/orders/{ORDER_ID}"),
+]
 
 
-@pytest.mark.parametrize("path", PROTECTED)
-def test_missing_token_is_401(client: TestClient, upstream: Any, path: str) -> None:
-    response = client.get(path)
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_missing_token_is_401(client: TestClient, upstream: Any, method: str, path: str) -> None:
+    response = client.request(method, path, json={"lines": []}, headers={"Idempotency-Key": "k-1"})
     _assert_error_shape(response, 401, "missing_token")
     assert response.headers["www-authenticate"] == 'Bearer realm="sidecart"'
     assert upstream.calls == []
@@ -122,12 +132,20 @@ BAD_TOKEN_CASES = [
 
 
 @pytest.mark.parametrize("case", BAD_TOKEN_CASES)
-@pytest.mark.parametrize("path", PROTECTED)
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_bad_token_is_401(
-    client: TestClient, upstream: Any, signer: Any, other_signer: Any, forge: Any, claims: Any, case: str, path: str
+    client: TestClient,
+    upstream: Any,
+    signer: Any,
+    other_signer: Any,
+    forge: Any,
+    claims: Any,
+    case: str,
+    method: str,
+    path: str,
 ) -> None:
     authorization = _bad_tokens(signer, other_signer, forge, claims)[case]
-    response = client.get(path, headers={"Authorization": authorization})
+    response = client.request(method, path, json={"lines": []}, headers={"Authorization": authorization})
     body = _assert_error_shape(response, 401, "invalid_token")
     assert response.headers["www-authenticate"].startswith('Bearer realm="sidecart", error="invalid_token"')
     assert body["error"]["details"][0]["field"] == "Authorization"
@@ -180,6 +198,160 @@ def test_profile_routes_to_users_for_the_token_subject(
     assert (app_id, request.method, request.path) == ("users", "GET", f"users/{SUBJECT}")
     assert "authorization" not in request.headers
     assert "x-user-id" not in request.headers
+
+
+def test_products_route_to_inventory(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    upstream.answer = UpstreamResponse(200, {"content-type": "application/json"}, b'{"items": []}')
+    listed = client.get("/api/v1/products", headers=bearer)
+    one = client.get("/api/v1/products/SKU-42.b_1", headers=bearer)
+    assert (listed.status_code, listed.json(), one.status_code) == (200, {"items": []}, 200)
+    assert [(app_id, request.method, request.path) for app_id, request in upstream.calls] == [
+        ("inventory", "GET", "products"),
+        ("inventory", "GET", "products/SKU-42.b_1"),
+    ]
+    assert all("authorization" not in request.headers for _, request in upstream.calls)
+
+
+@pytest.mark.parametrize("sku", ["x" * 65, "a%20b", "caf%C3%A9", "%2E%2E", "%2E", "..%2Fadmin", "a%2Fb", "sku%0A"])
+def test_a_sku_that_cannot_exist_is_404_without_asking_inventory(
+    client: TestClient, upstream: Any, bearer: dict[str, str], sku: str
+) -> None:
+    _assert_error_shape(client.get(f"/api/v1/products/{sku}", headers=bearer), 404, "not_found")
+    assert upstream.calls == []
+
+
+def test_unknown_product_from_inventory_passes_through(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    error = {"error": {"code": "product_not_found", "message": "no", "details": [], "request_id": "r"}}
+    upstream.answer = UpstreamResponse(404, {"content-type": "application/json"}, json.dumps(error).encode())
+    response = client.get("/api/v1/products/sku-404", headers=bearer)
+    assert (response.status_code, response.json()) == (404, error)
+
+
+def test_wallet_routes_to_payments_for_the_token_subject(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    upstream.answer = UpstreamResponse(200, {"content-type": "application/json"}, b'{"balance_cents": 5000}')
+    response = client.get("/api/v1/users/me/wallet?user_id=someone-else", headers={**bearer, "X-User-Id": "x"})
+    assert (response.status_code, response.json()) == (200, {"balance_cents": 5000})
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("payments", "GET", f"wallets/{SUBJECT}")
+    assert "authorization" not in request.headers
+
+
+def _accepted(order_id: str) -> UpstreamResponse:
+    body = json.dumps({"order_id": order_id, "status": "pending"}).encode()
+    # orders names its own path; the client must get the public one instead.
+    return UpstreamResponse(
+        202, {"content-type": "application/json", "location": f"/users/{SUBJECT}/orders/{order_id}"}, body
+    )
+
+
+def test_placing_an_order_routes_to_orders_with_the_idempotency_key(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    upstream.answer = _accepted(ORDER_ID)
+    payload = {"lines": [{"sku": "sku-1", "quantity": 2}]}
+    headers = {**bearer, "Idempotency-Key": "attempt-7", "X-Request-ID": "req-o", "Cookie": "a=b"}
+    response = client.post("/api/v1/orders", json=payload, headers=headers)
+    assert (response.status_code, response.json()) == (202, {"order_id": ORDER_ID, "status": "pending"})
+    assert response.headers["location"] == f"/api/v1/orders/{ORDER_ID}"
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("orders", "POST", f"users/{SUBJECT}/orders")
+    assert json.loads(request.body) == payload
+    assert request.headers["idempotency-key"] == "attempt-7"
+    assert (request.headers["x-request-id"], request.headers["content-type"]) == ("req-o", "application/json")
+    assert "authorization" not in request.headers
+    assert "cookie" not in request.headers
+
+
+def test_an_order_without_idempotency_key_is_forwarded_for_orders_to_judge(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    error = {"error": {"code": "idempotency_key_required", "message": "x", "details": [], "request_id": "r"}}
+    upstream.answer = UpstreamResponse(400, {"content-type": "application/json"}, json.dumps(error).encode())
+    response = client.post("/api/v1/orders", json={"lines": []}, headers=bearer)
+    assert (response.status_code, response.json()) == (400, error)
+    assert "idempotency-key" not in upstream.calls[0][1].headers
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(400, "idempotency_key_required"), (409, "idempotency_key_reused"), (422, "validation_error")]
+)
+def test_refused_orders_pass_the_app_error_through_without_location(
+    client: TestClient, upstream: Any, bearer: dict[str, str], status: int, code: str
+) -> None:
+    error = {"error": {"code": code, "message": "refused", "details": [], "request_id": "r"}}
+    upstream.answer = UpstreamResponse(
+        status, {"content-type": "application/json", "location": "/somewhere"}, json.dumps(error).encode()
+    )
+    response = client.post("/api/v1/orders", json={"lines": []}, headers={**bearer, "Idempotency-Key": "k"})
+    assert (response.status_code, response.json()) == (status, error)
+    assert "location" not in response.headers
+
+
+def test_an_accepted_order_that_names_no_order_is_502(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    upstream.answer = UpstreamResponse(202, {"content-type": "application/json"}, b'{"status": "pending"}')
+    response = client.post("/api/v1/orders", json={"lines": []}, headers={**bearer, "Idempotency-Key": "k"})
+    _assert_error_shape(response, 502, "bad_gateway")
+    assert "location" not in response.headers
+
+
+def test_orders_are_read_from_orders_for_the_token_subject(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    upstream.answer = UpstreamResponse(200, {"content-type": "application/json"}, b'{"items": []}')
+    assert client.get("/api/v1/orders?user_id=someone-else", headers=bearer).json() == {"items": []}
+    assert client.get(f"/api/v1/orders/{ORDER_ID.upper()}", headers=bearer).status_code == 200
+    assert [(app_id, request.method, request.path) for app_id, request in upstream.calls] == [
+        ("orders", "GET", f"users/{SUBJECT}/orders"),
+        ("orders", "GET", f"users/{SUBJECT}/orders/{ORDER_ID}"),
+    ]
+
+
+@pytest.mark.parametrize("order_id", ["42", "not-a-uuid", "%2E%2E", "..%2Fadmin", ORDER_ID.replace("-", "")])
+def test_an_order_id_that_is_no_uuid_is_404_without_asking_orders(
+    client: TestClient, upstream: Any, bearer: dict[str, str], order_id: str
+) -> None:
+    _assert_error_shape(client.get(f"/api/v1/orders/{order_id}", headers=bearer), 404, "not_found")
+    assert upstream.calls == []
+
+
+def test_another_users_order_is_whatever_orders_answers_for_the_caller(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    # The gateway never names anyone but the caller: orders looks the id up among the caller's orders only.
+    upstream.answer = UpstreamResponse(404, {"content-type": "text/plain"}, b"Not Found")
+    response = client.get(f"/api/v1/orders/{ORDER_ID}", headers=bearer)
+    _assert_error_shape(response, 404, "not_found")
+    assert upstream.calls[0][1].path == f"users/{SUBJECT}/orders/{ORDER_ID}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/admin/products"),
+        ("POST", "/api/v1/products"),
+        ("PUT", "/api/v1/products/sku-1"),
+        ("DELETE", f"/api/v1/orders/{ORDER_ID}"),
+        ("GET", "/api/v1/products/sku-1/..%2F..%2Fadmin"),
+        ("GET", "/admin/wallets"),
+    ],
+)
+def test_nothing_else_reaches_the_apps(
+    client: TestClient, upstream: Any, bearer: dict[str, str], method: str, path: str
+) -> None:
+    assert client.request(method, path, headers=bearer).status_code in (404, 405)
+    assert upstream.calls == []
+
+
+def test_an_order_over_the_body_limit_is_413(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    headers = {**bearer, "content-type": "application/json", "Idempotency-Key": "k"}
+    _assert_error_shape(client.post("/api/v1/orders", content=b"x" * 2048, headers=headers), 413, "payload_too_large")
+    assert upstream.calls == []
 
 
 def test_sign_up_passes_body_status_and_relevant_headers(client: TestClient, upstream: Any) -> None:
@@ -275,6 +447,16 @@ def test_failed_invocation_maps_to_the_error_shape(
     upstream.answer = failure
     body = _assert_error_shape(client.get("/api/v1/users/me/notifications", headers=bearer), status, code)
     assert "ERR_DIRECT_INVOKE" not in json.dumps(body)
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_every_route_maps_an_app_that_is_down_to_503(
+    client: TestClient, upstream: Any, bearer: dict[str, str], method: str, path: str
+) -> None:
+    upstream.answer = InvocationFailedError("ERR_DIRECT_INVOKE")
+    response = client.request(method, path, json={"lines": []}, headers={**bearer, "Idempotency-Key": "k"})
+    _assert_error_shape(response, 503, "upstream_unavailable")
+    assert response.headers["retry-after"] == "2"
 
 
 def test_app_crash_outside_the_error_shape_is_502(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:

@@ -3,6 +3,7 @@
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -14,10 +15,14 @@ from gateway.domain import (
     KeySet,
     MissingTokenError,
     TokenPolicy,
+    UnknownResourceError,
     UpstreamResponse,
+    accepted_order_id,
     bearer_token,
     client_response,
     forwarded_request_headers,
+    parse_order_id,
+    parse_sku,
     signing_key_id,
     verify_token,
 )
@@ -183,10 +188,13 @@ def test_only_allowed_request_headers_are_forwarded() -> None:
         ("dapr-api-token", "guess"),
         ("dapr-app-id", "payments"),
         ("X-Request-ID", "from-client"),
+        ("Idempotency-Key", "order-attempt-1"),
+        ("X-User-Id", "someone-else"),
     ]
     assert forwarded_request_headers(incoming, "req-1") == {
         "content-type": "application/json",
         "accept": "application/json",
+        "idempotency-key": "order-attempt-1",
         "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         "tracestate": "congo=t61rcWkgMzE",
         "x-request-id": "req-1",
@@ -235,3 +243,52 @@ def test_app_4xx_outside_the_shape_is_wrapped_keeping_its_status() -> None:
 def test_app_5xx_outside_the_shape_is_a_bad_gateway(body: bytes) -> None:
     with pytest.raises(BadUpstreamResponseError):
         client_response(UpstreamResponse(500, {}, body), "req-1")
+
+
+# --- resource ids -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sku", ["A", "sku-1", "SKU_42.b", "x" * 64, "1.5", ".hidden", "..x"])
+def test_plain_skus_are_accepted(sku: str) -> None:
+    assert parse_sku(sku) == sku
+
+
+@pytest.mark.parametrize("sku", ["", ".", "..", "...", "a/b", "a%2Fb", "a b", "x" * 65, "sku\n", "caf\u00e9"])
+def test_skus_that_cannot_exist_are_refused(sku: str) -> None:
+    with pytest.raises(UnknownResourceError):
+        parse_sku(sku)
+
+
+def test_canonical_order_ids_are_accepted_in_either_case() -> None:
+    order_id = uuid.uuid4()
+    assert parse_order_id(str(order_id)) == order_id
+    assert parse_order_id(str(order_id).upper()) == order_id
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "42", "not-a-uuid", "6f1c2a4e2b0b4bb89a576f0a1d2f9c11", "urn:uuid:6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11"],
+)
+def test_order_ids_other_than_canonical_uuids_are_refused(value: str) -> None:
+    with pytest.raises(UnknownResourceError):
+        parse_order_id(value)
+
+
+# --- placing orders -----------------------------------------------------------------------------------------
+
+
+def test_an_accepted_order_names_its_id() -> None:
+    order_id = uuid.uuid4()
+    body = json.dumps({"order_id": str(order_id), "status": "pending"}).encode()
+    assert accepted_order_id(UpstreamResponse(202, {"location": "/users/u/orders/x"}, body)) == order_id
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 422, 503])
+def test_a_refused_order_names_none(status: int) -> None:
+    assert accepted_order_id(UpstreamResponse(status, {}, b'{"error": {}}')) is None
+
+
+@pytest.mark.parametrize("body", [b"", b"[]", b'"x"', b"{}", b'{"order_id": "not-a-uuid"}', b'{"order_id": null}'])
+def test_an_accepted_order_without_its_id_is_a_bad_gateway(body: bytes) -> None:
+    with pytest.raises(BadUpstreamResponseError):
+        accepted_order_id(UpstreamResponse(202, {}, body))

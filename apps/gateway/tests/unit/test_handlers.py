@@ -11,6 +11,7 @@ from gateway.domain import (
     MissingTokenError,
     Principal,
     TokenPolicy,
+    UnknownResourceError,
     UpstreamResponse,
 )
 from gateway.handlers import Authenticator, Gateway, SigningKeys
@@ -154,7 +155,14 @@ async def test_malformed_and_unsigned_tokens_never_cost_a_fetch(
 
 
 def _gateway(upstream: Any) -> Gateway:
-    return Gateway(upstream, users_app_id="users", notifications_app_id="notifications")
+    return Gateway(
+        upstream,
+        users_app_id="users",
+        notifications_app_id="notifications",
+        inventory_app_id="inventory",
+        payments_app_id="payments",
+        orders_app_id="orders",
+    )
 
 
 HEADERS = {"x-request-id": "req-1", "content-type": "application/json"}
@@ -190,11 +198,81 @@ async def test_notifications_go_to_notifications_with_the_token_subject(upstream
     assert (app_id, request.method, request.path) == ("notifications", "GET", "users/u-1/notifications")
 
 
+async def test_products_go_to_inventory(upstream: Any) -> None:
+    gateway = _gateway(upstream)
+    await gateway.list_products(HEADERS)
+    await gateway.get_product("SKU-42.b_1", HEADERS)
+    assert [(app_id, request.method, request.path) for app_id, request in upstream.calls] == [
+        ("inventory", "GET", "products"),
+        ("inventory", "GET", "products/SKU-42.b_1"),
+    ]
+
+
+async def test_wallet_goes_to_payments_with_the_token_subject(upstream: Any) -> None:
+    await _gateway(upstream).get_wallet(Principal("u-1"), HEADERS)
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("payments", "GET", "wallets/u-1")
+
+
+async def test_placing_an_order_goes_to_orders_for_the_token_subject(upstream: Any) -> None:
+    headers = {**HEADERS, "idempotency-key": "key-1"}
+    await _gateway(upstream).place_order(Principal("u-1"), b'{"lines": []}', headers)
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path, request.body) == (
+        "orders",
+        "POST",
+        "users/u-1/orders",
+        b'{"lines": []}',
+    )
+    assert request.headers == headers
+
+
+async def test_orders_are_read_from_orders_for_the_token_subject(upstream: Any) -> None:
+    gateway = _gateway(upstream)
+    await gateway.list_orders(Principal("u-1"), HEADERS)
+    await gateway.get_order(Principal("u-1"), "6F1C2A4E-2B0B-4BB8-9A57-6F0A1D2F9C11", HEADERS)
+    assert [(app_id, request.method, request.path) for app_id, request in upstream.calls] == [
+        ("orders", "GET", "users/u-1/orders"),
+        ("orders", "GET", "users/u-1/orders/6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11"),
+    ]
+
+
+@pytest.mark.parametrize("sku", ["", ".", "..", "a/b", "../admin", "a b", "x" * 65, "sku?x=1", "sku\n", "caf\u00e9"])
+async def test_a_sku_that_cannot_exist_is_not_looked_up(upstream: Any, sku: str) -> None:
+    with pytest.raises(UnknownResourceError):
+        await _gateway(upstream).get_product(sku, HEADERS)
+    assert upstream.calls == []
+
+
+@pytest.mark.parametrize("order_id", ["", "42", "not-a-uuid", "../admin", "{6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11}"])
+async def test_an_order_id_that_is_no_uuid_is_not_looked_up(upstream: Any, order_id: str) -> None:
+    with pytest.raises(UnknownResourceError):
+        await _gateway(upstream).get_order(Principal("u-1"), order_id, HEADERS)
+    assert upstream.calls == []
+
+
 async def test_app_ids_come_from_configuration(upstream: Any) -> None:
-    gateway = Gateway(upstream, users_app_id="users-blue", notifications_app_id="notices-blue")
-    await gateway.get_profile(Principal("u-1"), HEADERS)
-    await gateway.list_notifications(Principal("u-1"), HEADERS)
-    assert [app_id for app_id, _ in upstream.calls] == ["users-blue", "notices-blue"]
+    gateway = Gateway(
+        upstream,
+        users_app_id="users-blue",
+        notifications_app_id="notices-blue",
+        inventory_app_id="stock-blue",
+        payments_app_id="wallets-blue",
+        orders_app_id="orders-blue",
+    )
+    caller = Principal("u-1")
+    await gateway.get_profile(caller, HEADERS)
+    await gateway.list_notifications(caller, HEADERS)
+    await gateway.list_products(HEADERS)
+    await gateway.get_wallet(caller, HEADERS)
+    await gateway.list_orders(caller, HEADERS)
+    assert [app_id for app_id, _ in upstream.calls] == [
+        "users-blue",
+        "notices-blue",
+        "stock-blue",
+        "wallets-blue",
+        "orders-blue",
+    ]
 
 
 async def test_app_answer_is_mapped_for_the_client(upstream: Any) -> None:

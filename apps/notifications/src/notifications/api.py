@@ -12,14 +12,16 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
+from notifications.domain import NotifiableEvent
 from notifications.errors import error_response
 from notifications.handlers import (
     ConcurrencyConflictError,
     InboxRepository,
     Limits,
     Notifications,
-    RecordWelcome,
+    RecordNotice,
     RetryPolicy,
     SidecarHealth,
     StoreUnavailableError,
@@ -31,7 +33,17 @@ log = structlog.get_logger("notifications.api")
 router = APIRouter()
 
 USER_REGISTERED_ROUTE = "/events/user-registered"
+ORDER_COMPLETED_ROUTE = "/events/order-completed"
+ORDER_CANCELLED_ROUTE = "/events/order-cancelled"
 UNHANDLED_EVENT_ROUTE = "/events/unhandled"
+
+# Each event type this version turns into a notice, and the route its deliveries arrive at. The subscription
+# document is built from this table: one subscription per topic, one routing rule per type.
+DELIVERY_ROUTES: tuple[tuple[type[NotifiableEvent], str], ...] = (
+    (UserRegistered, USER_REGISTERED_ROUTE),
+    (OrderCompleted, ORDER_COMPLETED_ROUTE),
+    (OrderCancelled, ORDER_CANCELLED_ROUTE),
+)
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -77,19 +89,22 @@ NotificationsDep = Annotated[Notifications, Depends(get_notifications)]
 @router.get("/dapr/subscribe", tags=["dapr"])
 async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
+    rules_by_topic: dict[str, list[dict[str, str]]] = {}
+    for contract, path in DELIVERY_ROUTES:
+        rule = {"match": f'event.type == "{contract.TYPE}"', "path": path}
+        rules_by_topic.setdefault(contract.TOPIC, []).append(rule)
     return [
         {
             "pubsubname": settings.pubsub_name,
-            "topic": UserRegistered.TOPIC,
+            "topic": topic,
             "routes": {
-                "rules": [
-                    {"match": f'event.type == "{UserRegistered.TYPE}"', "path": USER_REGISTERED_ROUTE},
-                ],
+                "rules": rules,
                 # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
                 "default": UNHANDLED_EVENT_ROUTE,
             },
             "deadLetterTopic": settings.dead_letter_topic,
         }
+        for topic, rules in rules_by_topic.items()
     ]
 
 
@@ -127,34 +142,60 @@ def _problems(exc: Exception) -> list[str] | str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _drop(metrics: HttpMetrics, exc: Exception, event_id: str | None) -> JSONResponse:
+def _drop(metrics: HttpMetrics, route: str, exc: Exception, event_id: str | None) -> JSONResponse:
     # Redelivery cannot fix a malformed event: drop it, loudly.
-    log.error("event_dropped_malformed", route=USER_REGISTERED_ROUTE, event_id=event_id, problems=_problems(exc))
-    metrics.events.labels(USER_REGISTERED_ROUTE, "dropped").inc()
+    log.error("event_dropped_malformed", route=route, event_id=event_id, problems=_problems(exc))
+    metrics.events.labels(route, "dropped").inc()
     return _status("DROP")
+
+
+async def _record_delivery(
+    request: Request,
+    notifications: Notifications,
+    metrics: HttpMetrics,
+    contract: type[NotifiableEvent],
+    route: str,
+) -> JSONResponse:
+    """One path for every event type: read the envelope and its data, record the notice once, answer the sidecar.
+
+    SUCCESS once recorded (or recorded before), DROP when the event is malformed, RETRY when the store fails.
+    """
+    try:
+        event = CloudEvent.model_validate_json(await request.body())
+    except ValidationError as exc:
+        return _drop(metrics, route, exc, event_id=None)
+    try:
+        data = contract.model_validate(event.payload())
+    except (ValidationError, ValueError) as exc:
+        return _drop(metrics, route, exc, event_id=event.id)
+    log_context = {"event_id": event.id, "event_type": event.type, "user_id": str(data.user_id)}
+    try:
+        outcome = await notifications.record(RecordNotice(event_id=event.id, event=data))
+    except (StoreUnavailableError, ConcurrencyConflictError) as exc:
+        log.warning("event_retry", error=str(exc), **log_context)
+        metrics.events.labels(route, "retry").inc()
+        return _status("RETRY", 500)  # any non-2xx makes the sidecar redeliver; the body says why
+    log.info("event_handled", outcome=outcome.value, **log_context)
+    metrics.events.labels(route, outcome.value).inc()
+    return _status("SUCCESS")
 
 
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
 async def on_user_registered(request: Request, notifications: NotificationsDep, metrics: MetricsDep) -> JSONResponse:
     """Delivery of `user.registered`: welcome the new user, once per event."""
-    try:
-        event = CloudEvent.model_validate_json(await request.body())
-    except ValidationError as exc:
-        return _drop(metrics, exc, event_id=None)
-    try:
-        user = UserRegistered.model_validate(event.payload())
-    except (ValidationError, ValueError) as exc:
-        return _drop(metrics, exc, event_id=event.id)
-    log_context = {"event_id": event.id, "event_type": event.type, "user_id": str(user.user_id)}
-    try:
-        outcome = await notifications.record_welcome(RecordWelcome(event_id=event.id, user=user))
-    except (StoreUnavailableError, ConcurrencyConflictError) as exc:
-        log.warning("event_retry", error=str(exc), **log_context)
-        metrics.events.labels(USER_REGISTERED_ROUTE, "retry").inc()
-        return _status("RETRY", 500)  # any non-2xx makes the sidecar redeliver; the body says why
-    log.info("event_handled", outcome=outcome.value, **log_context)
-    metrics.events.labels(USER_REGISTERED_ROUTE, outcome.value).inc()
-    return _status("SUCCESS")
+    return await _record_delivery(request, notifications, metrics, UserRegistered, USER_REGISTERED_ROUTE)
+
+
+@router.post(ORDER_COMPLETED_ROUTE, tags=["dapr"])
+async def on_order_completed(request: Request, notifications: NotificationsDep, metrics: MetricsDep) -> JSONResponse:
+    """Delivery of `order.completed`: tell the buyer their order is confirmed, once per event."""
+    return await _record_delivery(request, notifications, metrics, OrderCompleted, ORDER_COMPLETED_ROUTE)
+
+
+@router.post(ORDER_CANCELLED_ROUTE, tags=["dapr"])
+async def on_order_cancelled(request: Request, notifications: NotificationsDep, metrics: MetricsDep) -> JSONResponse:
+    """Delivery of `order.cancelled`: tell the buyer their order was cancelled and why, once per event."""
+    return await _record_delivery(request, notifications, metrics, OrderCancelled, ORDER_CANCELLED_ROUTE)
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
@@ -187,6 +228,7 @@ class NoticeView(BaseModel):
     title: str
     message: str
     created_at: datetime
+    order_id: UUID | None = None
 
 
 class NoticeList(BaseModel):

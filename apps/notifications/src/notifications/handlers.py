@@ -1,4 +1,4 @@
-"""Use cases: record the welcome notice of a registered user exactly once, and list a user's notices."""
+"""Use cases: record the notice an event gives its user exactly once, and list a user's notices."""
 
 import asyncio
 import random
@@ -11,8 +11,7 @@ from uuid import UUID
 
 import structlog
 
-from contracts.users import UserRegistered
-from notifications.domain import Inbox, Notice, welcome_notice
+from notifications.domain import Inbox, Notice, NotifiableEvent, notice_for
 
 log = structlog.get_logger("notifications.handlers")
 
@@ -56,11 +55,11 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class RecordWelcome:
-    """Command: welcome the user an event says has registered."""
+class RecordNotice:
+    """Command: tell the user an event names what happened (welcome them, confirm or cancel their order)."""
 
     event_id: str
-    user: UserRegistered
+    event: NotifiableEvent
 
 
 @dataclass(frozen=True)
@@ -98,9 +97,10 @@ class Notifications:
         self._clock = clock
         self._sleep = sleep
 
-    async def record_welcome(self, command: RecordWelcome) -> Outcome:
-        notice = welcome_notice(command.event_id, command.user, self._clock())
-        return await self._deliver(command.user.user_id, notice)
+    async def record(self, command: RecordNotice) -> Outcome:
+        """Records the event's notice in its user's inbox, unless that event was recorded before."""
+        notice = notice_for(command.event_id, command.event, self._clock())
+        return await self._deliver(command.event.user_id, notice)
 
     async def list_notices(self, user_id: UUID) -> tuple[Notice, ...]:
         """The user's notices, newest first."""
@@ -109,7 +109,7 @@ class Notifications:
     async def _deliver(self, user_id: UUID, notice: Notice) -> Outcome:
         for attempt in range(self._retry.attempts):
             current = await self._repository.get(user_id)
-            if current.inbox.has_handled(notice.event_id):
+            if current.inbox.has_handled(notice):
                 return Outcome.ALREADY_HANDLED
             updated = current.inbox.deliver(
                 notice,

@@ -3,13 +3,22 @@
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from contracts.events import Event
+from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
-from notifications.api import get_repository, get_sidecar_health
+from notifications.api import (
+    ORDER_CANCELLED_ROUTE,
+    ORDER_COMPLETED_ROUTE,
+    USER_REGISTERED_ROUTE,
+    get_repository,
+    get_sidecar_health,
+)
 from notifications.main import create_app
 from notifications.settings import Settings
 
@@ -35,31 +44,67 @@ def client(repository: Any, health: FakeSidecarHealth) -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
 
 
-def _cloud_event(user_id: uuid.UUID, event_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+ORDER_ID = "1234abcd-2b0b-4bb8-9a57-6f0a1d2f9c11"
+
+
+def _user_registered(user_id: uuid.UUID) -> dict[str, Any]:
+    return {"user_id": str(user_id), "email": "ada@example.com", "name": "Ada", "registered_at": "2026-11-22T00:00:00Z"}
+
+
+def _order_completed(user_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "order_id": ORDER_ID,
+        "user_id": str(user_id),
+        "lines": [{"sku": "sku-1", "quantity": 2, "unit_price_cents": 2125}],
+        "total_cents": 4250,
+        "currency": "EUR",
+        "completed_at": "2026-11-22T00:00:00Z",
+    }
+
+
+def _order_cancelled(user_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "order_id": ORDER_ID,
+        "user_id": str(user_id),
+        "reason": "insufficient_funds",
+        "detail": "payments answered 409",
+        "cancelled_at": "2026-11-22T00:00:00Z",
+    }
+
+
+# Each event type: its contract, the data of a valid event, and the route its deliveries arrive at.
+EVENTS: dict[str, tuple[type[Event], Callable[[uuid.UUID], dict[str, Any]], str]] = {
+    "user_registered": (UserRegistered, _user_registered, USER_REGISTERED_ROUTE),
+    "order_completed": (OrderCompleted, _order_completed, ORDER_COMPLETED_ROUTE),
+    "order_cancelled": (OrderCancelled, _order_cancelled, ORDER_CANCELLED_ROUTE),
+}
+
+
+def _cloud_event(
+    user_id: uuid.UUID, event_id: str | None = None, kind: str = "user_registered", **overrides: Any
+) -> dict[str, Any]:
+    contract, data, _ = EVENTS[kind]
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id or f"evt-{uuid.uuid4()}",
-        "source": "users",
-        "type": UserRegistered.TYPE,
+        "source": contract.TOPIC,
+        "type": contract.TYPE,
         "datacontenttype": "application/json",
-        "topic": "users",
+        "topic": contract.TOPIC,
         "pubsubname": "bus",
-        "data": {
-            "user_id": str(user_id),
-            "email": "ada@example.com",
-            "name": "Ada",
-            "registered_at": "2026-11-22T00:00:00Z",
-        },
+        "data": data(user_id),
     }
     event.update(overrides)
     return event
 
 
-def _deliver(client: TestClient, event: dict[str, Any] | bytes) -> Any:
+def _deliver(client: TestClient, event: dict[str, Any] | bytes, route: str = USER_REGISTERED_ROUTE) -> Any:
     content = event if isinstance(event, bytes) else json.dumps(event).encode()
-    return client.post(
-        "/events/user-registered", content=content, headers={"content-type": "application/cloudevents+json"}
-    )
+    return client.post(route, content=content, headers={"content-type": "application/cloudevents+json"})
+
+
+def _deliver_kind(client: TestClient, event: dict[str, Any], kind: str) -> Any:
+    return _deliver(client, event, EVENTS[kind][2])
 
 
 def _notices(client: TestClient, user_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -84,8 +129,29 @@ def test_subscription_routes_by_type_with_a_default_and_a_dead_letter_topic(clie
                 "default": "/events/unhandled",
             },
             "deadLetterTopic": "poison",
-        }
+        },
+        {
+            "pubsubname": "bus",
+            "topic": "orders",
+            "routes": {
+                "rules": [
+                    {"match": 'event.type == "sidecart.order.completed.v1"', "path": "/events/order-completed"},
+                    {"match": 'event.type == "sidecart.order.cancelled.v1"', "path": "/events/order-cancelled"},
+                ],
+                "default": "/events/unhandled",
+            },
+            "deadLetterTopic": "poison",
+        },
     ]
+
+
+def test_every_route_the_subscription_names_exists(client: TestClient) -> None:
+    topics = client.get("/dapr/subscribe").json()
+    paths = {rule["path"] for topic in topics for rule in topic["routes"]["rules"]}
+    paths |= {topic["routes"]["default"] for topic in topics}
+    assert len(paths) == 4
+    for path in paths:
+        assert _deliver(client, b"{}", path).status_code == 200, path  # a route that did not exist would be 404
 
 
 # --- deliveries ---------------------------------------------------------------------------------------------
@@ -95,15 +161,42 @@ def test_first_delivery_stores_a_welcome_notice(client: TestClient, user_id: uui
     response = _deliver(client, _cloud_event(user_id, "evt-1"))
     assert (response.status_code, response.json()) == (200, {"status": "SUCCESS"})
     [notice] = _notices(client, user_id)
-    assert (notice["event_id"], notice["kind"]) == ("evt-1", "welcome")
-    assert set(notice) == {"id", "event_id", "kind", "title", "message", "created_at"}
+    assert (notice["event_id"], notice["kind"], notice["order_id"]) == ("evt-1", "welcome", None)
+    assert set(notice) == {"id", "event_id", "kind", "title", "message", "created_at", "order_id"}
 
 
-def test_redelivery_of_the_same_event_stores_one_notice(client: TestClient, user_id: uuid.UUID) -> None:
-    event = _cloud_event(user_id, "evt-1")
-    assert _deliver(client, event).json() == {"status": "SUCCESS"}
-    assert _deliver(client, event).json() == {"status": "SUCCESS"}
-    assert len(_notices(client, user_id)) == 1
+def test_a_completed_order_stores_a_confirmation_naming_the_total(client: TestClient, user_id: uuid.UUID) -> None:
+    response = _deliver_kind(client, _cloud_event(user_id, "evt-c", "order_completed"), "order_completed")
+    assert (response.status_code, response.json()) == (200, {"status": "SUCCESS"})
+    [notice] = _notices(client, user_id)
+    assert (notice["event_id"], notice["kind"], notice["order_id"]) == ("evt-c", "order_completed", ORDER_ID)
+    assert notice["title"] == "Your order is confirmed"
+    assert notice["message"] == "Order 1234abcd\u2026 is confirmed: 42.50 EUR."
+
+
+def test_a_cancelled_order_stores_a_notice_saying_why(client: TestClient, user_id: uuid.UUID) -> None:
+    response = _deliver_kind(client, _cloud_event(user_id, "evt-x", "order_cancelled"), "order_cancelled")
+    assert (response.status_code, response.json()) == (200, {"status": "SUCCESS"})
+    [notice] = _notices(client, user_id)
+    assert (notice["event_id"], notice["kind"], notice["order_id"]) == ("evt-x", "order_cancelled", ORDER_ID)
+    assert notice["title"] == "Your order was cancelled"
+    assert notice["message"] == "Order 1234abcd\u2026 was cancelled: your wallet balance is too low."
+    assert "payments answered" not in notice["message"]
+
+
+@pytest.mark.parametrize("kind", list(EVENTS))
+def test_redelivery_of_the_same_event_stores_one_notice(client: TestClient, user_id: uuid.UUID, kind: str) -> None:
+    event = _cloud_event(user_id, "evt-1", kind)
+    assert _deliver_kind(client, event, kind).json() == {"status": "SUCCESS"}
+    assert _deliver_kind(client, event, kind).json() == {"status": "SUCCESS"}
+    assert [notice["kind"] for notice in _notices(client, user_id)] == [kind.replace("user_registered", "welcome")]
+
+
+def test_a_users_welcome_and_orders_share_one_inbox_newest_first(client: TestClient, user_id: uuid.UUID) -> None:
+    for kind in EVENTS:
+        _deliver_kind(client, _cloud_event(user_id, f"evt-{kind}", kind), kind)
+    kinds = [notice["kind"] for notice in _notices(client, user_id)]
+    assert kinds == ["order_cancelled", "order_completed", "welcome"]
 
 
 def test_two_events_store_two_notices_newest_first(client: TestClient, user_id: uuid.UUID) -> None:
@@ -112,75 +205,132 @@ def test_two_events_store_two_notices_newest_first(client: TestClient, user_id: 
     assert [notice["event_id"] for notice in _notices(client, user_id)] == ["evt-2", "evt-1"]
 
 
-def test_unknown_data_fields_are_ignored(client: TestClient, user_id: uuid.UUID) -> None:
-    event = _cloud_event(user_id)
+@pytest.mark.parametrize("kind", list(EVENTS))
+def test_unknown_data_fields_are_ignored(client: TestClient, user_id: uuid.UUID, kind: str) -> None:
+    event = _cloud_event(user_id, kind=kind)
     event["data"]["plan"] = "gold"
     event["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    assert _deliver(client, event).json() == {"status": "SUCCESS"}
+    assert _deliver_kind(client, event, kind).json() == {"status": "SUCCESS"}
     assert len(_notices(client, user_id)) == 1
 
 
-def test_data_sent_as_a_json_string_is_read(client: TestClient, user_id: uuid.UUID) -> None:
-    event = _cloud_event(user_id)
+@pytest.mark.parametrize("kind", list(EVENTS))
+def test_data_sent_as_a_json_string_is_read(client: TestClient, user_id: uuid.UUID, kind: str) -> None:
+    event = _cloud_event(user_id, kind=kind)
     event["data"] = json.dumps(event["data"])
-    assert _deliver(client, event).json() == {"status": "SUCCESS"}
+    assert _deliver_kind(client, event, kind).json() == {"status": "SUCCESS"}
     assert len(_notices(client, user_id)) == 1
 
 
-def test_data_sent_base64_encoded_is_read(client: TestClient, user_id: uuid.UUID) -> None:
-    event = _cloud_event(user_id)
+@pytest.mark.parametrize("kind", list(EVENTS))
+def test_data_sent_base64_encoded_is_read(client: TestClient, user_id: uuid.UUID, kind: str) -> None:
+    event = _cloud_event(user_id, kind=kind)
     event["data_base64"] = base64.b64encode(json.dumps(event.pop("data")).encode()).decode()
-    assert _deliver(client, event).json() == {"status": "SUCCESS"}
+    assert _deliver_kind(client, event, kind).json() == {"status": "SUCCESS"}
     assert len(_notices(client, user_id)) == 1
 
 
-@pytest.mark.parametrize(
-    "malformed",
-    [
-        lambda event: event["data"].pop("user_id"),
-        lambda event: event["data"].update(user_id="not-a-uuid"),
-        lambda event: event["data"].update(registered_at="yesterday"),
-        lambda event: event.update(data="not json"),
-        lambda event: event.update(data=None),
-        lambda event: event.update(data=[1, 2]),
-        lambda event: event.pop("id"),
-        lambda event: event.update(id=""),
+ENVELOPE_FAULTS = [
+    lambda event: event["data"].pop("user_id"),
+    lambda event: event["data"].update(user_id="not-a-uuid"),
+    lambda event: event.update(data="not json"),
+    lambda event: event.update(data=None),
+    lambda event: event.update(data=[1, 2]),
+    lambda event: event.update(data_base64="%%%", data=None),
+    lambda event: event.pop("id"),
+    lambda event: event.update(id=""),
+]
+DATA_FAULTS = {
+    "user_registered": [lambda data: data.update(registered_at="yesterday")],
+    "order_completed": [
+        lambda data: data.pop("order_id"),
+        lambda data: data.update(order_id="42"),
+        lambda data: data.update(total_cents=-1),
+        lambda data: data.update(total_cents="lots"),
+        lambda data: data.update(currency="EURO"),
+        lambda data: data.update(lines=[{"sku": "sku-1", "quantity": 0, "unit_price_cents": 1}]),
+        lambda data: data.pop("completed_at"),
     ],
-)
-def test_malformed_event_is_dropped(client: TestClient, repository: Any, user_id: uuid.UUID, malformed: Any) -> None:
-    event = _cloud_event(user_id)
+    "order_cancelled": [
+        lambda data: data.pop("order_id"),
+        lambda data: data.pop("reason"),
+        lambda data: data.update(cancelled_at="soon"),
+    ],
+}
+MALFORMED = [(kind, fault) for kind in EVENTS for fault in ENVELOPE_FAULTS] + [
+    (kind, lambda event, fault=fault: fault(event["data"])) for kind, faults in DATA_FAULTS.items() for fault in faults
+]
+
+
+@pytest.mark.parametrize(("kind", "malformed"), MALFORMED)
+def test_malformed_event_is_dropped(
+    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str, malformed: Any
+) -> None:
+    event = _cloud_event(user_id, kind=kind)
     malformed(event)
-    response = _deliver(client, event)
+    response = _deliver_kind(client, event, kind)
     assert (response.status_code, response.json()) == (200, {"status": "DROP"})
     assert repository.documents == {}
 
 
+@pytest.mark.parametrize(
+    ("kind", "route"), [("order_cancelled", ORDER_COMPLETED_ROUTE), ("user_registered", ORDER_CANCELLED_ROUTE)]
+)
+def test_data_of_another_event_type_is_dropped(
+    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str, route: str
+) -> None:
+    assert _deliver(client, _cloud_event(user_id, kind=kind), route).json() == {"status": "DROP"}
+    assert repository.documents == {}
+
+
+@pytest.mark.parametrize("route", [USER_REGISTERED_ROUTE, ORDER_COMPLETED_ROUTE, ORDER_CANCELLED_ROUTE])
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'"text"'])
-def test_unparseable_delivery_is_dropped(client: TestClient, body: bytes) -> None:
-    assert _deliver(client, body).json() == {"status": "DROP"}
+def test_unparseable_delivery_is_dropped(client: TestClient, body: bytes, route: str) -> None:
+    assert _deliver(client, body, route).json() == {"status": "DROP"}
 
 
-def test_store_outage_asks_for_redelivery(client: TestClient, repository: Any, user_id: uuid.UUID) -> None:
+@pytest.mark.parametrize("kind", list(EVENTS))
+def test_store_outage_asks_for_redelivery(client: TestClient, repository: Any, user_id: uuid.UUID, kind: str) -> None:
     repository.available = False
-    response = _deliver(client, _cloud_event(user_id))
+    response = _deliver_kind(client, _cloud_event(user_id, kind=kind), kind)
     assert (response.status_code, response.json()) == (500, {"status": "RETRY"})
 
 
-def test_redelivery_after_an_outage_stores_the_notice(client: TestClient, repository: Any, user_id: uuid.UUID) -> None:
-    event = _cloud_event(user_id, "evt-1")
+@pytest.mark.parametrize("kind", list(EVENTS))
+def test_redelivery_after_an_outage_stores_the_notice(
+    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str
+) -> None:
+    event = _cloud_event(user_id, "evt-1", kind)
     repository.available = False
-    assert _deliver(client, event).status_code == 500
+    assert _deliver_kind(client, event, kind).status_code == 500
     repository.available = True
-    assert _deliver(client, event).json() == {"status": "SUCCESS"}
+    assert _deliver_kind(client, event, kind).json() == {"status": "SUCCESS"}
     assert len(_notices(client, user_id)) == 1
 
 
-def test_unhandled_event_type_is_acknowledged(client: TestClient, repository: Any, user_id: uuid.UUID) -> None:
-    event = _cloud_event(user_id, type="sidecart.user.registered.v2")
+@pytest.mark.parametrize(
+    ("kind", "future_type"),
+    [("user_registered", "sidecart.user.registered.v2"), ("order_completed", "sidecart.order.refunded.v1")],
+)
+def test_unhandled_event_type_is_acknowledged(
+    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str, future_type: str
+) -> None:
+    event = _cloud_event(user_id, kind=kind, type=future_type)
     response = client.post("/events/unhandled", json=event)
     assert (response.status_code, response.json()) == (200, {"status": "SUCCESS"})
     assert repository.documents == {}
     assert 'notifications_events_total{outcome="ignored",route="/events/unhandled"} 1.0' in client.get("/metrics").text
+
+
+def test_deliveries_are_counted_by_route_and_outcome(client: TestClient, user_id: uuid.UUID) -> None:
+    event = _cloud_event(user_id, "evt-1", "order_completed")
+    _deliver_kind(client, event, "order_completed")
+    _deliver_kind(client, event, "order_completed")
+    _deliver(client, b"", ORDER_CANCELLED_ROUTE)
+    text = client.get("/metrics").text
+    assert 'notifications_events_total{outcome="recorded",route="/events/order-completed"} 1.0' in text
+    assert 'notifications_events_total{outcome="already_handled",route="/events/order-completed"} 1.0' in text
+    assert 'notifications_events_total{outcome="dropped",route="/events/order-cancelled"} 1.0' in text
 
 
 # --- listing ------------------------------------------------------------------------------------------------

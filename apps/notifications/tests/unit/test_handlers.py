@@ -8,6 +8,7 @@ from uuid import UUID
 
 import pytest
 
+from contracts.orders import OrderCancelled, OrderCompleted, OrderLine
 from contracts.users import UserRegistered
 from notifications.domain import Inbox
 from notifications.handlers import (
@@ -15,7 +16,7 @@ from notifications.handlers import (
     Limits,
     Notifications,
     Outcome,
-    RecordWelcome,
+    RecordNotice,
     RetryPolicy,
     StoreUnavailableError,
     VersionedInbox,
@@ -30,13 +31,26 @@ def _service(repository: Any, sleep: Any, attempts: int = 8, limits: Limits | No
     )
 
 
-def _welcome(user_id: UUID, event_id: str | None = None) -> RecordWelcome:
+def _welcome(user_id: UUID, event_id: str | None = None) -> RecordNotice:
     user = UserRegistered(user_id=user_id, email="ada@example.com", name="Ada", registered_at=NOW)
-    return RecordWelcome(event_id=event_id or f"evt-{uuid.uuid4()}", user=user)
+    return RecordNotice(event_id=event_id or f"evt-{uuid.uuid4()}", event=user)
+
+
+def _completed(user_id: UUID, order_id: UUID, event_id: str) -> RecordNotice:
+    line = OrderLine(sku="sku-1", quantity=2, unit_price_cents=2125)
+    order = OrderCompleted(
+        order_id=order_id, user_id=user_id, lines=(line,), total_cents=4250, currency="EUR", completed_at=NOW
+    )
+    return RecordNotice(event_id=event_id, event=order)
+
+
+def _cancelled(user_id: UUID, order_id: UUID, event_id: str) -> RecordNotice:
+    order = OrderCancelled(order_id=order_id, user_id=user_id, reason="out_of_stock", cancelled_at=NOW)
+    return RecordNotice(event_id=event_id, event=order)
 
 
 async def test_first_delivery_records_a_welcome_notice(repository: Any, sleep: Any, user_id: UUID) -> None:
-    outcome = await _service(repository, sleep).record_welcome(_welcome(user_id, "evt-1"))
+    outcome = await _service(repository, sleep).record(_welcome(user_id, "evt-1"))
     assert outcome is Outcome.RECORDED
     [notice] = repository.inbox(user_id).notices
     assert (notice.event_id, notice.kind, notice.created_at) == ("evt-1", "welcome", NOW)
@@ -44,16 +58,41 @@ async def test_first_delivery_records_a_welcome_notice(repository: Any, sleep: A
 
 async def test_the_same_event_twice_records_one_notice(repository: Any, sleep: Any, user_id: UUID) -> None:
     service = _service(repository, sleep)
-    assert await service.record_welcome(_welcome(user_id, "evt-1")) is Outcome.RECORDED
-    assert await service.record_welcome(_welcome(user_id, "evt-1")) is Outcome.ALREADY_HANDLED
+    assert await service.record(_welcome(user_id, "evt-1")) is Outcome.RECORDED
+    assert await service.record(_welcome(user_id, "evt-1")) is Outcome.ALREADY_HANDLED
     assert len(repository.inbox(user_id).notices) == 1
     assert repository.saves == 1
 
 
+@pytest.mark.parametrize(("command", "kind"), [(_completed, "order_completed"), (_cancelled, "order_cancelled")])
+async def test_an_order_event_records_one_notice_naming_the_order(
+    repository: Any, sleep: Any, user_id: UUID, command: Any, kind: str
+) -> None:
+    order_id = uuid.uuid4()
+    service = _service(repository, sleep)
+    assert await service.record(command(user_id, order_id, "evt-o")) is Outcome.RECORDED
+    assert await service.record(command(user_id, order_id, "evt-o")) is Outcome.ALREADY_HANDLED
+    [notice] = repository.inbox(user_id).notices
+    assert (notice.event_id, notice.kind, notice.order_id, notice.created_at) == ("evt-o", kind, order_id, NOW)
+
+
+async def test_every_kind_of_event_lands_in_the_one_inbox_of_its_user(
+    repository: Any, sleep: Any, user_id: UUID
+) -> None:
+    service = _service(repository, sleep)
+    order_id = uuid.uuid4()
+    await service.record(_welcome(user_id, "evt-1"))
+    await service.record(_completed(user_id, order_id, "evt-2"))
+    await service.record(_cancelled(user_id, uuid.uuid4(), "evt-3"))
+    await service.record(_completed(uuid.uuid4(), order_id, "evt-4"))  # someone else's inbox
+    kinds = [notice.kind for notice in await service.list_notices(user_id)]
+    assert kinds == ["order_cancelled", "order_completed", "welcome"]
+
+
 async def test_two_events_record_two_notices_newest_first(repository: Any, sleep: Any, user_id: UUID) -> None:
     service = _service(repository, sleep)
-    await service.record_welcome(_welcome(user_id, "evt-1"))
-    await service.record_welcome(_welcome(user_id, "evt-2"))
+    await service.record(_welcome(user_id, "evt-1"))
+    await service.record(_welcome(user_id, "evt-2"))
     assert [notice.event_id for notice in await service.list_notices(user_id)] == ["evt-2", "evt-1"]
 
 
@@ -61,7 +100,7 @@ async def test_concurrent_deliveries_lose_no_update(repository: Any, sleep: Any,
     repository.interleave = True
     service = _service(repository, sleep, attempts=50)
     event_ids = [f"evt-{number}" for number in range(20)]
-    outcomes = await asyncio.gather(*(service.record_welcome(_welcome(user_id, event_id)) for event_id in event_ids))
+    outcomes = await asyncio.gather(*(service.record(_welcome(user_id, event_id)) for event_id in event_ids))
     assert set(outcomes) == {Outcome.RECORDED}
     assert repository.conflicts > 0  # the deliveries really raced
     assert sorted(notice.event_id for notice in repository.inbox(user_id).notices) == sorted(event_ids)
@@ -70,7 +109,7 @@ async def test_concurrent_deliveries_lose_no_update(repository: Any, sleep: Any,
 async def test_concurrent_redeliveries_of_one_event_record_it_once(repository: Any, sleep: Any, user_id: UUID) -> None:
     repository.interleave = True
     service = _service(repository, sleep)
-    outcomes = await asyncio.gather(*(service.record_welcome(_welcome(user_id, "evt-1")) for _ in range(5)))
+    outcomes = await asyncio.gather(*(service.record(_welcome(user_id, "evt-1")) for _ in range(5)))
     assert outcomes.count(Outcome.RECORDED) == 1
     assert len(repository.inbox(user_id).notices) == 1
 
@@ -80,7 +119,7 @@ async def test_a_lost_insert_race_reported_as_a_failure_is_retried(repository: A
     repository.interleave = True
     repository.insert_race_as_failure = True
     service = _service(repository, sleep)
-    await asyncio.gather(service.record_welcome(_welcome(user_id, "a")), service.record_welcome(_welcome(user_id, "b")))
+    await asyncio.gather(service.record(_welcome(user_id, "a")), service.record(_welcome(user_id, "b")))
     assert repository.conflicts == 1
     assert sorted(notice.event_id for notice in repository.inbox(user_id).notices) == ["a", "b"]
 
@@ -88,7 +127,7 @@ async def test_a_lost_insert_race_reported_as_a_failure_is_retried(repository: A
 async def test_a_store_outage_is_reported(repository: Any, sleep: Any, user_id: UUID) -> None:
     repository.available = False
     with pytest.raises(StoreUnavailableError):
-        await _service(repository, sleep).record_welcome(_welcome(user_id))
+        await _service(repository, sleep).record(_welcome(user_id))
 
 
 async def test_a_failed_first_write_is_an_outage_when_nothing_was_stored(
@@ -96,16 +135,16 @@ async def test_a_failed_first_write_is_an_outage_when_nothing_was_stored(
 ) -> None:
     repository.writable = False
     with pytest.raises(StoreUnavailableError):
-        await _service(repository, sleep).record_welcome(_welcome(user_id))
+        await _service(repository, sleep).record(_welcome(user_id))
     assert sleep.delays == []  # no point retrying here: the sidecar redelivers later
 
 
 async def test_a_failed_update_is_an_outage(repository: Any, sleep: Any, user_id: UUID) -> None:
     service = _service(repository, sleep)
-    await service.record_welcome(_welcome(user_id))
+    await service.record(_welcome(user_id))
     repository.writable = False
     with pytest.raises(StoreUnavailableError):
-        await service.record_welcome(_welcome(user_id))
+        await service.record(_welcome(user_id))
 
 
 async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any, user_id: UUID) -> None:
@@ -117,7 +156,7 @@ async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any, user_id:
             raise ConcurrencyConflictError("changed")
 
     with pytest.raises(ConcurrencyConflictError):
-        await _service(AlwaysConflicting(), sleep, attempts=4).record_welcome(_welcome(user_id))
+        await _service(AlwaysConflicting(), sleep, attempts=4).record(_welcome(user_id))
     assert len(sleep.delays) == 4
 
 
@@ -132,7 +171,7 @@ def test_backoff_is_jittered_and_bounded() -> None:
 async def test_notices_beyond_the_limit_are_dropped_oldest_first(repository: Any, sleep: Any, user_id: UUID) -> None:
     service = _service(repository, sleep, limits=Limits(max_notices=2, max_remembered_events=10))
     for event_id in ("e1", "e2", "e3"):
-        await service.record_welcome(_welcome(user_id, event_id))
+        await service.record(_welcome(user_id, event_id))
     assert [notice.event_id for notice in await service.list_notices(user_id)] == ["e3", "e2"]
 
 

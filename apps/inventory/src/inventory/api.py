@@ -1,0 +1,381 @@
+"""HTTP routes: the catalogue, stock administration, the saga's reservation steps, health and metrics."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from contracts.api import ErrorDetail, ErrorResponse
+from inventory.domain import (
+    CURRENCY_PATTERN,
+    SKU_PATTERN,
+    InventoryError,
+    MixedCurrencyError,
+    OutOfStockError,
+    Product,
+    ProductExistsError,
+    ProductNotFoundError,
+    RequestedLine,
+    Reservation,
+    ReservationCommittedError,
+    ReservationMismatchError,
+    ReservationNotFoundError,
+    ReservationPendingError,
+    ReservationRefusedError,
+    ReservationReleasedError,
+    UnknownSkuError,
+)
+from inventory.errors import error_response
+from inventory.handlers import (
+    CreateProduct,
+    Inventory,
+    KeyLocks,
+    ReserveStock,
+    RetryPolicy,
+    SidecarHealth,
+    StateStore,
+    StoreUnavailableError,
+)
+from inventory.observability import HttpMetrics
+from inventory.settings import Settings
+
+log = structlog.get_logger("inventory.api")
+router = APIRouter()
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> StateStore:
+    store: StateStore = request.app.state.store
+    return store
+
+
+def get_sidecar_health(request: Request) -> SidecarHealth:
+    health: SidecarHealth = request.app.state.sidecar_health
+    return health
+
+
+def get_metrics(request: Request) -> HttpMetrics:
+    metrics: HttpMetrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+StoreDep = Annotated[StateStore, Depends(get_store)]
+SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
+MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
+
+
+def get_locks(request: Request) -> KeyLocks:
+    locks: KeyLocks = request.app.state.locks
+    return locks
+
+
+LocksDep = Annotated[KeyLocks, Depends(get_locks)]
+
+
+def build_inventory(store: StateStore, settings: Settings, locks: KeyLocks) -> Inventory:
+    return Inventory(
+        store,
+        retry=RetryPolicy(
+            settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
+        ),
+        locks=locks,
+    )
+
+
+def get_inventory(store: StoreDep, settings: SettingsDep, locks: LocksDep) -> Inventory:
+    return build_inventory(store, settings, locks)
+
+
+InventoryDep = Annotated[Inventory, Depends(get_inventory)]
+
+Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="1 to 64 of A-Z a-z 0-9 . _ -")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in {
+        404: "Not found",
+        409: "Refused in the order's current state",
+        422: "Invalid request",
+        503: "The state store is unavailable; retry later",
+    }.items()
+}
+
+
+@contextmanager
+def _counted(metrics: HttpMetrics, operation: str, success: str) -> Iterator[None]:
+    """Counts how an operation ended: `success`, or the refusal's error code."""
+    try:
+        yield
+    except InventoryError as exc:
+        metrics.operations.labels(operation, _refusal(exc)[1]).inc()
+        raise
+    except StoreUnavailableError:
+        metrics.operations.labels(operation, "unavailable").inc()
+        raise
+    metrics.operations.labels(operation, success).inc()
+
+
+# --- catalogue -------------------------------------------------------------------------------------------------
+
+
+class ProductView(BaseModel):
+    sku: str
+    name: str
+    price_cents: int
+    currency: str
+    available: int
+
+    @classmethod
+    def of(cls, product: Product) -> "ProductView":
+        return cls(
+            sku=product.sku,
+            name=product.name,
+            price_cents=product.price_cents,
+            currency=product.currency,
+            available=product.available,
+        )
+
+
+class ProductList(BaseModel):
+    items: list[ProductView]
+
+
+class StockView(BaseModel):
+    sku: str
+    initial: int
+    available: int
+    reserved: int
+    sold: int
+
+
+class NewProduct(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=200)
+    price_cents: int = Field(ge=0, le=100_000_000)
+    currency: str = Field(default="EUR", pattern=CURRENCY_PATTERN)
+    stock: int = Field(ge=0, le=1_000_000_000)
+
+
+@router.get("/products", tags=["catalogue"], response_model=ProductList, responses=_ERRORS)
+async def list_products(inventory: InventoryDep) -> ProductList:
+    """Every product with the units available now."""
+    return ProductList(items=[ProductView.of(product) for product in await inventory.list_products()])
+
+
+@router.get("/products/{sku}", tags=["catalogue"], response_model=ProductView, responses=_ERRORS)
+async def get_product(sku: SkuPath, inventory: InventoryDep) -> ProductView:
+    """One product with the units available now."""
+    return ProductView.of(await inventory.get_product(sku))
+
+
+@router.put("/admin/products/{sku}", tags=["admin"], status_code=201, response_model=ProductView, responses=_ERRORS)
+async def create_product(sku: SkuPath, body: NewProduct, inventory: InventoryDep) -> ProductView:
+    """Creates a product with its initial stock (internal: the gateway never routes /admin)."""
+    product = await inventory.create_product(
+        CreateProduct(sku=sku, name=body.name, price_cents=body.price_cents, currency=body.currency, stock=body.stock)
+    )
+    log.info("product_created", sku=sku, stock=body.stock)
+    return ProductView.of(product)
+
+
+@router.get("/admin/products/{sku}/stock", tags=["admin"], response_model=StockView, responses=_ERRORS)
+async def get_stock(sku: SkuPath, inventory: InventoryDep) -> StockView:
+    """The stock figures of a product: available + reserved + sold == initial."""
+    product = await inventory.get_product(sku)
+    return StockView(
+        sku=product.sku,
+        initial=product.initial,
+        available=product.available,
+        reserved=product.reserved,
+        sold=product.sold,
+    )
+
+
+# --- reservations (the order saga's steps) ---------------------------------------------------------------------
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sku: Sku
+    quantity: int = Field(ge=1, le=1_000_000)
+
+
+class ReserveIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    order_id: UUID
+    lines: list[LineIn] = Field(min_length=1, max_length=20)
+
+    @field_validator("lines")
+    @classmethod
+    def _one_line_per_sku(cls, lines: list[LineIn]) -> list[LineIn]:
+        skus = [line.sku for line in lines]
+        if len(set(skus)) != len(skus):
+            raise ValueError("each sku may appear in one line only")
+        return lines
+
+
+class LineView(BaseModel):
+    sku: str
+    quantity: int
+    unit_price_cents: int
+
+
+class ReservationView(BaseModel):
+    order_id: UUID
+    status: Literal["reserved"]
+    lines: list[LineView]
+    total_cents: int
+    currency: str
+
+    @classmethod
+    def of(cls, reservation: Reservation) -> "ReservationView":
+        return cls(
+            order_id=reservation.order_id,
+            status="reserved",  # the answer to "reserve": the same after a commit, since it is a replay
+            lines=[
+                LineView(sku=line.sku, quantity=line.quantity, unit_price_cents=line.unit_price_cents)
+                for line in reservation.lines
+            ],
+            total_cents=reservation.total_cents,
+            currency=reservation.currency,
+        )
+
+
+class ReservationStatusView(BaseModel):
+    order_id: UUID
+    status: Literal["released", "committed"]
+
+
+@router.post("/reservations", tags=["reservations"], response_model=ReservationView, responses=_ERRORS)
+async def reserve(body: ReserveIn, inventory: InventoryDep, metrics: MetricsDep) -> ReservationView:
+    """Holds every line of an order or none (409 out_of_stock); idempotent by order id."""
+    command = ReserveStock(
+        order_id=body.order_id, lines=tuple(RequestedLine(line.sku, line.quantity) for line in body.lines)
+    )
+    with _counted(metrics, "reserve", "reserved"):
+        reservation = await inventory.reserve(command)
+    log.info("stock_reserved", order_id=str(body.order_id), total_cents=reservation.total_cents)
+    return ReservationView.of(reservation)
+
+
+@router.post(
+    "/reservations/{order_id}/release", tags=["reservations"], response_model=ReservationStatusView, responses=_ERRORS
+)
+async def release(order_id: UUID, inventory: InventoryDep, metrics: MetricsDep) -> ReservationStatusView:
+    """Gives back the order's units (compensation); for an unknown order, refuses its reservation from now on."""
+    with _counted(metrics, "release", "released"):
+        await inventory.release(order_id)
+    log.info("stock_released", order_id=str(order_id))
+    return ReservationStatusView(order_id=order_id, status="released")
+
+
+@router.post(
+    "/reservations/{order_id}/commit", tags=["reservations"], response_model=ReservationStatusView, responses=_ERRORS
+)
+async def commit(order_id: UUID, inventory: InventoryDep, metrics: MetricsDep) -> ReservationStatusView:
+    """The order's held units become sold; idempotent."""
+    with _counted(metrics, "commit", "committed"):
+        await inventory.commit(order_id)
+    log.info("stock_committed", order_id=str(order_id))
+    return ReservationStatusView(order_id=order_id, status="committed")
+
+
+# --- health and metrics ----------------------------------------------------------------------------------------
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], responses={503: {"description": "Not ready", "model": ErrorResponse}})
+async def readyz(health: SidecarHealthDep, request: Request) -> JSONResponse:
+    """Readiness: this app's sidecar is up, its components ready, and the demo catalogue seeded."""
+    if not await health.is_ready():
+        return error_response(503, "not_ready", "The Dapr sidecar is not ready.", request.state.request_id)
+    if not request.app.state.seeded:
+        return error_response(503, "not_ready", "The demo catalogue is not seeded yet.", request.state.request_id)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(http_metrics: MetricsDep) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(http_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- refusals as HTTP answers ----------------------------------------------------------------------------------
+
+
+def _refusal(exc: InventoryError) -> tuple[int, str, str, list[ErrorDetail]]:
+    """Status, stable code, message and details for each refusal."""
+    match exc:
+        case ProductNotFoundError():
+            return 404, "product_not_found", f"No product has sku {exc.sku!r}.", []
+        case ProductExistsError():
+            return 409, "product_exists", f"A product with sku {exc.sku!r} exists already.", []
+        case UnknownSkuError():
+            details = [ErrorDetail(field="lines.sku", reason=f"unknown sku {sku}") for sku in exc.skus]
+            return 422, "unknown_sku", "Some lines name products that do not exist.", details
+        case MixedCurrencyError():
+            return 422, "mixed_currency", "The lines are priced in different currencies.", []
+        case OutOfStockError():
+            details = [
+                ErrorDetail(
+                    field="lines.sku",
+                    reason=f"{shortage.sku}: {shortage.requested} requested, {shortage.available} available",
+                )
+                for shortage in exc.shortages
+            ]
+            return 409, "out_of_stock", "Not enough stock for the order; nothing is held.", details
+        case ReservationNotFoundError():
+            return 404, "reservation_not_found", "The order has no reservation.", []
+        case ReservationReleasedError():
+            return 409, "reservation_released", "The order's reservation was released.", []
+        case ReservationCommittedError():
+            return 409, "reservation_committed", "The order's reservation is committed.", []
+        case ReservationPendingError():
+            return 409, "reservation_pending", "The order's reservation is not complete.", []
+        case ReservationRefusedError():
+            return 409, "reservation_refused", "The order's reservation was refused for stock.", []
+        case ReservationMismatchError():
+            return 409, "reservation_mismatch", "The order was reserved before with other lines.", []
+    return 409, "conflict", str(exc), []
+
+
+async def _on_refusal(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InventoryError)
+    status, code, message, details = _refusal(exc)
+    return error_response(status, code, message, request.state.request_id, details)
+
+
+async def _on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("store_unavailable", error=str(exc))
+    return error_response(
+        503,
+        "unavailable",
+        "Inventory cannot be read or changed right now; retry.",
+        request.state.request_id,
+        headers={"retry-after": "1"},
+    )
+
+
+def install_domain_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(InventoryError, _on_refusal)
+    app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)

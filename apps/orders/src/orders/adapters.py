@@ -1,0 +1,572 @@
+"""The only module that talks to the Dapr sidecar, over its HTTP API: state (ETags, first-write, the outbox
+transaction), service invocation of inventory and payments, the workflow API, and the sidecar's health.
+
+Plain httpx rather than the Dapr SDK clients: one async client, and the HTTP status codes this module maps
+(a refused first-write, an ETag conflict, a participant's 402) stay visible instead of hidden in gRPC errors.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+from uuid import UUID
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.orders import OrderCancelled, OrderCompleted
+from orders.domain import (
+    IdempotencyClaim,
+    Line,
+    Order,
+    OrderStatus,
+    Product,
+    Reason,
+    RequestedLine,
+    SagaInput,
+    StepName,
+    StepRecord,
+    StepStatus,
+)
+from orders.handlers import (
+    ParticipantRefusedError,
+    ParticipantUnavailableError,
+    Reservation,
+    StoredIndex,
+    StoredOrder,
+    StoreUnavailableError,
+)
+from orders.observability import current_traceparent
+from orders.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Record = TypeVar("Record", bound=BaseModel)
+
+FIRST_WRITE = {"concurrency": "first-write", "consistency": "strong"}
+
+
+def create_sidecar_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None, *, timeout: float | None = None
+) -> httpx.AsyncClient:
+    """One pooled client for calls to the sidecar's HTTP API (tests pass a fake sidecar as `transport`)."""
+    headers = {}
+    if settings.dapr_api_token is not None:
+        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
+    return httpx.AsyncClient(
+        base_url=f"{settings.sidecar_url}/v1.0",
+        headers=headers,
+        timeout=httpx.Timeout(
+            timeout or settings.state_timeout_seconds, connect=settings.sidecar_connect_timeout_seconds
+        ),
+        trust_env=False,  # the sidecar is on loopback: no proxies from the environment
+        event_hooks={"request": [_propagate_trace]},
+        transport=transport,
+    )
+
+
+async def _propagate_trace(request: httpx.Request) -> None:
+    """Continues the caller's W3C trace, so the sidecar's spans join the request that caused them."""
+    traceparent = current_traceparent.get()
+    if traceparent:
+        request.headers["traceparent"] = traceparent
+
+
+class SidecarError(StoreUnavailableError):
+    """The sidecar answered with an error status: the request was refused or failed, not left in doubt."""
+
+    def __init__(self, operation: str, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.code = _dapr_error_code(response)
+        super().__init__(f"{operation}: {self.status} {self.code}")
+
+
+def _dapr_error_code(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return "no error code"
+    return str(body.get("errorCode", "no error code")) if isinstance(body, dict) else "no error code"
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return await client.request(method, url, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+        raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
+    except httpx.HTTPError as error:
+        raise StoreUnavailableError(f"sidecar call failed: {error!r}", outcome_unknown=True) from error
+
+
+def _path(key: str) -> str:
+    return quote(key, safe="")
+
+
+def _parse(model: type[Record], data: bytes | str | Any) -> Record:
+    try:
+        if isinstance(data, bytes | str):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as error:
+        # Our own records: a bad one is a bug or corruption, not the caller's fault, so it stays a 500.
+        raise RuntimeError(f"a stored {model.__name__} is unreadable") from error
+
+
+# --- stored records ------------------------------------------------------------------------------------------
+
+
+class _ClaimRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    order_id: UUID
+    request_hash: str
+    claimed_at: datetime
+
+
+class _LineRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sku: str
+    quantity: int
+    unit_price_cents: int | None = None
+
+
+class _StepRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StepName
+    status: StepStatus
+    at: datetime
+    detail: str = ""
+
+
+class _OrderRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    order_id: UUID
+    user_id: UUID
+    status: OrderStatus
+    lines: list[_LineRecord]
+    total_cents: int | None = None
+    currency: str | None = None
+    steps: list[_StepRecord] = []
+    reason: Reason | None = None
+    detail: str = ""
+    created_at: datetime
+    updated_at: datetime
+    workflow_requested_at: datetime | None = None
+
+    @classmethod
+    def of(cls, order: Order) -> "_OrderRecord":
+        return cls(
+            order_id=order.id,
+            user_id=order.user_id,
+            status=order.status,
+            lines=[
+                _LineRecord(sku=x.sku, quantity=x.quantity, unit_price_cents=x.unit_price_cents) for x in order.lines
+            ],
+            total_cents=order.total_cents,
+            currency=order.currency,
+            steps=[_StepRecord(name=s.name, status=s.status, at=s.at, detail=s.detail) for s in order.steps],
+            reason=order.reason,
+            detail=order.detail,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+            workflow_requested_at=order.workflow_requested_at,
+        )
+
+    def to_order(self) -> Order:
+        return Order(
+            id=self.order_id,
+            user_id=self.user_id,
+            status=self.status,
+            lines=tuple(Line(x.sku, x.quantity, x.unit_price_cents) for x in self.lines),
+            total_cents=self.total_cents,
+            currency=self.currency,
+            steps=tuple(StepRecord(s.name, s.status, s.at, s.detail) for s in self.steps),
+            reason=self.reason,
+            detail=self.detail,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            workflow_requested_at=self.workflow_requested_at,
+        )
+
+
+class _IndexRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    order_ids: list[UUID]
+
+
+def claim_key(user_id: UUID, digest: str) -> str:
+    return f"idempotency:{user_id}:{digest}"
+
+
+def order_key(order_id: UUID) -> str:
+    return f"order:{order_id}"
+
+
+def index_key(user_id: UUID) -> str:
+    return f"user-orders:{user_id}"
+
+
+class DaprOrderRepository:
+    """Orders, idempotency claims and per-user indexes in one Dapr state store, whose outbox publishes the
+    final event of each order on the `orders` topic.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, store: str) -> None:
+        self._client = client
+        self._store = store
+
+    async def get_claim(self, user_id: UUID, digest: str) -> IdempotencyClaim | None:
+        found = await self._get(claim_key(user_id, digest))
+        if found is None:
+            return None
+        record = _parse(_ClaimRecord, found[0])
+        return IdempotencyClaim(
+            order_id=record.order_id, request_hash=record.request_hash, claimed_at=record.claimed_at
+        )
+
+    async def create_claim(self, user_id: UUID, digest: str, claim: IdempotencyClaim) -> bool:
+        record = _ClaimRecord(order_id=claim.order_id, request_hash=claim.request_hash, claimed_at=claim.claimed_at)
+        return await self._save(claim_key(user_id, digest), record.model_dump(mode="json"), etag=None)
+
+    async def get_order(self, order_id: UUID) -> StoredOrder | None:
+        found = await self._get(order_key(order_id))
+        if found is None:
+            return None
+        return StoredOrder(_parse(_OrderRecord, found[0]).to_order(), found[1])
+
+    async def create_order(self, order: Order) -> bool:
+        return await self._save(order_key(order.id), _OrderRecord.of(order).model_dump(mode="json"), etag=None)
+
+    async def save_order(self, order: Order, etag: str) -> bool:
+        return await self._save(order_key(order.id), _OrderRecord.of(order).model_dump(mode="json"), etag=etag)
+
+    async def finish_order(self, order: Order, event: OrderCompleted | OrderCancelled, etag: str) -> bool:
+        key = order_key(order.id)
+        operations = [
+            # The record, stored under its ETag; its metadata becomes the CloudEvent's type when published.
+            {
+                "operation": "upsert",
+                "request": {
+                    "key": key,
+                    "value": _OrderRecord.of(order).model_dump(mode="json"),
+                    "etag": etag,
+                    "options": FIRST_WRITE,
+                    "metadata": {"type": event.TYPE},
+                },
+            },
+            # The projection: published on the outbox topic instead of the record, never stored.
+            {
+                "operation": "upsert",
+                "request": {
+                    "key": key,
+                    "value": event.model_dump(mode="json"),
+                    "metadata": {"outbox.projection": "true", "contentType": "application/json"},
+                },
+            },
+        ]
+        response = await _send(
+            self._client, "POST", f"/state/{self._store}/transaction", json={"operations": operations}
+        )
+        if response.is_success:
+            return True
+        # An ETag mismatch fails the whole transaction (Redis answers 500, not 409): the caller re-reads.
+        error = SidecarError("finish order (outbox transaction)", response)
+        current = await self.get_order(order.id)
+        if current is not None and current.etag != etag:
+            return False
+        raise error
+
+    async def get_orders(self, order_ids: Sequence[UUID]) -> list[Order]:
+        if not order_ids:
+            return []
+        response = await _send(
+            self._client,
+            "POST",
+            f"/state/{self._store}/bulk",
+            json={"keys": [order_key(order_id) for order_id in order_ids], "parallelism": 10},
+            params={"consistency": "strong"},
+        )
+        if not response.is_success:
+            raise SidecarError("get orders (bulk)", response)
+        orders = []
+        for item in response.json():
+            if not isinstance(item, dict) or item.get("error"):
+                raise StoreUnavailableError(
+                    f"get orders (bulk): {item.get('error') if isinstance(item, dict) else item}"
+                )
+            if item.get("data") is None:
+                continue
+            orders.append(_parse(_OrderRecord, item["data"]).to_order())
+        return orders
+
+    async def get_index(self, user_id: UUID) -> StoredIndex:
+        found = await self._get(index_key(user_id))
+        if found is None:
+            return StoredIndex((), None)
+        return StoredIndex(tuple(_parse(_IndexRecord, found[0]).order_ids), found[1])
+
+    async def save_index(self, user_id: UUID, order_ids: Sequence[UUID], etag: str | None) -> bool:
+        record = _IndexRecord(order_ids=list(order_ids)).model_dump(mode="json")
+        item: dict[str, Any] = {"key": index_key(user_id), "value": record, "options": FIRST_WRITE}
+        if etag is not None:
+            item["etag"] = etag
+        response = await _send(self._client, "POST", f"/state/{self._store}", json=[item])
+        if response.is_success:
+            return True
+        if response.status_code == httpx.codes.CONFLICT:
+            return False
+        raise SidecarError("save order index", response)
+
+    async def _save(self, key: str, value: dict[str, Any], *, etag: str | None) -> bool:
+        """First-write save: without etag only if `key` is new, with etag only over that version."""
+        item: dict[str, Any] = {"key": key, "value": value, "options": FIRST_WRITE}
+        if etag is not None:
+            item["etag"] = etag
+        response = await _send(self._client, "POST", f"/state/{self._store}", json=[item])
+        if response.is_success:
+            return True
+        if response.status_code == httpx.codes.CONFLICT:
+            return False  # ETag mismatch
+        # A refused first-write is not always a 409 (Redis answers 500 ERR_STATE_SAVE), and a broken store
+        # looks the same: what the key holds now tells the two apart.
+        error = SidecarError(f"save {key.split(':', 1)[0]}", response)
+        current = await self._get(key)
+        if current is not None and (etag is None or current[1] != etag):
+            return False
+        raise error
+
+    async def _get(self, key: str) -> tuple[bytes, str] | None:
+        response = await _send(
+            self._client, "GET", f"/state/{self._store}/{_path(key)}", params={"consistency": "strong"}
+        )
+        if not response.is_success:
+            raise SidecarError("get state", response)
+        if response.status_code == httpx.codes.NO_CONTENT or not response.content:
+            return None
+        return response.content, response.headers.get("etag", "")
+
+
+# --- inventory and payments, through Dapr service invocation -------------------------------------------------
+
+
+class _ProductBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sku: str
+    price_cents: int = Field(ge=0)
+    currency: str
+
+
+class _ReservedLine(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sku: str
+    quantity: int
+    unit_price_cents: int = Field(ge=0)
+
+
+class _ReservationBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    lines: list[_ReservedLine]
+    total_cents: int = Field(ge=0)
+    currency: str
+
+
+class _ChargeBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    amount_cents: int
+
+
+class _RefundBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str
+
+
+# Answers that say "try again later": retried by the workflow's retry policy.
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+class _Participant:
+    """Calls one app through this app's sidecar (`/v1.0/invoke/{app}/method/...`) and sorts the answers:
+    2xx → the body; a 4xx → ParticipantRefusedError with the participant's error code (final);
+    5xx, 408/429, Dapr's own invoke errors, timeouts → ParticipantUnavailableError (transient).
+    """
+
+    def __init__(self, client: httpx.AsyncClient, app_id: str) -> None:
+        self._client = client
+        self._app_id = app_id
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"/invoke/{self._app_id}/method/{path.lstrip('/')}"
+        try:
+            response = await self._client.request(method, url, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            raise ParticipantUnavailableError(
+                f"{self._app_id}: sidecar unreachable ({type(error).__name__})"
+            ) from error
+        except httpx.HTTPError as error:
+            raise ParticipantUnavailableError(
+                f"{self._app_id}: no answer ({type(error).__name__})", outcome_unknown=True
+            ) from error
+        if response.is_success:
+            try:
+                return response.json() if response.content else None
+            except ValueError as error:
+                raise ParticipantUnavailableError(f"{self._app_id}: answer is not JSON") from error
+        code, message = _error_of(response)
+        if response.status_code >= 500 or response.status_code in _TRANSIENT_STATUSES:
+            raise ParticipantUnavailableError(
+                f"{self._app_id} {method} {path}: {response.status_code} {code}", outcome_unknown=True
+            )
+        raise ParticipantRefusedError(response.status_code, code, message)
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    """(code, message) from a participant's error shape, or from Dapr's own ({"errorCode", "message"})."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"http_{response.status_code}", ""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            return error["code"], str(error.get("message") or "")[:300]
+        if isinstance(body.get("errorCode"), str):
+            return body["errorCode"], str(body.get("message") or "")[:300]
+    return f"http_{response.status_code}", ""
+
+
+class DaprInventory:
+    def __init__(self, client: httpx.AsyncClient, app_id: str) -> None:
+        self._app = _Participant(client, app_id)
+
+    async def get_product(self, sku: str) -> Product | None:
+        try:
+            body = await self._app.call("GET", f"products/{_path(sku)}")
+        except ParticipantRefusedError as refusal:
+            if refusal.status in (404, 422):
+                return None
+            raise ParticipantUnavailableError(f"inventory refused a product lookup: {refusal}") from refusal
+        product = _answer(_ProductBody, body, "inventory product")
+        return Product(sku=sku, price_cents=product.price_cents, currency=product.currency)
+
+    async def reserve(self, order_id: UUID, lines: Sequence[RequestedLine]) -> Reservation:
+        body = await self._app.call(
+            "POST",
+            "reservations",
+            {"order_id": str(order_id), "lines": [{"sku": x.sku, "quantity": x.quantity} for x in lines]},
+        )
+        reservation = _answer(_ReservationBody, body, "inventory reservation")
+        return Reservation(
+            lines=tuple(Line(x.sku, x.quantity, x.unit_price_cents) for x in reservation.lines),
+            total_cents=reservation.total_cents,
+            currency=reservation.currency,
+        )
+
+    async def commit(self, order_id: UUID) -> None:
+        await self._app.call("POST", f"reservations/{order_id}/commit")
+
+    async def release(self, order_id: UUID) -> None:
+        await self._app.call("POST", f"reservations/{order_id}/release")
+
+
+class DaprPayments:
+    def __init__(self, client: httpx.AsyncClient, app_id: str) -> None:
+        self._app = _Participant(client, app_id)
+
+    async def charge(self, order_id: UUID, user_id: UUID, amount_cents: int, currency: str) -> int:
+        body = await self._app.call(
+            "POST",
+            "charges",
+            {"order_id": str(order_id), "user_id": str(user_id), "amount_cents": amount_cents, "currency": currency},
+        )
+        return _answer(_ChargeBody, body, "payments charge").amount_cents
+
+    async def refund(self, order_id: UUID) -> str:
+        body = await self._app.call("POST", f"charges/{order_id}/refund")
+        return _answer(_RefundBody, body, "payments refund").status
+
+
+def _answer(model: type[Record], body: Any, what: str) -> Record:
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        # A participant answering 2xx with an unexpected shape: likely a deploy in progress, so retry.
+        raise ParticipantUnavailableError(f"{what}: unexpected answer") from error
+
+
+# --- the workflow engine (Dapr's workflow HTTP API) ----------------------------------------------------------
+
+
+class DaprWorkflows:
+    """Starts and looks up instances of one workflow. Starting an id that exists RESTARTS it in Dapr 1.18 (even
+    a running one), so callers look first (`exists`) and start only what does not exist.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, workflow: str, component: str = "dapr") -> None:
+        self._client = client
+        self._workflow = workflow
+        self._component = component
+
+    async def exists(self, order_id: UUID) -> bool:
+        response = await _send(self._client, "GET", f"/workflows/{self._component}/{order_id}")
+        if response.is_success:
+            return True
+        if response.status_code == httpx.codes.NOT_FOUND:
+            return False
+        raise SidecarError("get workflow", response)
+
+    async def start(self, order_id: UUID, saga: SagaInput) -> None:
+        response = await _send(
+            self._client,
+            "POST",
+            f"/workflows/{self._component}/{self._workflow}/start",
+            params={"instanceID": str(order_id)},
+            json=saga.to_json(),
+        )
+        if response.is_success:
+            return
+        if response.status_code >= 500:
+            # The engine may have created the instance before failing: in doubt, so a retry checks first.
+            raise StoreUnavailableError(
+                f"start workflow: {response.status_code} {_dapr_error_code(response)}", outcome_unknown=True
+            )
+        raise SidecarError("start workflow", response)
+
+
+class DaprSidecarProbe:
+    """Ready when the sidecar's outbound side (components, API) answers; the metadata API tells how many
+    workflow workers it has connected.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def is_ready(self) -> bool:
+        try:
+            response = await self._client.get("/healthz/outbound", timeout=self._timeout)
+        except httpx.HTTPError as error:
+            log.debug("sidecar_not_ready", error=repr(error))
+            return False
+        return response.is_success
+
+    async def connected_workers(self) -> int | None:
+        try:
+            response = await self._client.get("/metadata", timeout=self._timeout)
+            body = response.json() if response.is_success else None
+        except (httpx.HTTPError, ValueError) as error:
+            log.debug("sidecar_metadata_unreadable", error=repr(error))
+            return None
+        workflows = body.get("workflows") if isinstance(body, dict) else None
+        count = workflows.get("connectedWorkers") if isinstance(workflows, dict) else None
+        # The field is left out when zero (protobuf JSON).
+        return int(count) if isinstance(count, int) else (0 if isinstance(body, dict) else None)

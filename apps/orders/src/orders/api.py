@@ -1,0 +1,292 @@
+"""HTTP routes of orders (the gateway reaches them through Dapr service invocation, with the caller's verified
+user id in the path), health and readiness, and how domain errors leave as contracts.api.ErrorResponse.
+"""
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any, Protocol
+from uuid import UUID
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from contracts.api import ErrorDetail, ErrorResponse
+from orders.domain import (
+    MAX_LINES,
+    MAX_QUANTITY,
+    SKU_MAX_LENGTH,
+    IdempotencyKeyReusedError,
+    Order,
+    OrderNotFoundError,
+    RequestedLine,
+    UnknownSkuError,
+    duplicate_sku_positions,
+    idempotency_key_is_valid,
+)
+from orders.errors import ApiError, error_response
+from orders.handlers import Orders, PlaceOrder, StoreUnavailableError
+from orders.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# --- request and response bodies -----------------------------------------------------------------------------
+
+Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=SKU_MAX_LENGTH)]
+
+
+class ItemRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sku: Sku
+    # Strict: "2", 2.5 and true are not quantities.
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, strict=True)
+
+
+class PlaceOrderRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[ItemRequest] = Field(min_length=1, max_length=MAX_LINES)
+
+
+class AcceptedOrder(BaseModel):
+    order_id: UUID
+    status: str
+
+
+class StepView(BaseModel):
+    name: str
+    status: str
+    at: datetime
+    detail: str
+
+
+class LineView(BaseModel):
+    sku: str
+    quantity: int
+    unit_price_cents: int | None
+
+
+class OrderView(BaseModel):
+    order_id: UUID
+    user_id: UUID
+    status: str
+    steps: list[StepView]
+    reason: str | None
+    lines: list[LineView]
+    total_cents: int | None
+    currency: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, order: Order) -> "OrderView":
+        return cls(
+            order_id=order.id,
+            user_id=order.user_id,
+            status=order.status.value,
+            steps=[StepView(name=s.name.value, status=s.status.value, at=s.at, detail=s.detail) for s in order.steps],
+            reason=None if order.reason is None else order.reason.value,
+            lines=[LineView(sku=x.sku, quantity=x.quantity, unit_price_cents=x.unit_price_cents) for x in order.lines],
+            total_cents=order.total_cents,
+            currency=order.currency,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+        )
+
+
+class OrderList(BaseModel):
+    items: list[OrderView]
+
+
+class Status(BaseModel):
+    status: str
+
+
+# --- dependencies --------------------------------------------------------------------------------------------
+
+
+class SidecarProbe(Protocol):
+    async def is_ready(self) -> bool: ...
+
+
+class WorkflowWorkerState(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+async def get_orders(request: Request) -> Orders:
+    orders: Orders = request.app.state.orders
+    return orders
+
+
+async def get_sidecar_probe(request: Request) -> SidecarProbe:
+    probe: SidecarProbe = request.app.state.sidecar_probe
+    return probe
+
+
+async def get_workflow_worker(request: Request) -> WorkflowWorkerState:
+    worker: WorkflowWorkerState = request.app.state.workflow_worker
+    return worker
+
+
+async def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+OrdersDep = Annotated[Orders, Depends(get_orders)]
+SidecarProbeDep = Annotated[SidecarProbe, Depends(get_sidecar_probe)]
+WorkflowWorkerDep = Annotated[WorkflowWorkerState, Depends(get_workflow_worker)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+class UnauthorizedError(Exception):
+    """The call did not come through our sidecar (wrong or missing app token)."""
+
+
+async def require_app_token(
+    settings: SettingsDep, dapr_api_token: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> None:
+    """When APP_API_TOKEN is set, only the sidecar (which sends it as dapr-api-token) may call the app."""
+    expected = settings.app_api_token
+    if expected is None:
+        return
+    if dapr_api_token is None or not hmac.compare_digest(dapr_api_token, expected.get_secret_value()):
+        raise UnauthorizedError
+
+
+# --- routes --------------------------------------------------------------------------------------------------
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+open_router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_app_token)], responses=_errors(401, 422, 503))
+
+
+@open_router.get("/healthz")
+async def healthz() -> Status:
+    """Liveness: the process answers."""
+    return Status(status="ok")
+
+
+@open_router.get("/readyz", responses=_errors(503))
+async def readyz(probe: SidecarProbeDep, worker: WorkflowWorkerDep) -> Status:
+    """Readiness: the Dapr sidecar answers and the workflow worker is connected to it."""
+    problems = []
+    if not await probe.is_ready():
+        problems.append(ErrorDetail(field=None, reason="The Dapr sidecar is not ready."))
+    if not worker.connected:
+        problems.append(ErrorDetail(field=None, reason="The workflow worker is not connected to the sidecar yet."))
+    if problems:
+        raise ApiError(503, "not_ready", "The service is not ready.", problems, headers={"Retry-After": "1"})
+    return Status(status="ready")
+
+
+@router.post("/users/{user_id}/orders", status_code=status.HTTP_202_ACCEPTED, responses=_errors(400, 409, 422, 503))
+async def place_order(
+    user_id: UUID,
+    body: PlaceOrderRequest,
+    orders: OrdersDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> AcceptedOrder:
+    """Accepts an order and starts its saga; the same Idempotency-Key and body give the same order again."""
+    if idempotency_key is None:
+        raise ApiError(400, "idempotency_key_required", "The Idempotency-Key header is required.")
+    if not idempotency_key_is_valid(idempotency_key):
+        raise ApiError(
+            400, "idempotency_key_invalid", "The Idempotency-Key must be 1 to 128 printable ASCII characters."
+        )
+    repeated = duplicate_sku_positions([item.sku for item in body.items])
+    if repeated:
+        raise ApiError(
+            422,
+            "validation_error",
+            "The request is invalid.",
+            [ErrorDetail(field=f"items.{i}.sku", reason="This sku is already on another line.") for i in repeated],
+        )
+    command = PlaceOrder(
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        lines=tuple(RequestedLine(item.sku, item.quantity) for item in body.items),
+    )
+    order = await orders.place(command)
+    response.headers["Location"] = f"/users/{user_id}/orders/{order.id}"
+    return AcceptedOrder(order_id=order.id, status=order.status.value)
+
+
+@router.get("/users/{user_id}/orders/{order_id}", responses=_errors(404))
+async def get_order(user_id: str, order_id: str, orders: OrdersDep) -> OrderView:
+    """One order with its status and each saga step; another user's order is not found."""
+    try:
+        owner, parsed = UUID(user_id), UUID(order_id)
+    except ValueError:
+        raise OrderNotFoundError(order_id) from None
+    return OrderView.of(await orders.get(owner, parsed))
+
+
+@router.get("/users/{user_id}/orders")
+async def list_orders(user_id: str, orders: OrdersDep) -> OrderList:
+    """The user's latest orders, newest first."""
+    try:
+        owner = UUID(user_id)
+    except ValueError:
+        return OrderList(items=[])
+    return OrderList(items=[OrderView.of(order) for order in await orders.list_orders(owner)])
+
+
+# --- errors --------------------------------------------------------------------------------------------------
+
+
+def _request_id(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+async def _on_unknown_sku(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownSkuError)
+    details = [ErrorDetail(field=f"items.{i}.sku", reason="No product with this sku.") for i in exc.positions]
+    return error_response(422, "unknown_sku", "Some items name unknown products.", _request_id(request), details)
+
+
+async def _on_key_reused(request: Request, _: Exception) -> JSONResponse:
+    return error_response(
+        409,
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used with a different request body.",
+        _request_id(request),
+    )
+
+
+async def _on_order_not_found(request: Request, _: Exception) -> JSONResponse:
+    return error_response(404, "order_not_found", "No order with this id.", _request_id(request))
+
+
+async def _on_unauthorized(request: Request, _: Exception) -> JSONResponse:
+    return error_response(
+        401, "unauthorized", "This service is reached through its Dapr sidecar only.", _request_id(request)
+    )
+
+
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("unavailable", error=str(exc))
+    return error_response(
+        503,
+        "unavailable",
+        "The service is unavailable, try again shortly.",
+        _request_id(request),
+        headers={"Retry-After": "1"},
+    )
+
+
+def install_domain_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(UnknownSkuError, _on_unknown_sku)
+    app.add_exception_handler(IdempotencyKeyReusedError, _on_key_reused)
+    app.add_exception_handler(OrderNotFoundError, _on_order_not_found)
+    app.add_exception_handler(UnauthorizedError, _on_unauthorized)
+    app.add_exception_handler(StoreUnavailableError, _on_unavailable)

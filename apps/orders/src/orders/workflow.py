@@ -1,0 +1,253 @@
+"""The order saga as a Dapr Workflow (`order_saga`, instance id = order id) and the worker that runs it.
+
+The orchestrator only drives domain.Saga: it asks for the next command, runs it as an activity (or a durable
+timer) and reports the answer back. It does no I/O and reads time only from the workflow context, so replays
+take the same path. Activities are thin shells over handlers.SagaSteps.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+import structlog
+from dapr.ext.workflow import RetryPolicy, TaskFailedError, WorkflowRuntime
+from dapr.ext.workflow.logger import LoggerOptions
+
+from orders.domain import FinishOrder, RunStep, Saga, SagaInput, StepName, StepResult, Wait
+from orders.handlers import SagaSteps
+from orders.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+WORKFLOW_NAME = "order_saga"
+FINISH_ORDER = "finish_order"
+
+StepMethod = Callable[[SagaSteps, SagaInput], Awaitable[StepResult]]
+ACTIVITIES: dict[str, StepMethod] = {
+    StepName.RESERVE_STOCK.value: SagaSteps.reserve_stock,
+    StepName.CHARGE_PAYMENT.value: SagaSteps.charge_payment,
+    StepName.CONFIRM.value: SagaSteps.confirm,
+    StepName.RELEASE_STOCK.value: SagaSteps.release_stock,
+    StepName.REFUND_PAYMENT.value: SagaSteps.refund_payment,
+    FINISH_ORDER: SagaSteps.finish_order,
+}
+
+
+@dataclass(frozen=True)
+class SagaPolicies:
+    """Forward steps retry briefly, then the saga compensates; compensations and the final save retry longer,
+    in rounds separated by `pause`, until they succeed.
+    """
+
+    step: Any  # RetryPolicy (the SDK is untyped)
+    compensation: Any
+    pause: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SagaPolicies":
+        return cls(
+            step=RetryPolicy(
+                first_retry_interval=timedelta(seconds=settings.step_first_retry_seconds),
+                backoff_coefficient=2.0,
+                max_retry_interval=timedelta(seconds=settings.step_max_retry_seconds),
+                max_number_of_attempts=settings.step_max_attempts,
+            ),
+            compensation=RetryPolicy(
+                first_retry_interval=timedelta(seconds=settings.compensation_first_retry_seconds),
+                backoff_coefficient=2.0,
+                max_retry_interval=timedelta(seconds=settings.compensation_max_retry_seconds),
+                max_number_of_attempts=settings.compensation_max_attempts,
+            ),
+            pause=timedelta(seconds=settings.compensation_pause_seconds),
+        )
+
+    def for_command(self, command: RunStep | FinishOrder) -> Any:
+        if isinstance(command, RunStep) and not command.step.is_compensation:
+            return self.step
+        return self.compensation
+
+
+def _activity_name(command: RunStep | FinishOrder) -> str:
+    return command.step.value if isinstance(command, RunStep) else FINISH_ORDER
+
+
+def order_saga(ctx: Any, payload: dict[str, Any], policies: SagaPolicies) -> Generator[Any, Any, dict[str, Any]]:
+    """The orchestrator: deterministic, so it can be replayed from the workflow history at any point."""
+    saga = Saga(SagaInput.from_json(payload))
+    while (command := saga.next_command()) is not None:
+        if isinstance(command, Wait):
+            yield ctx.create_timer(policies.pause)
+            saga.completed(command)
+            continue
+        name = _activity_name(command)
+        try:
+            answer = yield ctx.call_activity(
+                name,
+                input=saga.activity_input(command, at=ctx.current_utc_datetime).to_json(),
+                retry_policy=policies.for_command(command),
+            )
+        except TaskFailedError as error:
+            detail = str(getattr(error.details, "message", "") or error)
+            if not ctx.is_replaying:
+                log.warning("saga_step_gave_up", order_id=ctx.instance_id, step=name, error=detail)
+            saga.failed(command, detail, ctx.current_utc_datetime)
+            continue
+        saga.completed(command, StepResult.from_json(answer))
+    result = saga.result
+    return {
+        "status": None if result is None else result.status.value,
+        "reason": None if result is None or result.reason is None else result.reason.value,
+    }
+
+
+StepsFactory = Callable[[], AbstractAsyncContextManager[SagaSteps]]
+
+
+def _activity(name: str, method: StepMethod, open_steps: StepsFactory) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def activity(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        saga = SagaInput.from_json(payload)
+        with structlog.contextvars.bound_contextvars(order_id=str(saga.order_id), step=name):
+            async with open_steps() as steps:
+                result = await method(steps, saga)
+        return result.to_json()
+
+    activity.__name__ = name
+    return activity
+
+
+def build_runtime(settings: Settings, open_steps: StepsFactory) -> Any:
+    """A WorkflowRuntime with the saga and its activities registered (a fresh one per call)."""
+    runtime = WorkflowRuntime(
+        host=settings.sidecar_host,
+        port=str(settings.dapr_grpc_port),
+        # The SDK's records reach the root logger (JSON) instead of a plain-text handler of its own.
+        logger_options=LoggerOptions(log_handler=logging.NullHandler()),
+        maximum_concurrent_activity_work_items=settings.max_concurrent_activities,
+    )
+    policies = SagaPolicies.from_settings(settings)
+
+    def saga_workflow(ctx: Any, payload: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+        return (yield from order_saga(ctx, payload, policies))
+
+    runtime.register_workflow(saga_workflow, name=WORKFLOW_NAME)
+    for name, method in ACTIVITIES.items():
+        runtime.register_activity(_activity(name, method, open_steps), name=name)
+    return runtime
+
+
+class Runtime(Protocol):
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class SidecarWatch(Protocol):
+    async def is_ready(self) -> bool: ...
+
+    async def connected_workers(self) -> int | None:
+        """How many workflow workers the sidecar has connected (None: the sidecar did not say)."""
+        ...
+
+
+class WorkflowWorker:
+    """Runs the workflow runtime beside the app and keeps it connected.
+
+    The app and its sidecar start together, so the runtime is started in the background once the sidecar
+    answers. Afterwards the sidecar's own count of connected workers is watched: `connected` (which feeds
+    /readyz) follows it, and a runtime the sidecar has lost (a restarted sidecar) is replaced at once instead
+    of waiting for the SDK's reconnect backoff (up to 15 s, during which workflow starts hang).
+    """
+
+    def __init__(
+        self,
+        make_runtime: Callable[[], Runtime],
+        sidecar: SidecarWatch,
+        *,
+        check_interval_seconds: float = 2.0,
+        reconnect_after_seconds: float = 4.0,
+    ) -> None:
+        self._make_runtime = make_runtime
+        self._sidecar = sidecar
+        self._interval = check_interval_seconds
+        self._reconnect_after = reconnect_after_seconds
+        self._runtime: Runtime | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._connected = False
+        self._lost_at: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="workflow-worker")
+
+    async def _supervise(self) -> None:
+        delay = min(0.2, self._interval)
+        while not self._stopping:
+            try:
+                await self._check()
+            except Exception:
+                log.exception("workflow_worker_check_failed")
+            # Quick checks until connected, then a steady pace.
+            delay = self._interval if self._connected else min(delay * 2, self._interval)
+            await asyncio.sleep(delay)
+
+    async def _check(self) -> None:
+        if self._runtime is None:
+            if await self._sidecar.is_ready():
+                await self._start_runtime()
+            else:
+                log.info("workflow_worker_waiting_for_sidecar")
+            return
+        workers = await self._sidecar.connected_workers()
+        if workers:
+            if not self._connected:
+                log.info("workflow_worker_connected")
+            self._connected, self._lost_at = True, None
+            return
+        if self._connected:
+            log.warning("workflow_worker_disconnected", sidecar_answered=workers is not None)
+        self._connected = False
+        now = asyncio.get_running_loop().time()
+        self._lost_at = self._lost_at if self._lost_at is not None else now
+        if workers == 0 and now - self._lost_at >= self._reconnect_after:
+            log.warning("workflow_worker_reconnecting")
+            await self._stop_runtime()
+            await self._start_runtime()
+
+    async def _start_runtime(self) -> None:
+        runtime = self._make_runtime()
+        self._runtime = runtime
+        try:
+            # Blocks until the work-item stream to the sidecar is open (the SDK retries meanwhile).
+            await asyncio.to_thread(runtime.start)
+        except Exception as error:
+            if self._stopping:
+                return
+            log.warning("workflow_worker_start_failed", error=repr(error))
+            await self._stop_runtime()
+            return
+        if not self._stopping:
+            self._connected, self._lost_at = True, None
+            log.info("workflow_worker_connected")
+
+    async def _stop_runtime(self) -> None:
+        runtime, self._runtime = self._runtime, None
+        self._connected = False
+        if runtime is not None:
+            await asyncio.to_thread(runtime.shutdown)
+
+    async def stop(self) -> None:
+        """Stops taking work items; the runtime's own stop waits for its thread to end."""
+        self._stopping = True
+        await self._stop_runtime()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        log.info("workflow_worker_stopped")

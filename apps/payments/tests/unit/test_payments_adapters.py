@@ -1,0 +1,223 @@
+"""The state-store adapter against httpx.MockTransport: Dapr's state API as observed on daprd 1.18 with Redis."""
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from payments.adapters import DaprSidecarHealth, DaprStateStore, sidecar_client
+from payments.handlers import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from payments.settings import Settings
+
+Handler = Callable[[httpx.Request], httpx.Response]
+SAVE_FAILED = {"errorCode": "ERR_STATE_SAVE", "message": "failed to set key payments||wallet:u-1"}
+
+
+def _store(handler: Handler, seen: list[httpx.Request] | None = None) -> DaprStateStore:
+    def recording(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        return handler(request)
+
+    client = httpx.AsyncClient(base_url="http://127.0.0.1:3504", transport=httpx.MockTransport(recording))
+    return DaprStateStore(client, "payments-store")
+
+
+def _raise(exc: Exception) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    return handler
+
+
+def _save_fails_then_reads(save: Handler, stored: httpx.Response) -> Handler:
+    """A sidecar whose write fails as `save` says, and whose next read answers `stored`."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return save(request) if request.method == "POST" else stored
+
+    return handler
+
+
+async def test_absent_key_is_none() -> None:
+    seen: list[httpx.Request] = []
+    assert await _store(lambda request: httpx.Response(204), seen).get("wallet:u-1") is None
+    [request] = seen
+    assert request.url.raw_path.split(b"?")[0] == b"/v1.0/state/payments-store/wallet%3Au-1"
+    assert request.url.params["consistency"] == "strong"
+
+
+async def test_a_document_is_read_with_its_etag() -> None:
+    answer = httpx.Response(200, json={"user_id": "u-1"}, headers={"etag": "7"})
+    assert await _store(lambda request: answer).get("wallet:u-1") == Versioned({"user_id": "u-1"}, "7")
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        lambda request: httpx.Response(500, json={"errorCode": "ERR_STATE_GET", "message": "redis down"}),
+        lambda request: httpx.Response(400, json={"errorCode": "ERR_STATE_STORE_NOT_FOUND", "message": "no"}),
+        lambda request: httpx.Response(200, content=b"{not json", headers={"etag": "1"}),
+        lambda request: httpx.Response(200, json={"user_id": "u-1"}),  # no ETag: nothing safe to write over
+        _raise(httpx.ConnectError("refused")),
+        _raise(httpx.ReadTimeout("slow")),
+    ],
+)
+async def test_read_failures_are_store_unavailable(handler: Handler) -> None:
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).get("wallet:u-1")
+
+
+async def test_save_sends_the_etag_with_first_write_concurrency() -> None:
+    seen: list[httpx.Request] = []
+    await _store(lambda request: httpx.Response(204), seen).save("wallet:u-1", {"user_id": "u-1"}, "7")
+    [request] = seen
+    assert (request.method, request.url.path) == ("POST", "/v1.0/state/payments-store")
+    assert json.loads(request.content) == [
+        {
+            "key": "wallet:u-1",
+            "value": {"user_id": "u-1"},
+            "etag": "7",
+            "options": {"concurrency": "first-write", "consistency": "strong"},
+        }
+    ]
+
+
+async def test_first_save_sends_no_etag_so_it_only_inserts() -> None:
+    seen: list[httpx.Request] = []
+    await _store(lambda request: httpx.Response(204), seen).save("charge:o-1", {"status": "pending"}, None)
+    [item] = json.loads(seen[0].content)
+    assert "etag" not in item
+
+
+async def test_a_stale_etag_is_a_conflict() -> None:
+    body = {"errorCode": "ERR_STATE_SAVE", "message": "possible etag mismatch. error from state store: ..."}
+    with pytest.raises(ConcurrencyConflictError):
+        await _store(lambda request: httpx.Response(409, json=body)).save("wallet:u-1", {}, "7")
+
+
+async def test_an_insert_over_an_existing_key_is_a_conflict_even_when_reported_as_500() -> None:
+    # daprd 1.18 on Redis: a first-write save (no ETag) over an existing key answers 500 ERR_STATE_SAVE.
+    handler = _save_fails_then_reads(
+        lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(200, json={}, headers={"etag": "1"})
+    )
+    with pytest.raises(ConcurrencyConflictError):
+        await _store(handler).save("wallet:u-1", {}, None)
+
+
+async def test_a_failed_insert_with_the_key_still_absent_is_an_outage() -> None:
+    handler = _save_fails_then_reads(lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(204))
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).save("wallet:u-1", {}, None)
+
+
+async def test_a_failed_update_with_the_version_unchanged_is_an_outage() -> None:
+    handler = _save_fails_then_reads(
+        lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(200, json={}, headers={"etag": "7"})
+    )
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).save("wallet:u-1", {}, "7")
+
+
+async def test_a_failed_update_with_another_version_stored_is_a_conflict() -> None:
+    handler = _save_fails_then_reads(
+        lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(200, json={}, headers={"etag": "8"})
+    )
+    with pytest.raises(ConcurrencyConflictError):
+        await _store(handler).save("wallet:u-1", {}, "7")
+
+
+async def test_a_write_whose_answer_was_lost_is_decided_by_reading_again() -> None:
+    # The write may have landed: a new version means "read again and decide", which is safe as changes are
+    # idempotent; the same version means nothing was written.
+    landed = _save_fails_then_reads(
+        _raise(httpx.ReadTimeout("slow")), httpx.Response(200, json={}, headers={"etag": "8"})
+    )
+    with pytest.raises(ConcurrencyConflictError):
+        await _store(landed).save("wallet:u-1", {}, "7")
+    lost = _save_fails_then_reads(
+        _raise(httpx.ConnectError("refused")), httpx.Response(200, json={}, headers={"etag": "7"})
+    )
+    with pytest.raises(StoreUnavailableError):
+        await _store(lost).save("wallet:u-1", {}, "7")
+
+
+async def test_a_failed_write_that_cannot_be_checked_is_an_outage() -> None:
+    handler = _save_fails_then_reads(lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(500))
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).save("wallet:u-1", {}, None)
+
+
+async def test_calls_beyond_the_limit_wait_their_turn_then_give_up() -> None:
+    in_flight, most = 0, 0
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await release.wait()
+        in_flight -= 1
+        return httpx.Response(204)
+
+    client = httpx.AsyncClient(base_url="http://127.0.0.1:3504", transport=httpx.MockTransport(slow))
+    store = DaprStateStore(client, "payments-store", max_concurrent_calls=2, queue_timeout=0.05)
+    calls = [asyncio.create_task(store.get("wallet:u-1")) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    assert most == 2
+    with pytest.raises(StoreUnavailableError, match="waiting"):
+        await calls[2]
+    release.set()
+    assert await asyncio.gather(*calls[:2]) == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("handler", "ready"),
+    [
+        (lambda request: httpx.Response(204), True),
+        (lambda request: httpx.Response(500), False),
+        (_raise(httpx.ConnectError("refused")), False),
+    ],
+)
+async def test_sidecar_health_reads_the_outbound_probe(handler: Handler, ready: bool) -> None:
+    paths: list[str] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return handler(request)
+
+    client = httpx.AsyncClient(base_url="http://127.0.0.1:3504", transport=httpx.MockTransport(recording))
+    assert await DaprSidecarHealth(client, timeout=1).is_ready() is ready
+    assert paths == ["/v1.0/healthz/outbound"]
+
+
+def test_settings_read_the_unprefixed_ports_the_dapr_cli_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_PORT", "9104")
+    monkeypatch.setenv("DAPR_HTTP_PORT", "3994")
+    monkeypatch.setenv("DAPR_GRPC_PORT", "50994")
+    monkeypatch.setenv("PAYMENTS_STATE_STORE_NAME", "other-store")
+    monkeypatch.setenv("PAYMENTS_STARTING_CREDIT_CENTS", "2500")
+    settings = Settings()
+    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (9104, 3994, 50994)
+    assert (settings.state_store_name, settings.starting_credit_cents) == ("other-store", 2500)
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("APP_PORT", "DAPR_HTTP_PORT", "DAPR_GRPC_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8104, 3504, 50041)
+    assert (settings.state_store_name, settings.pubsub_name, settings.dead_letter_topic) == (
+        "payments-store",
+        "pubsub",
+        "deadletter",
+    )
+    assert (settings.starting_credit_cents, settings.currency) == (10_000, "EUR")
+
+
+async def test_sidecar_client_targets_the_configured_port_with_the_api_token() -> None:
+    async with sidecar_client(Settings(dapr_http_port=3994, dapr_api_token="s3cret")) as client:
+        assert str(client.base_url) == "http://127.0.0.1:3994"
+        assert client.headers["dapr-api-token"] == "s3cret"

@@ -1,0 +1,81 @@
+"""Sagas survive a crash of the orders app or of its sidecar: each one still ends, and nothing leaks."""
+
+import asyncio
+import uuid
+from typing import Any, Literal
+
+import httpx
+import pytest
+
+from devstack.platform_run import Platform
+from tests.e2e.journeys import eventually
+from tests.e2e.shop import (
+    Shopper,
+    assert_quiet_invariants,
+    create_product,
+    final_state,
+    funded_shopper,
+    place_order,
+)
+
+pytestmark = pytest.mark.e2e
+
+IN_FLIGHT = 20
+RECOVERY_BOUND_S = 120
+RETRYABLE = {500, 502, 503, 504}
+
+
+async def _count_done(tasks: list["asyncio.Task[httpx.Response]"]) -> int:
+    return sum(task.done() for task in tasks)
+
+
+async def place_until_accepted(
+    gateway: httpx.AsyncClient, shopper: Shopper, items: list[dict[str, Any]], key: str
+) -> httpx.Response:
+    """What a careful client does: on a 5xx, retry the same request with the same Idempotency-Key."""
+    for _ in range(120):
+        response = await place_order(gateway, shopper, items, key)
+        if response.status_code not in RETRYABLE:
+            return response
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"order with key {key} never accepted: {response.text}")
+
+
+@pytest.mark.parametrize("part", ["app", "sidecar"])
+async def test_sagas_in_flight_finish_after_the_orders_process_is_killed(
+    platform: Platform, gateway: httpx.AsyncClient, part: Literal["app", "sidecar"]
+) -> None:
+    sku = await create_product(platform, price_cents=150, stock=12)
+    shoppers = list(await asyncio.gather(*(funded_shopper(gateway) for _ in range(4))))
+    items = [{"sku": sku, "quantity": 1}]
+    placing = [
+        asyncio.create_task(place_until_accepted(gateway, shoppers[n % 4], items, key=uuid.uuid4().hex))
+        for n in range(IN_FLIGHT)
+    ]
+    # Crash while orders are still arriving and earlier sagas are mid-flight; clients retry with their key.
+    await eventually(lambda: _count_done(placing), lambda done: done >= IN_FLIGHT // 4, within=30)
+    snapshot = platform.kill("orders", part)
+    await asyncio.sleep(1)
+    platform.restart(snapshot)
+    accepted = await asyncio.gather(*placing)
+
+    async def orders_ready() -> bool:
+        """The app's own readiness: its sidecar answers and its workflow worker is connected again."""
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                app_port = platform.run_file.app("orders").app_port
+                return (await client.get(f"http://127.0.0.1:{app_port}/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert await eventually(orders_ready, bool, within=60), f"orders {part} did not come back"
+    orders = await asyncio.gather(
+        *(
+            final_state(gateway, shoppers[n % 4], r.json()["order_id"], within=RECOVERY_BOUND_S)
+            for n, r in enumerate(accepted)
+        )
+    )
+    completed = [o for o in orders if o["status"] == "completed"]
+    assert len(completed) == 12
+    assert all(o["reason"] == "out_of_stock" for o in orders if o["status"] == "cancelled")
+    await assert_quiet_invariants(platform, gateway, {sku: 12}, shoppers)
