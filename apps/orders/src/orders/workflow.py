@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -75,6 +75,12 @@ def _activity_name(command: RunStep | FinishOrder) -> str:
     return command.step.value if isinstance(command, RunStep) else FINISH_ORDER
 
 
+def workflow_now(ctx: Any) -> datetime:
+    """The workflow's deterministic clock, as an aware UTC time (the SDK hands it over without a time zone)."""
+    now: datetime = ctx.current_utc_datetime
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
 def order_saga(ctx: Any, payload: dict[str, Any], policies: SagaPolicies) -> Generator[Any, Any, dict[str, Any]]:
     """The orchestrator: deterministic, so it can be replayed from the workflow history at any point."""
     saga = Saga(SagaInput.from_json(payload))
@@ -87,14 +93,14 @@ def order_saga(ctx: Any, payload: dict[str, Any], policies: SagaPolicies) -> Gen
         try:
             answer = yield ctx.call_activity(
                 name,
-                input=saga.activity_input(command, at=ctx.current_utc_datetime).to_json(),
+                input=saga.activity_input(command, at=workflow_now(ctx)).to_json(),
                 retry_policy=policies.for_command(command),
             )
         except TaskFailedError as error:
             detail = str(getattr(error.details, "message", "") or error)
             if not ctx.is_replaying:
                 log.warning("saga_step_gave_up", order_id=ctx.instance_id, step=name, error=detail)
-            saga.failed(command, detail, ctx.current_utc_datetime)
+            saga.failed(command, detail, workflow_now(ctx))
             continue
         saga.completed(command, StepResult.from_json(answer))
     result = saga.result

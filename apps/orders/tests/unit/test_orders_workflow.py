@@ -18,7 +18,7 @@ from dapr.ext.workflow._durabletask.internal import protos
 from orders.domain import Outcome, RequestedLine, SagaInput, StepResult
 from orders.handlers import SagaSteps
 from orders.settings import Settings
-from orders.workflow import SagaPolicies, WorkflowWorker, _activity, build_runtime, order_saga
+from orders.workflow import SagaPolicies, WorkflowWorker, _activity, build_runtime, order_saga, workflow_now
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 POLICIES = SagaPolicies(step="step-policy", compensation="compensation-policy", pause=timedelta(minutes=5))
@@ -337,3 +337,10 @@ async def test_stop_before_anything_started(ready: bool) -> None:
     worker = WorkflowWorker(FakeRuntime, FakeSidecar(ready=ready))
     await worker.stop()
     assert not worker.connected
+
+
+def test_the_workflow_clock_is_handed_on_as_aware_utc() -> None:
+    class Ctx:
+        current_utc_datetime = datetime(2026, 11, 22, 6, 0, 0)
+
+    assert workflow_now(Ctx()) == datetime(2026, 11, 22, 6, 0, 0, tzinfo=UTC)
