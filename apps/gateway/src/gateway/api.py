@@ -28,27 +28,27 @@ log = structlog.get_logger("gateway.api")
 router = APIRouter()
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_upstream(request: Request) -> Upstream:
+async def get_upstream(request: Request) -> Upstream:
     upstream: Upstream = request.app.state.upstream
     return upstream
 
 
-def get_authenticator(request: Request) -> Authenticator:
+async def get_authenticator(request: Request) -> Authenticator:
     authenticator: Authenticator = request.app.state.authenticator
     return authenticator
 
 
-def get_sidecar_health(request: Request) -> SidecarHealth:
+async def get_sidecar_health(request: Request) -> SidecarHealth:
     health: SidecarHealth = request.app.state.sidecar_health
     return health
 
 
-def get_metrics(request: Request) -> HttpMetrics:
+async def get_metrics(request: Request) -> HttpMetrics:
     metrics: HttpMetrics = request.app.state.metrics
     return metrics
 
@@ -60,7 +60,7 @@ SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
 MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
 
 
-def get_gateway(upstream: UpstreamDep, settings: SettingsDep) -> Gateway:
+async def get_gateway(upstream: UpstreamDep, settings: SettingsDep) -> Gateway:
     return Gateway(
         upstream,
         users_app_id=settings.users_app_id,
@@ -78,7 +78,7 @@ async def get_caller(
     return await authenticator.authenticate(authorization)
 
 
-def get_forwarded_headers(request: Request) -> dict[str, str]:
+async def get_forwarded_headers(request: Request) -> dict[str, str]:
     return forwarded_request_headers(request.headers.items(), request.state.request_id)
 
 

@@ -49,22 +49,22 @@ log = structlog.get_logger("inventory.api")
 router = APIRouter()
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> StateStore:
+async def get_store(request: Request) -> StateStore:
     store: StateStore = request.app.state.store
     return store
 
 
-def get_sidecar_health(request: Request) -> SidecarHealth:
+async def get_sidecar_health(request: Request) -> SidecarHealth:
     health: SidecarHealth = request.app.state.sidecar_health
     return health
 
 
-def get_metrics(request: Request) -> HttpMetrics:
+async def get_metrics(request: Request) -> HttpMetrics:
     metrics: HttpMetrics = request.app.state.metrics
     return metrics
 
@@ -75,7 +75,7 @@ SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
 MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
 
 
-def get_locks(request: Request) -> KeyLocks:
+async def get_locks(request: Request) -> KeyLocks:
     locks: KeyLocks = request.app.state.locks
     return locks
 
@@ -93,7 +93,7 @@ def build_inventory(store: StateStore, settings: Settings, locks: KeyLocks) -> I
     )
 
 
-def get_inventory(store: StoreDep, settings: SettingsDep, locks: LocksDep) -> Inventory:
+async def get_inventory(store: StoreDep, settings: SettingsDep, locks: LocksDep) -> Inventory:
     return build_inventory(store, settings, locks)
 
 

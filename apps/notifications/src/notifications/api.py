@@ -46,22 +46,22 @@ DELIVERY_ROUTES: tuple[tuple[type[NotifiableEvent], str], ...] = (
 )
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_repository(request: Request) -> InboxRepository:
+async def get_repository(request: Request) -> InboxRepository:
     repository: InboxRepository = request.app.state.repository
     return repository
 
 
-def get_sidecar_health(request: Request) -> SidecarHealth:
+async def get_sidecar_health(request: Request) -> SidecarHealth:
     health: SidecarHealth = request.app.state.sidecar_health
     return health
 
 
-def get_metrics(request: Request) -> HttpMetrics:
+async def get_metrics(request: Request) -> HttpMetrics:
     metrics: HttpMetrics = request.app.state.metrics
     return metrics
 
@@ -72,7 +72,7 @@ SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
 MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
 
 
-def get_notifications(repository: RepositoryDep, settings: SettingsDep) -> Notifications:
+async def get_notifications(repository: RepositoryDep, settings: SettingsDep) -> Notifications:
     return Notifications(
         repository,
         limits=Limits(settings.max_notices_per_user, settings.max_remembered_events_per_user),

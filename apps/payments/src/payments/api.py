@@ -47,22 +47,22 @@ USER_REGISTERED_ROUTE = "/events/user-registered"
 UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> StateStore:
+async def get_store(request: Request) -> StateStore:
     store: StateStore = request.app.state.store
     return store
 
 
-def get_sidecar_health(request: Request) -> SidecarHealth:
+async def get_sidecar_health(request: Request) -> SidecarHealth:
     health: SidecarHealth = request.app.state.sidecar_health
     return health
 
 
-def get_metrics(request: Request) -> HttpMetrics:
+async def get_metrics(request: Request) -> HttpMetrics:
     metrics: HttpMetrics = request.app.state.metrics
     return metrics
 
@@ -73,7 +73,7 @@ SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
 MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
 
 
-def get_locks(request: Request) -> KeyLocks:
+async def get_locks(request: Request) -> KeyLocks:
     locks: KeyLocks = request.app.state.locks
     return locks
 
@@ -81,7 +81,7 @@ def get_locks(request: Request) -> KeyLocks:
 LocksDep = Annotated[KeyLocks, Depends(get_locks)]
 
 
-def get_payments(store: StoreDep, settings: SettingsDep, locks: LocksDep) -> Payments:
+async def get_payments(store: StoreDep, settings: SettingsDep, locks: LocksDep) -> Payments:
     return Payments(
         store,
         currency=settings.currency,
