@@ -13,12 +13,13 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED_COMPONENTS = {
-    "gateway": set(),
+    "gateway": {("secretstore", "secretstores.local.file")},
     "users": {("users-store", "state.redis"), ("pubsub", "pubsub.redis"), ("secretstore", "secretstores.local.file")},
     "notifications": {("notifications-store", "state.redis"), ("pubsub", "pubsub.redis")},
     "inventory": {("inventory-store", "state.redis")},
     "payments": {("payments-store", "state.redis"), ("pubsub", "pubsub.redis")},
     "orders": {("orders-store", "state.redis"), ("pubsub", "pubsub.redis")},
+    "ingest": {("pubsub", "pubsub.redis")},
 }
 
 

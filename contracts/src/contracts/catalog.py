@@ -2,6 +2,7 @@
 
 from contracts.events import Event
 from contracts.orders import OrderCancelled, OrderCompleted
+from contracts.telemetry import TelemetryEvent
 from contracts.users import UserRegistered
 
-EVENTS: tuple[type[Event], ...] = (UserRegistered, OrderCompleted, OrderCancelled)
+EVENTS: tuple[type[Event], ...] = (UserRegistered, OrderCompleted, OrderCancelled, TelemetryEvent)

@@ -8,6 +8,7 @@ import httpx
 import structlog
 
 from gateway.domain import (
+    ApiKeysUnavailableError,
     InvocationFailedError,
     KeysUnavailableError,
     SidecarUnreachableError,
@@ -113,6 +114,39 @@ class DaprJwksSource:
         except ValueError as exc:
             raise KeysUnavailableError("the JWKS endpoint answered something other than JSON") from exc
         return document
+
+
+class DaprSecretApiKeySource:
+    """The API keys secret, read through the sidecar's secrets API: GET /v1.0/secrets/{store}/{name}."""
+
+    def __init__(self, client: httpx.AsyncClient, *, store_name: str, secret_name: str, timeout: float) -> None:
+        self._client = client
+        self._url = f"/v1.0/secrets/{store_name}/{secret_name}"
+        self._secret_name = secret_name
+        self._timeout = timeout
+
+    async def fetch_api_keys(self) -> str:
+        try:
+            response = await self._client.get(self._url, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise ApiKeysUnavailableError(f"the sidecar did not answer: {exc!r}") from exc
+        if response.status_code != 200:
+            # Never log the body of a secrets call: on success it is the secret itself.
+            raise ApiKeysUnavailableError(
+                f"reading the secret answered {response.status_code} ({_dapr_error_code(response)})"
+            )
+        try:
+            secret: Any = response.json()
+        except ValueError as exc:
+            raise ApiKeysUnavailableError("the secret store answered something other than JSON") from exc
+        # Dapr answers {name: value}; a store that names the one value differently still gives a single entry.
+        if isinstance(secret, dict):
+            value = secret.get(self._secret_name)
+            if value is None and len(secret) == 1:
+                value = next(iter(secret.values()))
+            if isinstance(value, str):
+                return value
+        raise ApiKeysUnavailableError("the secret does not hold a comma-separated list of keys")
 
 
 class DaprSidecarHealth:

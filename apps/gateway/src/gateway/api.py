@@ -9,7 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts.api import ErrorDetail
 from gateway.domain import (
+    ApiKeysUnavailableError,
     AuthenticationError,
+    InvalidApiKeyError,
     KeysUnavailableError,
     MissingTokenError,
     Principal,
@@ -20,7 +22,7 @@ from gateway.domain import (
     forwarded_request_headers,
 )
 from gateway.errors import ApiError, error_response
-from gateway.handlers import Authenticator, Gateway, SidecarHealth, Upstream
+from gateway.handlers import ApiKeys, Authenticator, Gateway, SidecarHealth, Upstream
 from gateway.observability import HttpMetrics
 from gateway.settings import Settings
 
@@ -43,6 +45,11 @@ async def get_authenticator(request: Request) -> Authenticator:
     return authenticator
 
 
+async def get_api_keys(request: Request) -> ApiKeys:
+    api_keys: ApiKeys = request.app.state.api_keys
+    return api_keys
+
+
 async def get_sidecar_health(request: Request) -> SidecarHealth:
     health: SidecarHealth = request.app.state.sidecar_health
     return health
@@ -56,6 +63,7 @@ async def get_metrics(request: Request) -> HttpMetrics:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 UpstreamDep = Annotated[Upstream, Depends(get_upstream)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+ApiKeysDep = Annotated[ApiKeys, Depends(get_api_keys)]
 SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
 MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
 
@@ -68,6 +76,7 @@ async def get_gateway(upstream: UpstreamDep, settings: SettingsDep) -> Gateway:
         inventory_app_id=settings.inventory_app_id,
         payments_app_id=settings.payments_app_id,
         orders_app_id=settings.orders_app_id,
+        ingest_app_id=settings.ingest_app_id,
     )
 
 
@@ -78,13 +87,29 @@ async def get_caller(
     return await authenticator.authenticate(authorization)
 
 
+async def authenticate_event_sender(
+    authenticator: AuthenticatorDep,
+    api_keys: ApiKeysDep,
+    authorization: Annotated[str | None, Header(description="Bearer <token> from POST /api/v1/auth/token")] = None,
+    x_api_key: Annotated[str | None, Header(description="An API key, for machine clients instead of a token")] = None,
+) -> None:
+    """A signed-in user (bearer token) or a machine client (X-API-Key); an API key, when sent, is what is judged."""
+    if x_api_key is not None:
+        await api_keys.verify(x_api_key)
+        return
+    await authenticator.authenticate(authorization)
+
+
 async def get_forwarded_headers(request: Request) -> dict[str, str]:
     return forwarded_request_headers(request.headers.items(), request.state.request_id)
 
 
 async def read_body(request: Request, settings: SettingsDep) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed the limit."""
-    limit = settings.max_body_bytes
+    return await _read_limited(request, settings.max_body_bytes)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
     too_large = ApiError(413, "payload_too_large", f"The request body exceeds {limit} bytes.")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -99,10 +124,17 @@ async def read_body(request: Request, settings: SettingsDep) -> bytes:
     return b"".join(chunks)
 
 
+async def read_event_batch(request: Request, settings: SettingsDep) -> bytes:
+    """The body of a telemetry batch, held to ingest's own limit (1 MiB) whatever the general limit is."""
+    return await _read_limited(request, settings.max_event_batch_bytes)
+
+
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 CallerDep = Annotated[Principal, Depends(get_caller)]
 ForwardedHeadersDep = Annotated[dict[str, str], Depends(get_forwarded_headers)]
 BodyDep = Annotated[bytes, Depends(read_body)]
+EventSenderDep = Annotated[None, Depends(authenticate_event_sender)]
+EventBatchDep = Annotated[bytes, Depends(read_event_batch)]
 
 
 def _passed_on(answer: UpstreamResponse) -> Response:
@@ -184,6 +216,14 @@ async def get_my_order(gateway: GatewayDep, caller: CallerDep, headers: Forwarde
     return _passed_on(await gateway.get_order(caller, order_id, headers))
 
 
+@router.post("/api/v1/events", tags=["telemetry"], status_code=202, response_class=Response)
+async def send_events(
+    gateway: GatewayDep, sender: EventSenderDep, body: EventBatchDep, headers: ForwardedHeadersDep
+) -> Response:
+    """Send a batch of telemetry events (at most 1,000, 1 MiB): 202 with how many were accepted and why others not."""
+    return _passed_on(await gateway.send_events(body, headers))
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers (never depends on other apps)."""
@@ -211,14 +251,17 @@ async def _on_authentication_error(request: Request, exc: Exception) -> JSONResp
     assert isinstance(exc, AuthenticationError)
     # RFC 6750: a request without credentials gets the bare challenge, a bad token also gets error="invalid_token".
     challenge = 'Bearer realm="sidecart"'
-    if not isinstance(exc, MissingTokenError):
+    field = "Authorization"
+    if isinstance(exc, InvalidApiKeyError):
+        field = "X-API-Key"
+    elif not isinstance(exc, MissingTokenError):
         challenge += f', error="invalid_token", error_description="{exc.reason}"'
     return error_response(
         401,
         exc.code,
         "Authentication failed.",
         request.state.request_id,
-        [ErrorDetail(field="Authorization", reason=exc.reason)],
+        [ErrorDetail(field=field, reason=exc.reason)],
         {"www-authenticate": challenge},
     )
 
@@ -229,6 +272,17 @@ async def _on_keys_unavailable(request: Request, exc: Exception) -> JSONResponse
         503,
         "auth_unavailable",
         "Tokens cannot be verified right now: the signing keys are unavailable.",
+        request.state.request_id,
+        headers={"retry-after": "5"},
+    )
+
+
+async def _on_api_keys_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("api_keys_unavailable", reason=str(exc))
+    return error_response(
+        503,
+        "auth_unavailable",
+        "API keys cannot be checked right now: the secret store is unavailable.",
         request.state.request_id,
         headers={"retry-after": "5"},
     )
@@ -247,5 +301,6 @@ async def _on_upstream_error(request: Request, exc: Exception) -> JSONResponse:
 def install_domain_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthenticationError, _on_authentication_error)
     app.add_exception_handler(KeysUnavailableError, _on_keys_unavailable)
+    app.add_exception_handler(ApiKeysUnavailableError, _on_api_keys_unavailable)
     app.add_exception_handler(UnknownResourceError, _on_unknown_resource)
     app.add_exception_handler(UpstreamError, _on_upstream_error)

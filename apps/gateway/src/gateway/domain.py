@@ -4,6 +4,7 @@ Plain Python: no FastAPI, no Dapr. Token checks use PyJWT with the algorithm pin
 how it is verified.
 """
 
+import hmac
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -48,8 +49,16 @@ class InvalidTokenError(AuthenticationError):
     code = "invalid_token"
 
 
+class InvalidApiKeyError(AuthenticationError):
+    code = "invalid_api_key"
+
+
 class KeysUnavailableError(Exception):
     """The users service's signing keys cannot be had: the gateway cannot judge any token (503, not 401)."""
+
+
+class ApiKeysUnavailableError(Exception):
+    """The valid API keys cannot be read from the secret store: no API key can be judged (503, not 401)."""
 
 
 class InvalidKeySetError(ValueError):
@@ -176,6 +185,20 @@ def verify_token(token: str, key: RSAPublicKey, policy: TokenPolicy) -> Principa
     if not isinstance(subject, str) or not _ACCEPTABLE_SUBJECT.fullmatch(subject):
         raise InvalidTokenError("the token's subject is not an acceptable user id")
     return Principal(subject=subject)
+
+
+def parse_api_keys(secret_value: str) -> frozenset[str]:
+    """The keys of a comma-separated secret value; blanks around and between commas are ignored."""
+    return frozenset(key.strip() for key in secret_value.split(",") if key.strip())
+
+
+def api_key_matches(candidate: str, keys: Iterable[str]) -> bool:
+    """Whether `candidate` is one of `keys`, comparing in constant time and always against every key."""
+    offered = candidate.encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(offered, key.encode())
+    return matched
 
 
 # --- Resources ------------------------------------------------------------------------------------------------

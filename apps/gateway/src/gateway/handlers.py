@@ -11,6 +11,8 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gateway.domain import (
+    ApiKeysUnavailableError,
+    InvalidApiKeyError,
     InvalidKeySetError,
     InvalidTokenError,
     KeySet,
@@ -19,8 +21,10 @@ from gateway.domain import (
     TokenPolicy,
     UpstreamRequest,
     UpstreamResponse,
+    api_key_matches,
     bearer_token,
     client_response,
+    parse_api_keys,
     parse_order_id,
     parse_sku,
     signing_key_id,
@@ -40,6 +44,12 @@ class JwksSource(Protocol):
     """Fetches the users service's JWKS document; raises KeysUnavailableError when it cannot."""
 
     async def fetch_jwks(self) -> object: ...
+
+
+class ApiKeySource(Protocol):
+    """Reads the secret holding the valid API keys (comma-separated); raises ApiKeysUnavailableError."""
+
+    async def fetch_api_keys(self) -> str: ...
 
 
 class SidecarHealth(Protocol):
@@ -110,6 +120,54 @@ class SigningKeys:
             return keys
 
 
+class ApiKeys:
+    """The valid API keys of machine clients, read from the secret store and cached for `ttl` seconds.
+
+    A revoked key stops working within `ttl`. When the store cannot be read the gateway refuses API keys (503)
+    rather than trusting a stale list, and asks again only after `retry_interval`, so an outage of the store is
+    not made worse by a request per call.
+    """
+
+    def __init__(
+        self,
+        source: ApiKeySource,
+        *,
+        ttl: float,
+        retry_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._ttl = ttl
+        self._retry_interval = retry_interval
+        self._clock = clock
+        self._keys: frozenset[str] | None = None
+        self._fetched_at = -math.inf
+        self._failed_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def verify(self, candidate: str) -> None:
+        """Returns when `candidate` is a valid key; raises InvalidApiKeyError or ApiKeysUnavailableError."""
+        if not api_key_matches(candidate, await self._current()):
+            raise InvalidApiKeyError("the API key is not valid")
+
+    async def _current(self) -> frozenset[str]:
+        if self._keys is not None and self._clock() - self._fetched_at < self._ttl:
+            return self._keys
+        async with self._lock:
+            now = self._clock()
+            if self._keys is not None and now - self._fetched_at < self._ttl:
+                return self._keys  # another request refreshed while this one waited
+            if now - self._failed_at < self._retry_interval:
+                raise ApiKeysUnavailableError("the last read of the API keys failed moments ago")
+            try:
+                keys = parse_api_keys(await self._source.fetch_api_keys())
+            except ApiKeysUnavailableError:
+                self._keys, self._failed_at = None, now
+                raise
+            self._keys, self._fetched_at = keys, now
+            return keys
+
+
 class Authenticator:
     """Turns an Authorization header into a Principal, or refuses it."""
 
@@ -140,6 +198,7 @@ class Gateway:
         inventory_app_id: str,
         payments_app_id: str,
         orders_app_id: str,
+        ingest_app_id: str = "ingest",
     ) -> None:
         self._upstream = upstream
         self._users = users_app_id
@@ -147,6 +206,7 @@ class Gateway:
         self._inventory = inventory_app_id
         self._payments = payments_app_id
         self._orders = orders_app_id
+        self._ingest = ingest_app_id
 
     async def sign_up(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         return await self._call(self._users, UpstreamRequest("POST", "users", headers, body))
@@ -183,6 +243,9 @@ class Gateway:
     async def get_order(self, caller: Principal, order_id: str, headers: Mapping[str, str]) -> UpstreamResponse:
         path = f"{_user_path(caller)}/orders/{parse_order_id(order_id)}"
         return await self._call(self._orders, UpstreamRequest("GET", path, headers))
+
+    async def send_events(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        return await self._call(self._ingest, UpstreamRequest("POST", "events", headers, body))
 
     async def _call(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
         response = await self._upstream.invoke(app_id, request)

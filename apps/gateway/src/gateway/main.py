@@ -7,10 +7,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from gateway import api
-from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSidecarHealth, sidecar_client
+from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource, DaprSidecarHealth, sidecar_client
 from gateway.domain import TokenPolicy
 from gateway.errors import install_error_handlers
-from gateway.handlers import Authenticator, SigningKeys
+from gateway.handlers import ApiKeys, Authenticator, SigningKeys
 from gateway.observability import HttpMetrics, RequestContextMiddleware, configure_logging
 from gateway.settings import Settings, get_settings
 
@@ -36,6 +36,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             policy = TokenPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds)
             app.state.upstream = invoker
             app.state.authenticator = Authenticator(keys, policy)
+            app.state.api_keys = ApiKeys(
+                DaprSecretApiKeySource(
+                    client,
+                    store_name=settings.secret_store_name,
+                    secret_name=settings.api_keys_secret_name,
+                    timeout=settings.health_timeout_seconds,
+                ),
+                ttl=settings.api_keys_cache_ttl_seconds,
+                retry_interval=settings.api_keys_retry_seconds,
+            )
             app.state.sidecar_health = DaprSidecarHealth(client, settings.health_timeout_seconds)
             yield
 

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     inventory_app_id: str = "inventory"
     payments_app_id: str = "payments"
     orders_app_id: str = "orders"
+    ingest_app_id: str = "ingest"
 
     jwt_issuer: str = "sidecart-users"
     jwt_audience: str = "sidecart"
@@ -40,6 +41,15 @@ class Settings(BaseSettings):
     sidecar_connect_timeout_seconds: float = 2.0
     health_timeout_seconds: float = 2.0
     max_body_bytes: int = 1024 * 1024
+    # The telemetry route keeps ingest's own limit, whatever the general one becomes.
+    max_event_batch_bytes: int = 1024 * 1024
+
+    # Machine clients of POST /api/v1/events send X-API-Key; the valid keys are one comma-separated secret.
+    secret_store_name: str = "secretstore"  # noqa: S105 (a component name)
+    api_keys_secret_name: str = "ingest-api-keys"  # noqa: S105 (a secret's name)
+    api_keys_cache_ttl_seconds: float = 60.0
+    # After a failed read of the secret, requests are refused for this long before the store is asked again.
+    api_keys_retry_seconds: float = 2.0
 
     log_level: str = "INFO"
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -44,23 +46,36 @@ def ensure_runtime(layout: Layout) -> None:
     subprocess.run(["bash", str(script)], env=env, check=True)
 
 
-def ensure_signing_key(layout: Layout) -> Path:
-    """The users service signs JWTs with an RSA key it reads from the Dapr secret store (a local JSON file)."""
-    secrets_file = layout.run_dir / "secrets" / "secrets.json"
-    if secrets_file.exists():
-        return secrets_file
-    log(f"generating the JWT signing key in {secrets_file.relative_to(layout.repo)}")
+def _rsa_private_key_pem() -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+
+
+# What the local secret store holds, and how to make each secret when it is missing.
+LOCAL_SECRETS: dict[str, Callable[[], str]] = {
+    "jwt-signing-key": _rsa_private_key_pem,  # users signs JWTs with it
+    "ingest-api-keys": lambda: f"dev-{secrets.token_urlsafe(24)}",  # machine clients of POST /api/v1/events
+}
+
+
+def ensure_secrets(layout: Layout) -> Path:
+    """The local secret store's file (.run/secrets/secrets.json), with every secret present; existing ones kept."""
+    secrets_file = layout.run_dir / "secrets" / "secrets.json"
+    current: dict[str, str] = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
+    missing = [name for name in LOCAL_SECRETS if name not in current]
+    if not missing:
+        return secrets_file
+    log(f"generating {', '.join(missing)} in {secrets_file.relative_to(layout.repo)}")
+    current |= {name: LOCAL_SECRETS[name]() for name in missing}
     secrets_file.parent.mkdir(parents=True, exist_ok=True)
     secrets_file.touch(mode=0o600)
-    secrets_file.write_text(json.dumps({"jwt-signing-key": pem}))
+    secrets_file.write_text(json.dumps(current))
     return secrets_file
 
 
 def setup(layout: Layout) -> None:
     ensure_debian_package("redis-server", "redis-server")
     ensure_runtime(layout)
-    ensure_signing_key(layout)
+    ensure_secrets(layout)
