@@ -6,7 +6,7 @@ PROFILE ?= local
 GATEWAY_PORT ?= 8080
 export PROFILE GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e lint fmt schemas footprint bench-saga runtime clean
+.PHONY: help python-env setup run test unit e2e lint fmt schemas footprint bench-saga bench-ingest runtime clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ footprint: python-env ## benchmark: start the platform, print and write (reports
 
 bench-saga: python-env ## benchmark: order sagas/s and p50/p99 202→completed at 1, 10, 50 clients (reports/)
 	@$(PY) -m devstack bench-saga
+
+bench-ingest: python-env ## benchmark: telemetry events/s accepted through the gateway with bulk publish (reports/)
+	@$(PY) -m devstack bench-ingest
 
 runtime: ## (re)build the Dapr runtime into .runtime/.dapr/bin
 	@bash deploy/runtime/build.sh

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_saga import run as run_bench_saga
 from devstack.footprint import run as run_footprint
 from devstack.install import setup
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench-saga", help="order sagas/s and latency at 1, 10 and 50 concurrent clients")
     bench.add_argument("--clients", default="1,10,50", help="comma-separated concurrency levels")
     bench.add_argument("--seconds", type=float, default=20)
+    ingest = sub.add_parser("bench-ingest", help="telemetry events accepted per second through the gateway")
+    ingest.add_argument("--clients", default="1,4", help="comma-separated concurrency levels")
+    ingest.add_argument("--batch", type=int, default=1000)
+    ingest.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args(argv)
 
     layout = Layout.discover()
@@ -36,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench-saga":
         levels = [int(n) for n in args.clients.split(",")]
         log(f"report written to {run_bench_saga(layout, levels, args.seconds)}")
+        return 0
+    if args.command == "bench-ingest":
+        levels = [int(n) for n in args.clients.split(",")]
+        log(f"report written to {run_bench_ingest(layout, levels, args.batch, args.seconds)}")
         return 0
     if args.command == "footprint":
         log(f"report written to {run_footprint(layout, args.profile, args.warm_up_users)}")
