@@ -20,6 +20,7 @@ EXPECTED_COMPONENTS = {
     "payments": {("payments-store", "state.redis"), ("pubsub", "pubsub.redis")},
     "orders": {("orders-store", "state.redis"), ("pubsub", "pubsub.redis")},
     "ingest": {("pubsub", "pubsub.redis")},
+    "analytics": {("analytics-store", "state.redis"), ("pubsub", "pubsub.redis")},
 }
 
 

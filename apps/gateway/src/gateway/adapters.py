@@ -62,6 +62,8 @@ class DaprInvoker:
 
     async def invoke(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
         url = f"/v1.0/invoke/{app_id}/method/{request.path}"
+        if request.query:
+            url = f"{url}?{request.query}"  # the sidecar passes the query string on to the app
         try:
             response = await self._client.request(
                 request.method, url, headers=dict(request.headers), content=request.body or None

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts.api import ErrorDetail
 from gateway.domain import (
+    AnalyticsReport,
     ApiKeysUnavailableError,
     AuthenticationError,
     InvalidApiKeyError,
@@ -77,6 +78,7 @@ async def get_gateway(upstream: UpstreamDep, settings: SettingsDep) -> Gateway:
         payments_app_id=settings.payments_app_id,
         orders_app_id=settings.orders_app_id,
         ingest_app_id=settings.ingest_app_id,
+        analytics_app_id=settings.analytics_app_id,
     )
 
 
@@ -129,12 +131,21 @@ async def read_event_batch(request: Request, settings: SettingsDep) -> bytes:
     return await _read_limited(request, settings.max_event_batch_bytes)
 
 
+async def read_query(request: Request, settings: SettingsDep) -> list[tuple[str, str]]:
+    """The query parameters, refused with 414 when the query string exceeds the limit (it is never trimmed)."""
+    limit = settings.max_query_bytes
+    if len(request.scope.get("query_string", b"")) > limit:
+        raise ApiError(414, "uri_too_long", f"The query string exceeds {limit} bytes.")
+    return request.query_params.multi_items()
+
+
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 CallerDep = Annotated[Principal, Depends(get_caller)]
 ForwardedHeadersDep = Annotated[dict[str, str], Depends(get_forwarded_headers)]
 BodyDep = Annotated[bytes, Depends(read_body)]
 EventSenderDep = Annotated[None, Depends(authenticate_event_sender)]
 EventBatchDep = Annotated[bytes, Depends(read_event_batch)]
+QueryDep = Annotated[list[tuple[str, str]], Depends(read_query)]
 
 
 def _passed_on(answer: UpstreamResponse) -> Response:
@@ -222,6 +233,42 @@ async def send_events(
 ) -> Response:
     """Send a batch of telemetry events (at most 1,000, 1 MiB): 202 with how many were accepted and why others not."""
     return _passed_on(await gateway.send_events(body, headers))
+
+
+# The analytics reports. Of the query string only limit, type, from and to travel on (analytics validates them);
+# the caller is declared before the query, so a request without a token is 401 whatever its query string.
+
+
+@router.get("/api/v1/analytics/summary", tags=["analytics"], response_class=Response)
+async def get_analytics_summary(
+    gateway: GatewayDep, caller: CallerDep, query: QueryDep, headers: ForwardedHeadersDep
+) -> Response:
+    """The analytics summary report."""
+    return _passed_on(await gateway.get_report(AnalyticsReport.SUMMARY, query, headers))
+
+
+@router.get("/api/v1/analytics/top-products", tags=["analytics"], response_class=Response)
+async def get_analytics_top_products(
+    gateway: GatewayDep, caller: CallerDep, query: QueryDep, headers: ForwardedHeadersDep
+) -> Response:
+    """The analytics top-products report."""
+    return _passed_on(await gateway.get_report(AnalyticsReport.TOP_PRODUCTS, query, headers))
+
+
+@router.get("/api/v1/analytics/funnel", tags=["analytics"], response_class=Response)
+async def get_analytics_funnel(
+    gateway: GatewayDep, caller: CallerDep, query: QueryDep, headers: ForwardedHeadersDep
+) -> Response:
+    """The analytics funnel report."""
+    return _passed_on(await gateway.get_report(AnalyticsReport.FUNNEL, query, headers))
+
+
+@router.get("/api/v1/analytics/timeseries", tags=["analytics"], response_class=Response)
+async def get_analytics_timeseries(
+    gateway: GatewayDep, caller: CallerDep, query: QueryDep, headers: ForwardedHeadersDep
+) -> Response:
+    """The analytics timeseries report."""
+    return _passed_on(await gateway.get_report(AnalyticsReport.TIMESERIES, query, headers))
 
 
 @router.get("/healthz", tags=["health"])

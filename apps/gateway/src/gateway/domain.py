@@ -7,9 +7,11 @@ how it is verified.
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import jwt
@@ -222,6 +224,29 @@ def parse_order_id(value: str) -> UUID:
     return UUID(value)
 
 
+class AnalyticsReport(StrEnum):
+    """The analytics reports the public API serves: the only methods of analytics a public route can reach."""
+
+    SUMMARY = "summary"
+    TOP_PRODUCTS = "top-products"
+    FUNNEL = "funnel"
+    TIMESERIES = "timeseries"
+
+
+# The query parameters the reports take. Analytics validates the values (and answers 422); the gateway only decides
+# which names cross, so nothing else a client appends reaches the app.
+ANALYTICS_QUERY_PARAMETERS = frozenset({"limit", "type", "from", "to"})
+
+
+def forwarded_query(pairs: Iterable[tuple[str, str]], allowed: Collection[str]) -> str:
+    """The query string that travels on: the allowed parameters only (names match exactly), in the client's order.
+
+    The values are decoded and encoded again, so whatever a client sends becomes plain percent-encoded data: it can
+    add no parameter and never change the path.
+    """
+    return urlencode([(name, value) for name, value in pairs if name in allowed])
+
+
 # --- Errors -----------------------------------------------------------------------------------------------
 
 _ERROR_CODES = {
@@ -234,6 +259,7 @@ _ERROR_CODES = {
     409: "conflict",
     410: "gone",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "validation_error",
     429: "too_many_requests",
@@ -270,6 +296,7 @@ class UpstreamRequest:
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    query: str = ""  # already encoded, without the "?"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 from urllib.parse import quote
 
@@ -11,6 +11,8 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gateway.domain import (
+    ANALYTICS_QUERY_PARAMETERS,
+    AnalyticsReport,
     ApiKeysUnavailableError,
     InvalidApiKeyError,
     InvalidKeySetError,
@@ -24,6 +26,7 @@ from gateway.domain import (
     api_key_matches,
     bearer_token,
     client_response,
+    forwarded_query,
     parse_api_keys,
     parse_order_id,
     parse_sku,
@@ -187,6 +190,7 @@ class Gateway:
 
     Every upstream path is built here from a fixed template; the only variable parts are the token's subject and
     ids already checked by the domain rules, so no public request can reach another method (an /admin one, say).
+    No query string travels, except the allowed parameters of the analytics reports.
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class Gateway:
         payments_app_id: str,
         orders_app_id: str,
         ingest_app_id: str = "ingest",
+        analytics_app_id: str = "analytics",
     ) -> None:
         self._upstream = upstream
         self._users = users_app_id
@@ -207,6 +212,7 @@ class Gateway:
         self._payments = payments_app_id
         self._orders = orders_app_id
         self._ingest = ingest_app_id
+        self._analytics = analytics_app_id
 
     async def sign_up(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         return await self._call(self._users, UpstreamRequest("POST", "users", headers, body))
@@ -246,6 +252,14 @@ class Gateway:
 
     async def send_events(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         return await self._call(self._ingest, UpstreamRequest("POST", "events", headers, body))
+
+    async def get_report(
+        self, report: AnalyticsReport, query: Iterable[tuple[str, str]], headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        request = UpstreamRequest(
+            "GET", f"reports/{report.value}", headers, query=forwarded_query(query, ANALYTICS_QUERY_PARAMETERS)
+        )
+        return await self._call(self._analytics, request)
 
     async def _call(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
         response = await self._upstream.invoke(app_id, request)

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     payments_app_id: str = "payments"
     orders_app_id: str = "orders"
     ingest_app_id: str = "ingest"
+    analytics_app_id: str = "analytics"
 
     jwt_issuer: str = "sidecart-users"
     jwt_audience: str = "sidecart"
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     # The telemetry route keeps ingest's own limit, whatever the general one becomes.
     max_event_batch_bytes: int = 1024 * 1024
+    # The longest query string the routes that forward one (the analytics reports) accept: longer is 414.
+    max_query_bytes: int = 2048
 
     # Machine clients of POST /api/v1/events send X-API-Key; the valid keys are one comma-separated secret.
     secret_store_name: str = "secretstore"  # noqa: S105 (a component name)

@@ -46,6 +46,31 @@ async def test_invoke_calls_the_sidecar_invoke_api() -> None:
     assert (sent.headers["x-request-id"], sent.content) == ("r-1", b"{}")
 
 
+async def test_invoke_passes_the_query_string_to_the_sidecar() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    query = "limit=5&from=2026-01-01T00%3A00%3A00Z&type=a%26b"
+    await DaprInvoker(_client(handler)).invoke("analytics", UpstreamRequest("GET", "reports/summary", query=query))
+    [sent] = seen
+    assert (sent.url.path, sent.url.query) == ("/v1.0/invoke/analytics/method/reports/summary", query.encode())
+    assert sent.url.params.multi_items() == [("limit", "5"), ("from", "2026-01-01T00:00:00Z"), ("type", "a&b")]
+
+
+async def test_invoke_without_a_query_sends_no_question_mark() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    await DaprInvoker(_client(handler)).invoke("users", UpstreamRequest("GET", "users/u-1"))
+    assert (str(seen[0].url), seen[0].url.query) == ("http://127.0.0.1:3500/v1.0/invoke/users/method/users/u-1", b"")
+
+
 async def test_dapr_own_error_is_an_invocation_failure() -> None:
     body = {"errorCode": "ERR_DIRECT_INVOKE", "message": "failed to invoke, id: users, err: couldn't find service"}
     invoker = DaprInvoker(_client(lambda request: httpx.Response(500, json=body)))
@@ -157,3 +182,4 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "payments",
         "orders",
     )
+    assert (settings.analytics_app_id, settings.max_query_bytes) == ("analytics", 2048)

@@ -99,6 +99,10 @@ PROTECTED = [
     ("POST", "/api/v1/orders"),
     ("GET", "/api/v1/orders"),
     ("GET", f"/api/v1/orders/{ORDER_ID}"),
+    ("GET", "/api/v1/analytics/summary"),
+    ("GET", "/api/v1/analytics/top-products"),
+    ("GET", "/api/v1/analytics/funnel"),
+    ("GET", "/api/v1/analytics/timeseries"),
 ]
 
 
@@ -393,6 +397,136 @@ def test_streamed_body_over_the_limit_is_413(client: TestClient, upstream: Any) 
     response = client.post("/api/v1/users", content=chunks(), headers={"content-type": "application/json"})
     _assert_error_shape(response, 413, "payload_too_large")
     assert upstream.calls == []
+
+
+# --- analytics reports ----------------------------------------------------------------------------------------
+
+REPORTS = ["summary", "top-products", "funnel", "timeseries"]
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_reports_route_to_analytics_with_the_query_string(
+    client: TestClient, upstream: Any, bearer: dict[str, str], report: str
+) -> None:
+    upstream.answer = UpstreamResponse(200, {"content-type": "application/json"}, b'{"items": []}')
+    query = "limit=5&type=orders&from=2026-01-01T00%3A00%3A00Z&to=2026-01-31"
+    response = client.get(f"/api/v1/analytics/{report}?{query}", headers=bearer)
+    assert (response.status_code, response.json()) == (200, {"items": []})
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path, request.query) == ("analytics", "GET", f"reports/{report}", query)
+    assert "authorization" not in request.headers
+
+
+def test_unknown_query_parameters_are_dropped(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    query = "user_id=someone&limit=3&admin=1&Limit=9&to=2026-02-01&limit=4"
+    client.get(f"/api/v1/analytics/top-products?{query}", headers=bearer)
+    assert upstream.calls[0][1].query == "limit=3&to=2026-02-01&limit=4"
+
+
+def test_a_report_without_a_query_string_forwards_none(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    client.get("/api/v1/analytics/summary", headers=bearer)
+    assert upstream.calls[0][1].query == ""
+
+
+def test_query_values_cannot_add_parameters_or_change_the_path(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    client.get("/api/v1/analytics/timeseries?type=orders%26admin%3D1&from=..%2Fadmin%23x", headers=bearer)
+    [(_, request)] = upstream.calls
+    assert (request.path, request.query) == ("reports/timeseries", "type=orders%26admin%3D1&from=..%2Fadmin%23x")
+
+
+def test_other_routes_forward_no_query_string(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    client.get("/api/v1/products?limit=5&from=x", headers=bearer)
+    assert upstream.calls[0][1].query == ""
+
+
+def test_analytics_validation_error_passes_through(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    error = {
+        "error": {
+            "code": "validation_error",
+            "message": "The request is invalid.",
+            "details": [{"field": "limit", "reason": "Input should be less than or equal to 100"}],
+            "request_id": "r",
+        }
+    }
+    upstream.answer = UpstreamResponse(422, {"content-type": "application/json"}, json.dumps(error).encode())
+    response = client.get("/api/v1/analytics/top-products?limit=1000", headers=bearer)
+    assert (response.status_code, response.json()) == (422, error)
+
+
+def test_a_query_string_over_the_limit_is_414(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    response = client.get(f"/api/v1/analytics/summary?from={'x' * 2044}", headers=bearer)  # 2049 bytes
+    _assert_error_shape(response, 414, "uri_too_long")
+    assert upstream.calls == []
+
+
+def test_a_query_string_at_the_limit_is_forwarded(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    response = client.get(f"/api/v1/analytics/summary?from={'x' * 2043}", headers=bearer)  # 2048 bytes
+    assert response.status_code == 200
+    assert upstream.calls[0][1].query == f"from={'x' * 2043}"
+
+
+def test_a_long_query_string_without_a_token_is_401(client: TestClient, upstream: Any) -> None:
+    _assert_error_shape(client.get(f"/api/v1/analytics/summary?from={'x' * 4096}"), 401, "missing_token")
+    assert upstream.calls == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/analytics/admin",
+        "/api/v1/analytics/admin/rebuild",
+        "/api/v1/analytics/reports/summary",
+        "/api/v1/analytics/summary/..%2Fadmin",
+        "/api/v1/analytics",
+    ],
+)
+def test_no_public_path_reaches_another_analytics_method(
+    client: TestClient, upstream: Any, bearer: dict[str, str], path: str
+) -> None:
+    _assert_error_shape(client.get(path, headers=bearer), 404, "not_found")
+    assert upstream.calls == []
+
+
+def test_reports_are_read_only(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    _assert_error_shape(client.post("/api/v1/analytics/summary", json={}, headers=bearer), 405, "method_not_allowed")
+    assert upstream.calls == []
+
+
+def test_reports_carry_the_request_id_and_trace_context(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = {**bearer, "X-Request-ID": "req-a1", "traceparent": traceparent, "tracestate": "a=b"}
+    response = client.get("/api/v1/analytics/funnel?from=2026-01-01", headers=headers)
+    assert response.headers["x-request-id"] == "req-a1"
+    forwarded = upstream.calls[0][1].headers
+    assert (forwarded["x-request-id"], forwarded["traceparent"], forwarded["tracestate"]) == (
+        "req-a1",
+        traceparent,
+        "a=b",
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (InvocationFailedError("analytics: ERR_DIRECT_INVOKE"), 503, "upstream_unavailable"),
+        (SidecarUnreachableError("connection refused"), 503, "sidecar_unavailable"),
+        (UpstreamTimeoutError("timed out"), 504, "upstream_timeout"),
+    ],
+)
+def test_analytics_down_maps_to_the_error_shape(
+    client: TestClient, upstream: Any, bearer: dict[str, str], failure: Exception, status: int, code: str
+) -> None:
+    upstream.answer = failure
+    response = client.get("/api/v1/analytics/timeseries?type=orders", headers={**bearer, "X-Request-ID": "req-d"})
+    body = _assert_error_shape(response, status, code)
+    assert body["error"]["request_id"] == "req-d"
+    assert "ERR_DIRECT_INVOKE" not in response.text
 
 
 # --- request ids and tracing --------------------------------------------------------------------------------

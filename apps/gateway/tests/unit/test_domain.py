@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.domain import (
+    ANALYTICS_QUERY_PARAMETERS,
     BadUpstreamResponseError,
     InvalidKeySetError,
     InvalidTokenError,
@@ -20,6 +21,7 @@ from gateway.domain import (
     accepted_order_id,
     bearer_token,
     client_response,
+    forwarded_query,
     forwarded_request_headers,
     parse_order_id,
     parse_sku,
@@ -199,6 +201,22 @@ def test_only_allowed_request_headers_are_forwarded() -> None:
         "tracestate": "congo=t61rcWkgMzE",
         "x-request-id": "req-1",
     }
+
+
+def test_only_allowed_query_parameters_are_forwarded_in_order() -> None:
+    pairs = [("to", "2026-01-31"), ("user_id", "x"), ("limit", "5"), ("LIMIT", "6"), ("from", "2026-01-01")]
+    assert forwarded_query(pairs, ANALYTICS_QUERY_PARAMETERS) == "to=2026-01-31&limit=5&from=2026-01-01"
+
+
+def test_forwarded_query_values_are_encoded_so_they_add_nothing() -> None:
+    pairs = [("type", "orders&admin=1"), ("from", "../admin?x=#y"), ("to", "a b/é")]
+    assert forwarded_query(pairs, ANALYTICS_QUERY_PARAMETERS) == (
+        "type=orders%26admin%3D1&from=..%2Fadmin%3Fx%3D%23y&to=a+b%2F%C3%A9"
+    )
+
+
+def test_no_allowed_parameter_is_an_empty_query() -> None:
+    assert forwarded_query([("page", "2")], ANALYTICS_QUERY_PARAMETERS) == ""
 
 
 def test_app_answer_passes_with_only_allowed_headers() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from gateway.domain import (
+    AnalyticsReport,
     InvalidTokenError,
     KeysUnavailableError,
     MissingTokenError,
@@ -249,6 +250,40 @@ async def test_an_order_id_that_is_no_uuid_is_not_looked_up(upstream: Any, order
     with pytest.raises(UnknownResourceError):
         await _gateway(upstream).get_order(Principal("u-1"), order_id, HEADERS)
     assert upstream.calls == []
+
+
+@pytest.mark.parametrize("report", list(AnalyticsReport))
+async def test_reports_go_to_analytics_with_the_allowed_query(upstream: Any, report: AnalyticsReport) -> None:
+    query = [("limit", "5"), ("page", "2"), ("type", "orders"), ("from", "2026-01-01"), ("to", "2026-01-31")]
+    await _gateway(upstream).get_report(report, query, HEADERS)
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path, request.body) == ("analytics", "GET", f"reports/{report}", b"")
+    assert request.query == "limit=5&type=orders&from=2026-01-01&to=2026-01-31"
+    assert request.headers == HEADERS
+
+
+async def test_a_report_without_a_query_sends_none(upstream: Any) -> None:
+    await _gateway(upstream).get_report(AnalyticsReport.SUMMARY, [], HEADERS)
+    assert upstream.calls[0][1].query == ""
+
+
+async def test_other_routes_forward_no_query(upstream: Any) -> None:
+    await _gateway(upstream).list_products(HEADERS)
+    assert upstream.calls[0][1].query == ""
+
+
+async def test_analytics_app_id_comes_from_configuration(upstream: Any) -> None:
+    gateway = Gateway(
+        upstream,
+        users_app_id="users",
+        notifications_app_id="notifications",
+        inventory_app_id="inventory",
+        payments_app_id="payments",
+        orders_app_id="orders",
+        analytics_app_id="analytics-blue",
+    )
+    await gateway.get_report(AnalyticsReport.FUNNEL, [], HEADERS)
+    assert upstream.calls[0][0] == "analytics-blue"
 
 
 async def test_app_ids_come_from_configuration(upstream: Any) -> None:

@@ -1,4 +1,4 @@
-"""`python -m devstack bench-ingest`: telemetry events accepted per second through the gateway (bulk publish).
+"""`python -m devstack bench-ingest`: telemetry events/s accepted through the gateway, and end to end into analytics.
 
 Closed loop: each client posts batches of --batch events (with an API key, as a machine client would) and posts
 the next as soon as the 202 arrives. Counts the events the platform accepted, i.e. that the broker took (ingest
@@ -20,6 +20,7 @@ from devstack.platform_run import Platform
 from devstack.processes import log
 
 EVENT_TYPES = ("page_view", "product_view", "search", "add_to_cart")
+CATCH_UP_LIMIT_S = 180
 
 
 @dataclass
@@ -31,6 +32,19 @@ class IngestResult:
     batches: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # (monotonic time, events accepted so far) and (monotonic time, events counted by analytics so far)
+    accepted_at: list[tuple[float, int]] = field(default_factory=list)
+    counted_at: list[tuple[float, int]] = field(default_factory=list)
+    caught_up_s: float | None = None
+
+    def freshness_ms(self) -> list[float]:
+        """For each accepted sample: how long until analytics had counted that many events."""
+        out = []
+        for accepted_time, accepted in self.accepted_at:
+            counted_time = next((t for t, counted in self.counted_at if counted >= accepted), None)
+            if counted_time is not None:
+                out.append(max(0.0, counted_time - accepted_time) * 1000)
+        return sorted(out)
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms) or [float("nan")]
@@ -58,17 +72,56 @@ async def _client(client: httpx.AsyncClient, key: str, size: int, until: float, 
             continue
         result.latencies_ms.append((time.monotonic() - started) * 1000)
         result.accepted += response.json()["accepted"]
+        result.accepted_at.append((time.monotonic(), result.accepted))
         result.batches += 1
+
+
+async def _events_total(client: httpx.AsyncClient, headers: dict[str, str]) -> int:
+    response = await client.get("/api/v1/analytics/summary", headers=headers)
+    response.raise_for_status()
+    return int(response.json()["events_total"])
+
+
+async def _watch(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    baseline: int,
+    result: IngestResult,
+    posting_done: asyncio.Event,
+    caught_up: asyncio.Event,
+) -> None:
+    """Samples analytics' event total; sets `caught_up` once it has counted everything accepted."""
+    while True:
+        counted = await _events_total(client, headers) - baseline
+        result.counted_at.append((time.monotonic(), counted))
+        if posting_done.is_set() and counted >= result.accepted:
+            caught_up.set()
+            return
+        await asyncio.sleep(0.25)
 
 
 async def _bench(platform: Platform, key: str, clients: int, size: int, seconds: float) -> IngestResult:
     result = IngestResult(clients, size)
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=60) as client:
+        email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+        await client.post("/api/v1/users", json={"email": email, "password": "bench-password", "name": "B"})
+        token = (await client.post("/api/v1/auth/token", json={"email": email, "password": "bench-password"})).json()
+        reader = {"Authorization": f"Bearer {token['access_token']}"}
         warm = time.monotonic() + 2
         await asyncio.gather(*(_client(client, key, size, warm, IngestResult(clients, size)) for _ in range(clients)))
+        await asyncio.sleep(3)  # let analytics take in the warm-up before the baseline
+        baseline = await _events_total(client, reader)
+        posting_done, caught_up = asyncio.Event(), asyncio.Event()
+        watcher = asyncio.create_task(_watch(client, reader, baseline, result, posting_done, caught_up))
         started = time.monotonic()
         await asyncio.gather(*(_client(client, key, size, started + seconds, result) for _ in range(clients)))
         result.seconds = time.monotonic() - started
+        posting_done.set()
+        try:
+            await asyncio.wait_for(caught_up.wait(), CATCH_UP_LIMIT_S)
+            result.caught_up_s = result.counted_at[-1][0] - started
+        except TimeoutError:
+            watcher.cancel()
     return result
 
 
@@ -80,21 +133,27 @@ def run(layout: Layout, clients: list[int], size: int, seconds: float) -> Path:
             log(f"{n} clients posting batches of {size} for {seconds:.0f} s")
             results.append(asyncio.run(_bench(platform, key, n, size, seconds)))
     lines = [
-        "| clients | batch | events accepted | events/s accepted | batches | p50 batch (ms) | p99 batch (ms) "
-        "| errors |",
+        "| clients | batch | accepted | accepted/s | p50 / p99 batch (ms) | errors | end to end events/s "
+        "| p50 / p99 freshness (ms) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        fresh = r.freshness_ms()
+        e2e = f"{r.accepted / r.caught_up_s:.0f}" if r.caught_up_s else f"not caught up in {CATCH_UP_LIMIT_S} s"
+        p50 = fresh[len(fresh) // 2] if fresh else float("nan")
+        p99 = fresh[min(len(fresh) - 1, int(0.99 * len(fresh)))] if fresh else float("nan")
         lines.append(
-            f"| {r.clients} | {r.batch} | {r.accepted} | {r.accepted / r.seconds:.0f} | {r.batches} | "
-            f"{r.percentile(0.5):.0f} | {r.percentile(0.99):.0f} | {r.errors} |"
+            f"| {r.clients} | {r.batch} | {r.accepted} | {r.accepted / r.seconds:.0f} | "
+            f"{r.percentile(0.5):.0f} / {r.percentile(0.99):.0f} | {r.errors} | {e2e} | {p50:.0f} / {p99:.0f} |"
         )
     text = (
-        "# Telemetry ingest benchmark (local profile)\n\n"
+        "# Telemetry benchmark (local profile)\n\n"
         f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with `make bench-ingest` (closed loop through the gateway "
         "with an API key; load generator on the same 2 cores as the platform). Accepted = taken by the broker "
-        "through Dapr bulk publish. End-to-end figures (accepted → visible in reports) need the analytics read "
-        "models, which are not built yet.\n\n" + "\n".join(lines) + "\n"
+        "through Dapr bulk publish. End to end = accepted events / time until analytics' summary counted them all "
+        "(polled every 250 ms); freshness = time from a batch's 202 until the summary counted up to it.\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
     out = layout.repo / "reports" / "bench-ingest.md"
     out.parent.mkdir(exist_ok=True)
