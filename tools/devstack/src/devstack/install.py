@@ -14,21 +14,23 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from devstack.layout import Layout
 from devstack.processes import log
 
-# Debian bookworm's builds; a point release may replace one, so an unavailable pin falls back to bookworm's
-# current build of the same package (and says so) rather than leaving a fresh machine unable to start.
-DEBIAN_PINS = {"redis-server": "5:7.0.15-1~deb12u10"}
+# Debian bookworm's build of Redis; a point release may replace a pinned build, so an unavailable pin falls back
+# to bookworm's current build of the same package (and says so) rather than leaving a fresh machine unable to start.
+REDIS_PIN = "5:7.0.15-1~deb12u10"
 
 
 def _apt_get(*args: str) -> subprocess.CompletedProcess[bytes]:
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run([*sudo, "apt-get", *args], env=env, capture_output=True, check=False)
+    # Wait for a concurrent apt/dpkg run (another profile's install) instead of failing on its lock.
+    argv = [*sudo, "apt-get", "-o", "DPkg::Lock::Timeout=300", *args]
+    return subprocess.run(argv, env=env, capture_output=True, check=False)
 
 
-def ensure_debian_package(package: str, binary: str) -> None:
+def ensure_debian_package(package: str, binary: str, pin: str | None = None) -> None:
+    """Installs a Debian package (at `pin` if still offered) unless `binary` is already on PATH or a path."""
     if shutil.which(binary):
         return
-    pin = DEBIAN_PINS.get(package)
     log(f"installing {package} {pin or ''} from Debian's packages (one time)")
     _apt_get("update", "-qq")
     result = _apt_get("install", "-y", "-qq", f"{package}={pin}" if pin else package)
@@ -76,6 +78,6 @@ def ensure_secrets(layout: Layout) -> Path:
 
 
 def setup(layout: Layout) -> None:
-    ensure_debian_package("redis-server", "redis-server")
+    ensure_debian_package("redis-server", "redis-server", REDIS_PIN)
     ensure_runtime(layout)
     ensure_secrets(layout)

@@ -64,8 +64,17 @@ def session_processes(session_id: int) -> list[int]:
 class ManagedProcess:
     """One program in its own session, so that stop() also ends whatever it started."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_file: Path, cwd: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_file: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ):
         self.name = name
+        self.stop_signal = stop_signal
         self.argv = list(argv)
         self.log_file = log_file
         self.cwd = cwd
@@ -96,12 +105,12 @@ class ManagedProcess:
         return self._proc.poll() if self._proc else None
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM to the process group, then SIGKILL to whatever is left of it after `grace` seconds."""
+        """`stop_signal` (SIGTERM unless set) to the process group, then SIGKILL to what is left after `grace` s."""
         if self._proc is None:
             return
         pgid = self._proc.pid
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
+            os.killpg(pgid, self.stop_signal)
         try:
             self._proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:

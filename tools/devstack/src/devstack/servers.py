@@ -1,4 +1,4 @@
-"""The servers a profile needs, each on 127.0.0.1 with its data under .run/: Redis, placement and scheduler."""
+"""Servers on 127.0.0.1 with their data under .run/: placement and scheduler (every profile) and Redis (local)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +23,10 @@ def _healthz(port: int) -> bool:
         return False
 
 
-def _start(name: str, port: int, process: ManagedProcess, ready_timeout: float, ready: Callable[[], bool]) -> Server:
+def start_server(
+    name: str, port: int, process: ManagedProcess, ready_timeout: float, ready: Callable[[], bool]
+) -> Server:
+    """Starts `process` and waits until `ready`; if `port` already answers, uses whatever is there instead."""
     if port_open(port):
         log(f"{name}: something already answers on 127.0.0.1:{port}; using it")
         return Server(name, port, None)
@@ -66,7 +69,7 @@ def start_redis(layout: Layout) -> Server:
         "yes",
     ]
     process = ManagedProcess("redis", argv, layout.run_dir / "logs" / "redis.log", cwd=data)
-    return _start("redis", REDIS_PORT, process, 20, lambda: port_open(REDIS_PORT))
+    return start_server("redis", REDIS_PORT, process, 20, lambda: port_open(REDIS_PORT))
 
 
 def start_placement(layout: Layout) -> Server:
@@ -86,7 +89,7 @@ def start_placement(layout: Layout) -> Server:
         "warn",
     ]
     process = ManagedProcess("placement", argv, layout.run_dir / "logs" / "placement.log", cwd=layout.run_dir)
-    return _start("placement", PLACEMENT_PORT, process, 30, lambda: _healthz(PLACEMENT_HEALTHZ))
+    return start_server("placement", PLACEMENT_PORT, process, 30, lambda: _healthz(PLACEMENT_HEALTHZ))
 
 
 def start_scheduler(layout: Layout) -> Server:
@@ -116,4 +119,4 @@ def start_scheduler(layout: Layout) -> Server:
         "warn",
     ]
     process = ManagedProcess("scheduler", argv, layout.run_dir / "logs" / "scheduler.log", cwd=layout.run_dir)
-    return _start("scheduler", SCHEDULER_PORT, process, 60, lambda: _healthz(SCHEDULER_HEALTHZ))
+    return start_server("scheduler", SCHEDULER_PORT, process, 60, lambda: _healthz(SCHEDULER_HEALTHZ))
