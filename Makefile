@@ -2,25 +2,28 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
+# The component profile (a folder under components/); PROFILES: those `make conformance` runs (default: all).
 PROFILE ?= local
+PROFILES ?=
 GATEWAY_PORT ?= 8080
-export PROFILE GATEWAY_PORT
+export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e lint fmt schemas footprint bench-saga bench-ingest runtime clean
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas footprint bench-saga bench-ingest runtime \
+	clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 python-env:
 	@bash tools/bootstrap.sh
 
-setup: python-env ## install everything missing: Python env, Dapr runtime (built from Go modules), Redis, JWT key
+setup: python-env ## install what PROFILE lacks: Python env, Dapr runtime (built from Go modules), servers, secrets
 	@$(PY) -m devstack setup
 
-run: python-env ## start the whole platform (PROFILE=local, GATEWAY_PORT=8080); Ctrl-C stops it all
+run: python-env ## start the whole platform (PROFILE=local|kafka|nats|rabbitmq, GATEWAY_PORT=8080); Ctrl-C stops it
 	@$(PY) -m devstack run
 
-test: setup lint ## lint, unit tests (no servers), then end-to-end tests on the real platform
+test: setup lint ## lint, unit tests (no servers), then end-to-end tests on the real platform (PROFILE)
 	@$(PY) -m pytest apps tests
 
 unit: setup ## unit tests only: no servers
@@ -28,6 +31,9 @@ unit: setup ## unit tests only: no servers
 
 e2e: setup ## end-to-end tests only: start the real platform, drive it through the gateway
 	@$(PY) -m pytest tests/e2e
+
+conformance: python-env ## the end-to-end suite on every profile (or PROFILES="kafka nats"), then a matrix (reports/)
+	@$(PY) -m devstack conformance
 
 lint: ## ruff (format and lint) and mypy --strict
 	@.venv/bin/ruff format --check .

@@ -1,17 +1,32 @@
-"""One real platform per test session: Redis, placement, scheduler, and every app beside its own daprd."""
+"""One real platform per test session, on the component profile named by PROFILE (default: local): the profile's
+servers, placement, scheduler, and every app beside its own daprd."""
 
-from collections.abc import AsyncIterator, Iterator
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
 
+from devstack.footprint import measure
 from devstack.layout import Layout
 from devstack.platform_run import Platform
+from devstack.profiles import DEFAULT_PROFILE
 
 
 @pytest.fixture(scope="session")
-def platform() -> Iterator[Platform]:
-    with Platform(Layout.discover()) as running:
+def profile() -> str:
+    return os.environ.get("PROFILE", DEFAULT_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def platform(profile: str, record_testsuite_property: Callable[[str, object], None]) -> Iterator[Platform]:
+    started = time.monotonic()
+    with Platform(Layout.discover(), profile=profile) as running:
+        # For the conformance matrix (make conformance reads the JUnit report): start time and resident memory.
+        record_testsuite_property("profile", profile)
+        record_testsuite_property("platform_start_s", f"{time.monotonic() - started:.1f}")
+        record_testsuite_property("platform_rss_mib", f"{sum(p.rss_kib for p in measure(running)) / 1024:.0f}")
         yield running
 
 

@@ -26,7 +26,8 @@ async def test_a_redelivered_event_is_handled_once(platform: Platform, gateway: 
     assert len(await eventually(notices, lambda found: len(found) >= 1)) == 1  # the outbox's welcome event
 
     data = UserRegistered(user_id=uuid.UUID(user.id), email=user.email, name=user.name, registered_at=datetime.now(UTC))
-    publish_url = f"{platform.sidecar_url('notifications')}/v1.0/publish/pubsub/{UserRegistered.TOPIC}"
+    # Published through users' sidecar: the topic's one publisher under the pubsub's publishing scopes.
+    publish_url = f"{platform.sidecar_url('users')}/v1.0/publish/pubsub/{UserRegistered.TOPIC}"
 
     def envelope(event_id: str) -> dict[str, object]:
         return {

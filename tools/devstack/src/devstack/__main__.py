@@ -1,4 +1,4 @@
-"""`python -m devstack setup | run`: what `make setup` and `make run` call."""
+"""`python -m devstack <command>`: what `make setup`, `make run`, `make conformance` and the benchmarks call."""
 
 import argparse
 import os
@@ -6,45 +6,66 @@ import signal
 import sys
 import threading
 
+from devstack import conformance
 from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_saga import run as run_bench_saga
 from devstack.footprint import run as run_footprint
-from devstack.install import setup
 from devstack.layout import Layout
 from devstack.platform_run import Platform
 from devstack.processes import log
+from devstack.profiles import DEFAULT_PROFILE, available_profiles, install
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Every command works on one component profile (PROFILE, default local) but conformance, which takes a list.
+    on_profile = argparse.ArgumentParser(add_help=False)
+    on_profile.add_argument(
+        "--profile", default=os.environ.get("PROFILE", DEFAULT_PROFILE), help="folder under components/"
+    )
     parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="install Redis, build the Dapr runtime, make the JWT signing key (idempotent)")
-    run = sub.add_parser("run", help="start the whole platform until Ctrl-C")
-    run.add_argument("--profile", default=os.environ.get("PROFILE", "local"), help="folder under components/")
+    sub.add_parser(
+        "setup", parents=[on_profile], help="install the profile's servers, build the Dapr runtime, make the secrets"
+    )
+    run = sub.add_parser("run", parents=[on_profile], help="start the whole platform until Ctrl-C")
     run.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
-    footprint = sub.add_parser("footprint", help="start the platform, measure each process's memory, write a report")
-    footprint.add_argument("--profile", default=os.environ.get("PROFILE", "local"))
+    check = sub.add_parser("conformance", help="the end-to-end suite on each profile, then a scenario x profile matrix")
+    check.add_argument(
+        "--profiles", default=os.environ.get("PROFILES", ""), help="space- or comma-separated (default: every profile)"
+    )
+    footprint = sub.add_parser(
+        "footprint", parents=[on_profile], help="start the platform, measure each process's memory, write a report"
+    )
     footprint.add_argument("--warm-up-users", type=int, default=50)
-    bench = sub.add_parser("bench-saga", help="order sagas/s and latency at 1, 10 and 50 concurrent clients")
+    bench = sub.add_parser(
+        "bench-saga", parents=[on_profile], help="order sagas/s and latency at 1, 10 and 50 concurrent clients"
+    )
     bench.add_argument("--clients", default="1,10,50", help="comma-separated concurrency levels")
     bench.add_argument("--seconds", type=float, default=20)
-    ingest = sub.add_parser("bench-ingest", help="telemetry events accepted per second through the gateway")
+    ingest = sub.add_parser(
+        "bench-ingest", parents=[on_profile], help="telemetry events accepted per second through the gateway"
+    )
     ingest.add_argument("--clients", default="1,4", help="comma-separated concurrency levels")
     ingest.add_argument("--batch", type=int, default=1000)
     ingest.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args(argv)
 
     layout = Layout.discover()
-    setup(layout)
+    if args.command == "conformance":
+        profiles = args.profiles.replace(",", " ").split() or available_profiles(layout)
+        install(layout, profiles)
+        return 0 if conformance.run(layout, profiles) else 1
+
+    install(layout, [args.profile])
     if args.command == "setup":
         return 0
     if args.command == "bench-saga":
         levels = [int(n) for n in args.clients.split(",")]
-        log(f"report written to {run_bench_saga(layout, levels, args.seconds)}")
+        log(f"report written to {run_bench_saga(layout, args.profile, levels, args.seconds)}")
         return 0
     if args.command == "bench-ingest":
         levels = [int(n) for n in args.clients.split(",")]
-        log(f"report written to {run_bench_ingest(layout, levels, args.batch, args.seconds)}")
+        log(f"report written to {run_bench_ingest(layout, args.profile, levels, args.batch, args.seconds)}")
         return 0
     if args.command == "footprint":
         log(f"report written to {run_footprint(layout, args.profile, args.warm_up_users)}")

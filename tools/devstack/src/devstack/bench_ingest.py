@@ -170,9 +170,9 @@ async def _publish_modes(platform: Platform, events: int, concurrency: int) -> d
     return rates
 
 
-def run(layout: Layout, clients: list[int], size: int, seconds: float) -> Path:
+def run(layout: Layout, profile: str, clients: list[int], size: int, seconds: float) -> Path:
     key = json.loads((layout.run_dir / "secrets" / "secrets.json").read_text())["ingest-api-keys"].split(",")[0]
-    with Platform(layout) as platform:
+    with Platform(layout, profile=profile) as platform:
         results = []
         for n in clients:
             log(f"{n} clients posting batches of {size} for {seconds:.0f} s")
@@ -194,7 +194,7 @@ def run(layout: Layout, clients: list[int], size: int, seconds: float) -> Path:
             f"{r.percentile(0.5):.0f} / {r.percentile(0.99):.0f} | {r.errors} | {e2e} | {p50:.0f} / {p99:.0f} |"
         )
     text = (
-        "# Telemetry benchmark (local profile)\n\n"
+        f"# Telemetry benchmark ({profile} profile)\n\n"
         f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with `make bench-ingest` (closed loop through the gateway "
         "with an API key; load generator on the same 2 cores as the platform). Accepted = taken by the broker "
         "through Dapr bulk publish. End to end = accepted events / time until analytics' summary counted them all "
@@ -206,7 +206,7 @@ def run(layout: Layout, clients: list[int], size: int, seconds: float) -> Path:
         "| publish | events/s |\n|---|---:|\n"
         f"| single-event | {modes['single']:.0f} |\n| bulk (1,000 per call) | {modes['bulk']:.0f} |\n"
     )
-    out = layout.repo / "reports" / "bench-ingest.md"
+    out = layout.repo / "reports" / f"bench-ingest-{profile}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)
     print(text, flush=True)

@@ -128,17 +128,17 @@ def report(results: list[LevelResult]) -> str:
     return "\n".join(lines)
 
 
-def run(layout: Layout, levels: list[int], seconds: float) -> Path:
-    with Platform(layout) as platform:
+def run(layout: Layout, profile: str, levels: list[int], seconds: float) -> Path:
+    with Platform(layout, profile=profile) as platform:
         results = asyncio.run(_bench(platform, levels, seconds))
     table = report(results)
     text = (
-        "# Order saga benchmark (local profile)\n\n"
+        f"# Order saga benchmark ({profile} profile)\n\n"
         f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with `make bench-saga` on this machine "
         f"({len(results)} levels, {seconds:.0f} s each, closed loop through the gateway; load generator on the same "
         "2 cores as the platform). Latency: the order's updated_at - created_at.\n\n" + table + "\n"
     )
-    out = layout.repo / "reports" / "bench-saga.md"
+    out = layout.repo / "reports" / f"bench-saga-{profile}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)
     print(text, flush=True)

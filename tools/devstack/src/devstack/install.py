@@ -77,7 +77,7 @@ def ensure_secrets(layout: Layout) -> Path:
     return secrets_file
 
 
-def setup(layout: Layout) -> None:
-    ensure_debian_package("redis-server", "redis-server", REDIS_PIN)
+def install_common(layout: Layout) -> None:
+    """What every profile needs: the Dapr runtime and the local secrets. Servers come with their profile."""
     ensure_runtime(layout)
     ensure_secrets(layout)

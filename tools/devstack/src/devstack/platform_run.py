@@ -1,4 +1,4 @@
-"""The whole platform: the profile's servers, then every app of dapr.yaml beside its daprd via `dapr run -f`."""
+"""The whole platform: the profile's servers, placement and scheduler, then every app of dapr.yaml beside its daprd."""
 
 import copy
 import os
@@ -15,7 +15,8 @@ import yaml
 
 from devstack.layout import Layout
 from devstack.processes import ManagedProcess, flag_value, log, port_open, session_processes, wait_until
-from devstack.servers import Server, start_placement, start_redis, start_scheduler
+from devstack.profiles import server_kits
+from devstack.servers import Server, start_placement, start_scheduler
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,9 @@ class Platform:
         if busy:
             raise RuntimeError(f"ports already in use ({', '.join(busy)}): is the platform already running?")
 
-        for start in (start_redis, start_placement, start_scheduler):
+        for kit in server_kits(self.profile):
+            self.servers.extend(kit.start(self.layout))
+        for start in (start_placement, start_scheduler):
             self.servers.append(start(self.layout))
 
         run_file = self.layout.run_dir / f"dapr.{self.profile}.yaml"

@@ -1,0 +1,242 @@
+"""The `kafka` profile's event bus: Apache Kafka, one node in KRaft mode (broker and controller in one JVM, no
+ZooKeeper) on 127.0.0.1, with its data under .run/kafka.
+
+There is no release tarball to download here, only Maven Central: Maven (deploy/kafka/pom.xml) copies the broker's
+jars into ~/.cache/sidecart/kafka-<version>/libs once, and the JVM runs kafka.Kafka with them as its class path.
+The data directory is formatted once with a fixed cluster id; later starts reuse it.
+"""
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+from pathlib import Path
+from string import Template
+
+from devstack.install import ensure_debian_package
+from devstack.layout import Layout
+from devstack.processes import ManagedProcess, log, port_open
+from devstack.servers import Server, start_server
+
+# Kafka 3.9: KRaft without ZooKeeper, and still every protocol version Dapr's client (IBM/sarama) may ask for; 4.x
+# drops the pre-2.1 ones. Keep in step with kafka.version in deploy/kafka/pom.xml.
+KAFKA_VERSION = "3.9.2"
+KAFKA_PORT = 9092
+CONTROLLER_PORT = 9093
+# Any fixed 16-byte id (here base64url of b"sidecart-kafka-1"): a data directory formatted on another run or
+# machine matches the broker's configuration.
+CLUSTER_ID = "c2lkZWNhcnQta2Fma2EtMQ"
+NODE_ID = 1
+# New topics get one partition: every app runs as one instance, which consumes all partitions of a topic anyway,
+# and with one partition each app sees a topic's events in the order they were published.
+NUM_PARTITIONS = 1
+
+# Debian bookworm's builds; an unavailable pin falls back to bookworm's current build (see ensure_debian_package).
+JAVA_PIN = "17.0.21.1+2-1~deb12u1"
+MAVEN_PIN = "3.8.7-1"
+
+# Kafka's own start script uses these collector settings; the heap is sized for a development machine.
+JVM_OPTIONS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+
+def _cache() -> Path:
+    return Path.home() / ".cache" / "sidecart"
+
+
+def libs_dir() -> Path:
+    return _cache() / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def _stamp(libs: Path) -> Path:
+    """Written after Maven copied every jar: the version and the jars' names, one a line."""
+    return libs.parent / "libs.complete"
+
+
+def _libs_complete(libs: Path) -> bool:
+    stamp = _stamp(libs)
+    if not stamp.exists():
+        return False
+    version, *jars = stamp.read_text().split()
+    return version == KAFKA_VERSION and bool(jars) and all((libs / jar).is_file() for jar in jars)
+
+
+def _maven(layout: Layout, target: Path) -> None:
+    """Copies the broker's jars into `target`; says how many files it downloaded so far, as it goes."""
+    argv = [
+        "mvn",
+        "-B",
+        "-f",
+        str(layout.repo / "deploy" / "kafka" / "pom.xml"),
+        # The project's own Maven repository, beside its other caches: a user's ~/.m2 (and any settings or mirrors
+        # it has) stays untouched, and deleting ~/.cache/sidecart removes everything the project downloaded.
+        f"-Dmaven.repo.local={_cache() / 'm2'}",
+        f"-Dkafka.libs={target}",
+        "dependency:copy-dependencies",
+    ]
+    output: list[str] = []
+    downloaded = 0
+    with subprocess.Popen(
+        argv, cwd=layout.repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+    ) as mvn:
+        assert mvn.stdout is not None
+        for line in mvn.stdout:
+            output.append(line.rstrip())
+            if "Downloaded from" in line:
+                downloaded += 1
+                if downloaded % 25 == 0:
+                    log(f"kafka: {downloaded} files downloaded from Maven Central")
+    if mvn.returncode != 0:
+        tail = "\n".join(output[-40:])
+        raise RuntimeError(f"Maven could not fetch Kafka {KAFKA_VERSION} (exit {mvn.returncode}):\n{tail}")
+    if downloaded:
+        log(f"kafka: {downloaded} files downloaded from Maven Central")
+
+
+def install(layout: Layout) -> None:
+    """A JRE and Maven (Debian's, if missing), then the broker's jars unless this version's are complete."""
+    ensure_debian_package("openjdk-17-jre-headless", "java", JAVA_PIN)
+    ensure_debian_package("maven", "mvn", MAVEN_PIN)
+    libs = libs_dir()
+    if _libs_complete(libs):
+        return
+    log(f"kafka: fetching Kafka {KAFKA_VERSION}'s broker jars from Maven Central into {libs} (one time, ~50 MB)")
+    # Into a directory of its own first: an interrupted run leaves no half-filled libs behind.
+    partial = libs.parent / f"libs.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        _maven(layout, partial)
+        jars = sorted(p.name for p in partial.glob("*.jar"))
+        if f"kafka_2.13-{KAFKA_VERSION}.jar" not in jars:
+            raise RuntimeError(f"Maven finished but kafka_2.13-{KAFKA_VERSION}.jar is not in {partial}")
+        if _libs_complete(libs):  # another install finished meanwhile
+            return
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)
+        _stamp(libs).write_text("\n".join([KAFKA_VERSION, *jars]) + "\n")
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    log(f"kafka: {len(jars)} jars in {libs}")
+
+
+def _request(port: int, api_key: int, version: int, body: bytes) -> bytes:
+    """One request in Kafka's wire protocol (request header v1); the response without its size and correlation id."""
+    client_id = b"devstack"
+    header = struct.pack(">hhih", api_key, version, 1, len(client_id)) + client_id
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack_from(">i", data)[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the broker closed the connection")
+            data += chunk
+    return data[8:]
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.offset = 0
+
+    def int16(self) -> int:
+        (value,) = struct.unpack_from(">h", self.data, self.offset)
+        self.offset += 2
+        return int(value)
+
+    def int32(self) -> int:
+        (value,) = struct.unpack_from(">i", self.data, self.offset)
+        self.offset += 4
+        return int(value)
+
+    def string(self) -> str | None:
+        size = self.int16()
+        if size < 0:
+            return None
+        value = self.data[self.offset : self.offset + size].decode()
+        self.offset += size
+        return value
+
+
+def _serving() -> bool:
+    """Metadata v4: this cluster answers, and lists this node as a live broker (in KRaft: registered, caught up
+    with the metadata log and unfenced, so it can lead partitions and take produce requests)."""
+    reply = _Reader(_request(KAFKA_PORT, 3, 4, struct.pack(">ib", -1, 0)))  # all topics; do not create any
+    reply.int32()  # throttle time
+    brokers = []
+    for _ in range(reply.int32()):
+        node, host, port, _rack = reply.int32(), reply.string(), reply.int32(), reply.string()
+        brokers.append((node, host, port))
+    cluster_id, controller = reply.string(), reply.int32()
+    return cluster_id == CLUSTER_ID and controller >= 0 and (NODE_ID, "127.0.0.1", KAFKA_PORT) in brokers
+
+
+def _coordinating() -> bool:
+    """FindCoordinator v1 for a consumer group: the group coordinator (the consumer offsets topic, created on the
+    first such request) is loaded, so a sidecar's consumer group can join at once."""
+    key = b"devstack-readiness"
+    reply = _Reader(_request(KAFKA_PORT, 10, 1, struct.pack(">h", len(key)) + key + b"\x00"))
+    reply.int32()  # throttle time
+    return reply.int16() == 0
+
+
+def ready() -> bool:
+    try:
+        return _serving() and _coordinating()
+    except (OSError, struct.error, UnicodeDecodeError):
+        return False
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("no `java` on PATH: run `make setup PROFILE=kafka` (installs openjdk-17-jre-headless)")
+    return java
+
+
+def start(layout: Layout) -> list[Server]:
+    """The broker on 127.0.0.1:9092 (controller 9093), data in .run/kafka; ready once it serves metadata and
+    consumer groups. SIGTERM shuts it down cleanly (controlled shutdown) in about 1.5 s."""
+    if port_open(KAFKA_PORT):
+        if not ready():
+            raise RuntimeError(f"127.0.0.1:{KAFKA_PORT} is taken by something that is not this Kafka broker")
+        log(f"kafka: a broker of cluster {CLUSTER_ID} already answers on 127.0.0.1:{KAFKA_PORT}; using it")
+        return [Server("kafka", KAFKA_PORT, None)]
+    libs = libs_dir()
+    if not _libs_complete(libs):
+        raise RuntimeError(f"Kafka {KAFKA_VERSION}'s jars are not in {libs}: run `make setup PROFILE=kafka`")
+    home = layout.run_dir / "kafka"
+    data = home / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    template = Template((layout.repo / "deploy" / "kafka" / "server.properties").read_text())
+    config = home / "server.properties"
+    config.write_text(
+        template.substitute(
+            broker_port=KAFKA_PORT, controller_port=CONTROLLER_PORT, log_dirs=data, num_partitions=NUM_PARTITIONS
+        )
+    )
+    java = [
+        _java(),
+        *JVM_OPTIONS,
+        f"-Dlog4j.configuration=file:{layout.repo / 'deploy' / 'kafka' / 'log4j.properties'}",
+        "-cp",
+        f"{libs}/*",  # the JVM expands this itself: every jar in libs
+    ]
+    if not (data / "meta.properties").exists():
+        log(f"kafka: formatting {data.relative_to(layout.repo)} (cluster {CLUSTER_ID})")
+        fmt = [*java, "kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c", str(config)]
+        result = subprocess.run(fmt, cwd=home, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"formatting Kafka's data directory failed:\n{result.stdout}{result.stderr}")
+    process = ManagedProcess("kafka", [*java, "kafka.Kafka", str(config)], layout.run_dir / "logs" / "kafka.log", home)
+    return [start_server("kafka", KAFKA_PORT, process, 90, ready)]

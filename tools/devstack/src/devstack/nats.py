@@ -1,0 +1,145 @@
+"""The `nats` profile's servers: NATS with JetStream (pub/sub) on 127.0.0.1; state lives in SQLite files (no server).
+
+Dapr's pubsub.jetstream component creates no streams: it publishes to the subject named like the topic and finds the
+stream by that subject, so every topic needs a stream before a sidecar publishes or subscribes to it. There is one
+stream per topic because the component gives every subscription of a sidecar the same durable consumer name
+({appID}), and a consumer name is unique within a stream: with one stream per topic, each (app, topic) pair gets a
+consumer of its own, and every app gets every message of a topic (fan-out).
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+import nats
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from devstack.install import ensure_debian_package
+from devstack.layout import Layout
+from devstack.processes import ManagedProcess, log
+from devstack.servers import Server, start_server
+
+# Debian bookworm's build; an unavailable pin falls back to bookworm's current build (see ensure_debian_package).
+NATS_PIN = "2.9.10-1+b3"
+NATS_PORT = 4222
+NATS_MONITOR_PORT = 8222
+
+MIB = 1024 * 1024
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic and the limits of its stream: the oldest messages go first once either limit is reached."""
+
+    name: str
+    max_bytes: int
+    max_age: float  # seconds
+    duplicate_window: float  # seconds: a CloudEvent id seen again within it is stored once (publish retries)
+
+
+# Every topic the apps use, and the outbox's internal topics (namespace + app id + topic + "outbox"; daprd's namespace
+# is "default" when NAMESPACE is not set, as in the dev stack). A topic missing here cannot be published to (the
+# sidecar answers 500: no stream for the subject).
+TOPICS = (
+    Topic("users", 256 * MIB, 7 * 24 * HOUR, 120),
+    Topic("orders", 256 * MIB, 7 * 24 * HOUR, 120),
+    # The ingest firehose: bounded by size, so that telemetry nobody reads yet cannot fill the disk. The duplicate
+    # window is short because the server keeps every id of the window in memory.
+    Topic("telemetry", 1024 * MIB, 24 * HOUR, 30),
+    Topic("telemetry-deadletter", 256 * MIB, 7 * 24 * HOUR, 120),
+    Topic("deadletter", 256 * MIB, 7 * 24 * HOUR, 120),
+    Topic("defaultusersusersoutbox", 256 * MIB, 7 * 24 * HOUR, 120),
+    Topic("defaultordersordersoutbox", 256 * MIB, 7 * 24 * HOUR, 120),
+)
+
+# The whole JetStream store's ceiling (above the sum of the streams' limits): publishing fails beyond it.
+MAX_FILE_STORE = 4096 * MIB
+MAX_MEMORY_STORE = 256 * MIB
+
+
+def install(layout: Layout) -> None:
+    ensure_debian_package("nats-server", "nats-server", NATS_PIN)
+
+
+def _config(layout: Layout) -> str:
+    store = layout.run_dir / "nats"
+    return f"""# Written by devstack on every start (edits are lost): NATS with JetStream for the `nats` profile.
+server_name: sidecart
+listen: 127.0.0.1:{NATS_PORT}
+http: 127.0.0.1:{NATS_MONITOR_PORT}
+jetstream {{
+  store_dir: "{store}"
+  max_file_store: {MAX_FILE_STORE}
+  max_memory_store: {MAX_MEMORY_STORE}
+}}
+"""
+
+
+def _jetstream_ready() -> bool:
+    """The monitoring endpoint answers 200 once JetStream has loaded its streams."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{NATS_MONITOR_PORT}/healthz?js-enabled-only=true", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def stream_config(topic: Topic) -> StreamConfig:
+    return StreamConfig(
+        name=topic.name,
+        subjects=[topic.name],
+        retention=RetentionPolicy.LIMITS,  # every consumer (app) reads at its own pace; nothing is removed on ack
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_bytes=topic.max_bytes,
+        max_age=topic.max_age,
+        duplicate_window=topic.duplicate_window,
+        num_replicas=1,
+    )
+
+
+async def _ensure_streams() -> None:
+    client = await nats.connect(
+        f"nats://127.0.0.1:{NATS_PORT}", name="devstack", connect_timeout=5, allow_reconnect=False
+    )
+    try:
+        jetstream = client.jetstream(timeout=10)
+        for topic in TOPICS:
+            config = stream_config(topic)
+            try:
+                await jetstream.stream_info(topic.name)
+            except NotFoundError:
+                log(f"nats: creating stream {topic.name}")
+                await jetstream.add_stream(config)
+            else:
+                await jetstream.update_stream(config)  # same config: no change; changed limits: applied
+    finally:
+        await client.close()
+
+
+def ensure_streams() -> None:
+    """One stream per topic, created or brought up to date (idempotent); keeps the messages already stored."""
+    asyncio.run(_ensure_streams())
+
+
+def start(layout: Layout) -> list[Server]:
+    data = layout.run_dir / "nats"
+    data.mkdir(parents=True, exist_ok=True)
+    # The state stores' SQLite files: the components name them relative to the repository root (daprd's cwd), and
+    # SQLite creates a database file but not its folder.
+    (layout.run_dir / "sqlite").mkdir(parents=True, exist_ok=True)
+    config = data / "nats.conf"
+    config.write_text(_config(layout))
+    process = ManagedProcess(
+        "nats", ["nats-server", "--config", str(config)], layout.run_dir / "logs" / "nats.log", cwd=data
+    )
+    server = start_server("nats", NATS_PORT, process, 30, _jetstream_ready)
+    try:
+        ensure_streams()
+    except Exception:
+        if server.process is not None:
+            server.process.stop()
+        raise
+    return [server]
