@@ -11,16 +11,18 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 from string import Template
 
 from devstack.install import ensure_debian_package
 from devstack.layout import Layout
-from devstack.processes import ManagedProcess, log, port_open
+from devstack.processes import ManagedProcess, log, port_open, wait_until
 from devstack.servers import Server, start_server
 
-# Kafka 3.9: KRaft without ZooKeeper, and still every protocol version Dapr's client (IBM/sarama) may ask for; 4.x
-# drops the pre-2.1 ones. Keep in step with kafka.version in deploy/kafka/pom.xml.
+# Kafka 3.9: KRaft without ZooKeeper, and still every request version Dapr's client (IBM/sarama 1.48) may send;
+# 4.x no longer serves those older than Kafka 2.1's. Keep in step with kafka.version in deploy/kafka/pom.xml and
+# the `version` of components/kafka/pubsub.yaml.
 KAFKA_VERSION = "3.9.2"
 KAFKA_PORT = 9092
 CONTROLLER_PORT = 9093
@@ -28,8 +30,11 @@ CONTROLLER_PORT = 9093
 # machine matches the broker's configuration.
 CLUSTER_ID = "c2lkZWNhcnQta2Fma2EtMQ"
 NODE_ID = 1
-# New topics get one partition: every app runs as one instance, which consumes all partitions of a topic anyway,
-# and with one partition each app sees a topic's events in the order they were published.
+# Topics are created on first use with one partition. Every app runs as one instance (its own consumer group) and
+# would consume all partitions anyway; Dapr's component delivers one message at a time per partition (the next waits
+# for the app's answer), so one partition gives each app a topic's events in publish order, at about 550-650
+# deliveries/s per app and topic (measured with a trivial app). The price: an event answered RETRY holds back that
+# topic's later events for that app until its retries end (resiliency's event-retry, ~8 s, then the dead letters).
 NUM_PARTITIONS = 1
 
 # Debian bookworm's builds; an unavailable pin falls back to bookworm's current build (see ensure_debian_package).
@@ -71,7 +76,7 @@ def _libs_complete(libs: Path) -> bool:
 
 
 def _maven(layout: Layout, target: Path) -> None:
-    """Copies the broker's jars into `target`; says how many files it downloaded so far, as it goes."""
+    """Copies the broker's jars into `target`; says every few seconds how many files it downloaded so far."""
     argv = [
         "mvn",
         "-B",
@@ -85,6 +90,7 @@ def _maven(layout: Layout, target: Path) -> None:
     ]
     output: list[str] = []
     downloaded = 0
+    said = time.monotonic()
     with subprocess.Popen(
         argv, cwd=layout.repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
     ) as mvn:
@@ -93,8 +99,9 @@ def _maven(layout: Layout, target: Path) -> None:
             output.append(line.rstrip())
             if "Downloaded from" in line:
                 downloaded += 1
-                if downloaded % 25 == 0:
+                if time.monotonic() - said >= 3:
                     log(f"kafka: {downloaded} files downloaded from Maven Central")
+                    said = time.monotonic()
     if mvn.returncode != 0:
         tail = "\n".join(output[-40:])
         raise RuntimeError(f"Maven could not fetch Kafka {KAFKA_VERSION} (exit {mvn.returncode}):\n{tail}")
@@ -168,17 +175,25 @@ class _Reader:
         return value
 
 
-def _serving() -> bool:
-    """Metadata v4: this cluster answers, and lists this node as a live broker (in KRaft: registered, caught up
-    with the metadata log and unfenced, so it can lead partitions and take produce requests)."""
-    reply = _Reader(_request(KAFKA_PORT, 3, 4, struct.pack(">ib", -1, 0)))  # all topics; do not create any
+def _metadata() -> tuple[str | None, int, list[tuple[int, str | None, int]]]:
+    """Metadata v4 for no topic in particular (and creating none): the cluster id, the active controller's id and
+    the live brokers (node id, host, port)."""
+    reply = _Reader(_request(KAFKA_PORT, 3, 4, struct.pack(">ib", -1, 0)))
     reply.int32()  # throttle time
     brokers = []
     for _ in range(reply.int32()):
         node, host, port, _rack = reply.int32(), reply.string(), reply.int32(), reply.string()
         brokers.append((node, host, port))
     cluster_id, controller = reply.string(), reply.int32()
-    return cluster_id == CLUSTER_ID and controller >= 0 and (NODE_ID, "127.0.0.1", KAFKA_PORT) in brokers
+    return cluster_id, controller, brokers
+
+
+def _ours() -> bool:
+    """Whatever answers on the port speaks Kafka and is this project's cluster (even if not ready yet)."""
+    try:
+        return _metadata()[0] == CLUSTER_ID
+    except (OSError, struct.error, UnicodeDecodeError):
+        return False
 
 
 def _coordinating() -> bool:
@@ -191,8 +206,14 @@ def _coordinating() -> bool:
 
 
 def ready() -> bool:
+    """The broker takes requests: the metadata lists this node as a live broker (in KRaft: registered, caught up
+    with the metadata log and unfenced, so it leads its partitions and accepts produce requests), a controller is
+    active, and consumer groups can find their coordinator."""
     try:
-        return _serving() and _coordinating()
+        cluster_id, controller, brokers = _metadata()
+        if cluster_id != CLUSTER_ID or controller < 0 or (NODE_ID, "127.0.0.1", KAFKA_PORT) not in brokers:
+            return False
+        return _coordinating()
     except (OSError, struct.error, UnicodeDecodeError):
         return False
 
@@ -206,12 +227,15 @@ def _java() -> str:
 
 def start(layout: Layout) -> list[Server]:
     """The broker on 127.0.0.1:9092 (controller 9093), data in .run/kafka; ready once it serves metadata and
-    consumer groups. SIGTERM shuts it down cleanly (controlled shutdown) in about 1.5 s."""
+    consumer groups. SIGTERM shuts it down cleanly (controlled shutdown), measured at 0.5-1.5 s."""
     if port_open(KAFKA_PORT):
-        if not ready():
-            raise RuntimeError(f"127.0.0.1:{KAFKA_PORT} is taken by something that is not this Kafka broker")
+        if not _ours():
+            raise RuntimeError(f"127.0.0.1:{KAFKA_PORT} is taken by something that is not this project's Kafka")
         log(f"kafka: a broker of cluster {CLUSTER_ID} already answers on 127.0.0.1:{KAFKA_PORT}; using it")
+        wait_until("kafka", ready, 90)
         return [Server("kafka", KAFKA_PORT, None)]
+    if port_open(CONTROLLER_PORT):
+        raise RuntimeError(f"127.0.0.1:{CONTROLLER_PORT}, Kafka's controller port, is taken by another program")
     libs = libs_dir()
     if not _libs_complete(libs):
         raise RuntimeError(f"Kafka {KAFKA_VERSION}'s jars are not in {libs}: run `make setup PROFILE=kafka`")
