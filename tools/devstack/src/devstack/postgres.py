@@ -97,7 +97,10 @@ def start(layout: Layout) -> list[Server]:
         log(f"postgres: giving {data.relative_to(layout.repo)} to the {owner.pw_name} user")
         _chown_tree(data, owner)
 
-    settings = {**SETTINGS, "unix_socket_directories": str(home)}
+    # Our own clients all use TCP; the socket is for a developer's psql -h .run/postgres. A socket path is limited
+    # to 107 bytes, and a longer one would keep the server from starting: then there is no socket.
+    socket_dir = str(home) if len(f"{home}/.s.PGSQL.{POSTGRES_PORT}") <= 107 else ""
+    settings = {**SETTINGS, "unix_socket_directories": socket_dir}
     argv = [*_run_as(owner), str(POSTGRES_BIN / "postgres"), "-D", str(data)]
     argv += [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
     process = _Postmaster(layout.run_dir / "logs" / "postgres.log", argv, cwd=home, env=_env())
