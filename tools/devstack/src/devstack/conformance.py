@@ -82,7 +82,7 @@ def run_profile(layout: Layout, profile: str) -> ProfileRun:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)
     log(f"conformance: profile {profile}")
-    argv = [sys.executable, "-m", "pytest", "tests/e2e", f"--junitxml={report}"]
+    argv = [sys.executable, "-m", "pytest", "tests/e2e", f"--junitxml={report}", "-o", "junit_duration_report=call"]
     started = time.monotonic()
     try:
         code = subprocess.run(
@@ -129,8 +129,8 @@ def run(layout: Layout, profiles: list[str]) -> bool:
     text = (
         "# Conformance: the end-to-end suite on every component profile\n\n"
         f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with `make conformance` (tests/e2e once per profile; "
-        "each cell: tests passed / run, and their time). Resident memory: VmRSS of every process of the platform "
-        "(servers, placement, scheduler, dapr CLI, daprds, apps) right after it reported healthy.\n\n"
+        "each cell: tests passed / run, and the time of the tests themselves). Memory: PSS summed over every process "
+        "of the platform (servers, placement, scheduler, dapr CLI, daprds, apps) right after it reported healthy.\n\n"
         + matrix(runs)
         + "\n"
     )

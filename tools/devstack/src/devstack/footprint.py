@@ -1,7 +1,9 @@
 """`python -m devstack footprint`: starts the platform, measures each process's resident memory, writes a report.
 
-It reads VmRSS from /proc for every process the platform started (servers, the dapr CLI, each daprd and app),
-after the platform is healthy and again after a short warm-up of sign-ups and logins through the gateway.
+It reads VmRSS and Pss from /proc for every process the platform started (servers and their children, the dapr CLI,
+each daprd and app), after the platform is healthy and again after a short warm-up of sign-ups and logins through the
+gateway. RSS counts memory shared between processes once per process (PostgreSQL's shared buffers in each backend);
+PSS splits it between them, so the PSS total is what the platform really holds.
 """
 
 import time
@@ -13,7 +15,7 @@ import httpx
 
 from devstack.layout import Layout
 from devstack.platform_run import Platform
-from devstack.processes import flag_value, log, session_processes
+from devstack.processes import descendants, flag_value, log, session_processes
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class ProcessMemory:
     label: str
     pid: int
     rss_kib: int
+    pss_kib: int
 
 
 def _proc_field(pid: int, name: str) -> str | None:
@@ -31,6 +34,16 @@ def _proc_field(pid: int, name: str) -> str | None:
     except OSError:
         return None
     return None
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
 
 
 def _label(pid: int) -> str:
@@ -50,12 +63,12 @@ def measure(platform: Platform) -> list[ProcessMemory]:
     leaders = [s.process.pid for s in platform.servers if s.process and s.process.pid]
     if platform.apps_process_pid:
         leaders.append(platform.apps_process_pid)
+    pids = descendants(leaders + [pid for leader in leaders for pid in session_processes(leader)])
     rows = []
-    for leader in leaders:
-        for pid in session_processes(leader):
-            rss = _proc_field(pid, "VmRSS")
-            if rss:
-                rows.append(ProcessMemory(_label(pid), pid, int(rss.split()[0])))
+    for pid in pids:
+        rss = _proc_field(pid, "VmRSS")
+        if rss:
+            rows.append(ProcessMemory(_label(pid), pid, int(rss.split()[0]), _pss_kib(pid)))
     return sorted(rows, key=lambda r: r.label)
 
 
@@ -69,9 +82,10 @@ def warm_up(gateway_url: str, users: int) -> None:
 
 
 def table(title: str, rows: list[ProcessMemory]) -> str:
-    lines = [f"### {title}", "", "| process | pid | RSS (MiB) |", "|---|---:|---:|"]
-    lines += [f"| {r.label} | {r.pid} | {r.rss_kib / 1024:.1f} |" for r in rows]
-    lines.append(f"| **total** | | **{sum(r.rss_kib for r in rows) / 1024:.1f}** |")
+    lines = [f"### {title}", "", "| process | pid | RSS (MiB) | PSS (MiB) |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.label} | {r.pid} | {r.rss_kib / 1024:.1f} | {r.pss_kib / 1024:.1f} |" for r in rows]
+    rss, pss = sum(r.rss_kib for r in rows) / 1024, sum(r.pss_kib for r in rows) / 1024
+    lines.append(f"| **total** | | **{rss:.1f}** | **{pss:.1f}** |")
     return "\n".join(lines)
 
 
@@ -87,7 +101,7 @@ def run(layout: Layout, profile: str, warm_up_users: int) -> Path:
     report = "\n\n".join(
         [
             f"# Platform footprint ({profile} profile)",
-            f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `make footprint` (VmRSS from /proc). "
+            f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `make footprint` (VmRSS and Pss from /proc). "
             f"Platform healthy {ready_s:.1f} s after start (servers, `dapr run -f`, every sidecar and app).",
             table("Idle, just after every app reported healthy", idle),
             table(f"After {warm_up_users} sign-ups + logins + profile reads", warm),

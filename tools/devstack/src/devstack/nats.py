@@ -8,11 +8,15 @@ consumer of its own, and every app gets every message of a topic (fan-out).
 """
 
 import asyncio
+import hashlib
+import json
 from dataclasses import dataclass
 
 import httpx
 import nats
+import yaml
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from devstack.install import ensure_debian_package
@@ -26,37 +30,60 @@ NATS_PORT = 4222
 NATS_MONITOR_PORT = 8222
 
 MIB = 1024 * 1024
-HOUR = 3600.0
+DAY = 24 * 3600.0
 
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic and the limits of its stream: the oldest messages go first once either limit is reached."""
+    """A topic and the limits of its stream: past any of them the oldest messages go, read or not."""
 
     name: str
-    max_bytes: int
-    max_age: float  # seconds
-    duplicate_window: float  # seconds: a CloudEvent id seen again within it is stored once (publish retries)
+    max_age: float = 7 * DAY  # seconds
+    max_bytes: int = 256 * MIB
+    max_msgs: int = 1_000_000  # as many as the Redis profile keeps per stream
+    duplicate_window: float = 120  # seconds: a CloudEvent id seen again within it is stored once (publish retries)
 
 
 # Every topic the apps use, and the outbox's internal topics (namespace + app id + topic + "outbox"; daprd's namespace
 # is "default" when NAMESPACE is not set, as in the dev stack). A topic missing here cannot be published to (the
 # sidecar answers 500: no stream for the subject).
 TOPICS = (
-    Topic("users", 256 * MIB, 7 * 24 * HOUR, 120),
-    Topic("orders", 256 * MIB, 7 * 24 * HOUR, 120),
-    # The ingest firehose: bounded by size, so that telemetry nobody reads yet cannot fill the disk. The duplicate
-    # window is short because the server keeps every id of the window in memory.
-    Topic("telemetry", 1024 * MIB, 24 * HOUR, 30),
-    Topic("telemetry-deadletter", 256 * MIB, 7 * 24 * HOUR, 120),
-    Topic("deadletter", 256 * MIB, 7 * 24 * HOUR, 120),
-    Topic("defaultusersusersoutbox", 256 * MIB, 7 * 24 * HOUR, 120),
-    Topic("defaultordersordersoutbox", 256 * MIB, 7 * 24 * HOUR, 120),
+    Topic("users"),
+    Topic("orders"),
+    # The ingest firehose: about two minutes of a load test, and at most 1 GiB of disk. The duplicate window is short
+    # because the server keeps every id of the window in memory.
+    Topic("telemetry", max_age=1 * DAY, max_bytes=1024 * MIB, duplicate_window=30),
+    Topic("telemetry-deadletter"),
+    Topic("deadletter"),
+    Topic("defaultusersusersoutbox"),
+    Topic("defaultordersordersoutbox"),
 )
 
 # The whole JetStream store's ceiling (above the sum of the streams' limits): publishing fails beyond it.
 MAX_FILE_STORE = 4096 * MIB
 MAX_MEMORY_STORE = 256 * MIB
+
+# The pubsub component's settings that go into each durable consumer it creates. The broker refuses to change an
+# existing consumer, so when they change the consumers are deleted (their apps then re-read the retained messages).
+CONSUMER_SETTINGS = frozenset(
+    {
+        "durableName",
+        "queueGroupName",
+        "startSequence",
+        "startTime",
+        "deliverPolicy",
+        "ackPolicy",
+        "ackWait",
+        "maxDeliver",
+        "backOff",
+        "maxAckPending",
+        "replicas",
+        "memoryStorage",
+        "rateLimit",
+        "heartbeat",
+        "flowControl",
+    }
+)
 
 
 def install(layout: Layout) -> None:
@@ -93,6 +120,7 @@ def stream_config(topic: Topic) -> StreamConfig:
         retention=RetentionPolicy.LIMITS,  # every consumer (app) reads at its own pace; nothing is removed on ack
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
+        max_msgs=topic.max_msgs,
         max_bytes=topic.max_bytes,
         max_age=topic.max_age,
         duplicate_window=topic.duplicate_window,
@@ -100,28 +128,56 @@ def stream_config(topic: Topic) -> StreamConfig:
     )
 
 
-async def _ensure_streams() -> None:
+def consumer_settings(layout: Layout) -> str:
+    """The consumer settings of components/nats/pubsub.yaml, as a fingerprint ("" when there is no such file)."""
+    component = layout.components("nats") / "pubsub.yaml"
+    if not component.exists():
+        return ""
+    items = yaml.safe_load(component.read_text())["spec"]["metadata"]
+    settings = {item["name"]: str(item.get("value", "")) for item in items if item["name"] in CONSUMER_SETTINGS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+async def _ensure_streams(jetstream: JetStreamContext) -> None:
+    for topic in TOPICS:
+        config = stream_config(topic)
+        try:
+            await jetstream.stream_info(topic.name)
+        except NotFoundError:
+            log(f"nats: creating stream {topic.name}")
+            await jetstream.add_stream(config)
+        else:
+            await jetstream.update_stream(config)  # same config: no change; changed limits: applied
+
+
+async def _delete_consumers(jetstream: JetStreamContext) -> None:
+    for topic in TOPICS:
+        for consumer in await jetstream.consumers_info(topic.name):
+            log(f"nats: deleting consumer {consumer.name} of stream {topic.name} (the consumer settings changed)")
+            await jetstream.delete_consumer(topic.name, consumer.name)
+
+
+async def _set_up(settings_changed: bool) -> None:
     client = await nats.connect(
         f"nats://127.0.0.1:{NATS_PORT}", name="devstack", connect_timeout=5, allow_reconnect=False
     )
     try:
         jetstream = client.jetstream(timeout=10)
-        for topic in TOPICS:
-            config = stream_config(topic)
-            try:
-                await jetstream.stream_info(topic.name)
-            except NotFoundError:
-                log(f"nats: creating stream {topic.name}")
-                await jetstream.add_stream(config)
-            else:
-                await jetstream.update_stream(config)  # same config: no change; changed limits: applied
+        await _ensure_streams(jetstream)
+        if settings_changed:
+            await _delete_consumers(jetstream)
     finally:
         await client.close()
 
 
-def ensure_streams() -> None:
-    """One stream per topic, created or brought up to date (idempotent); keeps the messages already stored."""
-    asyncio.run(_ensure_streams())
+def set_up(layout: Layout) -> None:
+    """One stream per topic, created or brought up to date, keeping their messages; when pubsub.yaml's consumer
+    settings changed since the last start, the consumers made with the old ones are deleted (idempotent)."""
+    settings_file = layout.run_dir / "nats" / "consumer-settings"
+    settings = consumer_settings(layout)
+    known = settings_file.read_text() if settings_file.exists() else settings
+    asyncio.run(_set_up(settings_changed=known != settings))
+    settings_file.write_text(settings)
 
 
 def start(layout: Layout) -> list[Server]:
@@ -137,7 +193,7 @@ def start(layout: Layout) -> list[Server]:
     )
     server = start_server("nats", NATS_PORT, process, 30, _jetstream_ready)
     try:
-        ensure_streams()
+        set_up(layout)
     except Exception:
         if server.process is not None:
             server.process.stop()

@@ -61,6 +61,25 @@ def session_processes(session_id: int) -> list[int]:
     return sorted(pids)
 
 
+def descendants(roots: list[int]) -> list[int]:
+    """The roots and every live process below them, by parent pid (PostgreSQL's children leave its session)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, pending = set(), list(roots)
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, []))
+    return sorted(found)
+
+
 class ManagedProcess:
     """One program in its own session, so that stop() also ends whatever it started."""
 
