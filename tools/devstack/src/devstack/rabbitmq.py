@@ -186,7 +186,7 @@ def epmd_ready(port: int = EPMD_PORT) -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             sock.sendall(b"\x00\x01n")  # length 1, NAMES_REQ
             return int.from_bytes(_read_exactly(sock, 4), "big") == port
-    except (OSError, struct.error):
+    except OSError:
         return False
 
 
@@ -199,6 +199,9 @@ def start_epmd(layout: Layout) -> Server:
 def start(layout: Layout) -> list[Server]:
     data = layout.run_dir / "rabbitmq"
     data.mkdir(parents=True, exist_ok=True)
+    cookie = data / ".erlang.cookie"
+    if cookie.exists():
+        cookie.chmod(0o400)  # Erlang refuses a cookie file that others may read (e.g. after a copy of .run)
     _write_config(data)
     epmd = start_epmd(layout)
     process = ManagedProcess(
