@@ -107,20 +107,12 @@ def matrix(runs: list[ProfileRun]) -> str:
         lines.append(f"| {SCENARIOS.get(module, module)} | " + " | ".join(cells) + " |")
     lines.append("| **suite** | " + " | ".join(("**pass**" if r.passed else "**FAIL**") for r in runs) + " |")
     lines.append("| suite time (incl. start and stop) | " + " | ".join(f"{r.wall_s:.0f} s" for r in runs) + " |")
-    lines.append(
-        "| platform start to healthy | "
-        + " | ".join(
-            f"{r.properties['platform_start_s']} s" if "platform_start_s" in r.properties else "?" for r in runs
-        )
-        + " |"
-    )
-    lines.append(
-        "| resident memory after start | "
-        + " | ".join(
-            f"{r.properties['platform_rss_mib']} MiB" if "platform_rss_mib" in r.properties else "?" for r in runs
-        )
-        + " |"
-    )
+    for label, prop, unit in (
+        ("platform start to healthy", "platform_start_s", "s"),
+        ("memory after start (PSS)", "platform_pss_mib", "MiB"),
+    ):
+        cells = [f"{r.properties[prop]} {unit}" if prop in r.properties else "?" for r in runs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from devstack.servers import Server, start_server
 
 # Debian bookworm's build; an unavailable pin falls back to bookworm's current build (see ensure_debian_package).
 NATS_PIN = "2.9.10-1+b3"
+NATS_SERVER = "/usr/sbin/nats-server"  # where the package puts it: not on a non-root user's PATH
 NATS_PORT = 4222
 NATS_MONITOR_PORT = 8222
 
@@ -45,8 +46,8 @@ class Topic:
 
 
 # Every topic the apps use, and the outbox's internal topics (namespace + app id + topic + "outbox"; daprd's namespace
-# is "default" when NAMESPACE is not set, as in the dev stack). A topic missing here cannot be published to (the
-# sidecar answers 500: no stream for the subject).
+# is "default" when NAMESPACE is not set, as in the dev stack). A topic missing here has no stream: publishing to it
+# fails and subscribing to it fails.
 TOPICS = (
     Topic("users"),
     Topic("orders"),
@@ -87,7 +88,7 @@ CONSUMER_SETTINGS = frozenset(
 
 
 def install(layout: Layout) -> None:
-    ensure_debian_package("nats-server", "nats-server", NATS_PIN)
+    ensure_debian_package("nats-server", NATS_SERVER, NATS_PIN)
 
 
 def _config(layout: Layout) -> str:
@@ -189,7 +190,7 @@ def start(layout: Layout) -> list[Server]:
     config = data / "nats.conf"
     config.write_text(_config(layout))
     process = ManagedProcess(
-        "nats", ["nats-server", "--config", str(config)], layout.run_dir / "logs" / "nats.log", cwd=data
+        "nats", [NATS_SERVER, "--config", str(config)], layout.run_dir / "logs" / "nats.log", cwd=data
     )
     server = start_server("nats", NATS_PORT, process, 30, _jetstream_ready)
     try:
