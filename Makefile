@@ -60,4 +60,6 @@ runtime: ## (re)build the Dapr runtime into .runtime/.dapr/bin
 	@bash deploy/runtime/build.sh
 
 clean: ## remove run data and logs (keeps the built runtime and the Python env)
+	@# PostgreSQL's data may live outside the repository when its user cannot enter .run/ (see devstack/postgres.py).
+	if [ -L .run/postgres ]; then rm -rf "$$(readlink -f .run/postgres)"; fi
 	rm -rf .run .dapr

@@ -6,6 +6,7 @@ Each service gets its own database, owned by a role of the same name (database p
 """
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -84,9 +85,9 @@ def _as_root(argv: list[str], stdin: str = "") -> None:
 
 def start(layout: Layout) -> list[Server]:
     """Starts the cluster on 127.0.0.1:54329 (initdb on first use) and creates each service's role and database."""
-    home = layout.run_dir / "postgres"  # also the Unix socket's directory
-    data = home / "data"
     owner = _server_user()
+    home = _home(layout, owner)  # also the Unix socket's directory
+    data = home / "data"
     home.mkdir(parents=True, exist_ok=True)
     if owner is not None:
         os.chown(home, owner.pw_uid, owner.pw_gid)
@@ -177,6 +178,30 @@ def _run_as(owner: pwd.struct_passwd | None) -> list[str]:
 def _env() -> dict[str, str]:
     # PG* variables of the caller's shell (PGPORT, PGHOST, PGUSER...) must not redirect our clients.
     return {name: value for name, value in os.environ.items() if not name.startswith("PG")}
+
+
+def _home(layout: Layout, owner: pwd.struct_passwd | None) -> Path:
+    """.run/postgres, unless the server's user cannot enter .run (a repository under a private /root, run as root):
+    then a folder in that user's home, per repository, which .run/postgres links to (`make clean` removes both)."""
+    home = layout.run_dir / "postgres"
+    if (
+        owner is None
+        or subprocess.run([*_run_as(owner), "test", "-x", str(layout.run_dir)], check=False).returncode == 0
+    ):
+        return home
+    outside = Path(owner.pw_dir) / "sidecart" / hashlib.sha256(str(layout.repo).encode()).hexdigest()[:12]
+    if not home.is_symlink():
+        log(
+            f"postgres: the {owner.pw_name} user cannot enter {layout.run_dir} (a parent folder is private), so its "
+            f"data goes to {outside}, linked from .run/postgres"
+        )
+        if home.exists():
+            shutil.rmtree(home)
+        outside.mkdir(parents=True, exist_ok=True)
+        for folder in (outside.parent, outside):
+            os.chown(folder, owner.pw_uid, owner.pw_gid)
+        home.symlink_to(outside)
+    return outside
 
 
 def _check_reachable(owner: pwd.struct_passwd, home: Path) -> None:
