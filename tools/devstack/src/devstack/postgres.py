@@ -95,7 +95,7 @@ def start(layout: Layout) -> list[Server]:
     if not (data / "PG_VERSION").exists():
         _initdb(layout, home, data, owner)
     elif owner is not None and data.stat().st_uid != owner.pw_uid:
-        log(f"postgres: giving {data.relative_to(layout.repo)} to the {owner.pw_name} user")
+        log(f"postgres: giving {data} to the {owner.pw_name} user")
         _chown_tree(data, owner)
 
     # Our own clients all use TCP; the socket is for a developer's psql -h .run/postgres. A socket path is limited
@@ -219,7 +219,7 @@ def _initdb(layout: Layout, home: Path, data: Path, owner: pwd.struct_passwd | N
     # cluster (initdb may leave a partial directory behind when killed).
     partial = home / "data.initdb"
     shutil.rmtree(partial, ignore_errors=True)
-    log(f"postgres: creating the cluster in {data.relative_to(layout.repo)} (first start only)")
+    log(f"postgres: creating the cluster in {data} (first start only)")
     argv = [
         *_run_as(owner),
         str(POSTGRES_BIN / "initdb"),
