@@ -32,5 +32,8 @@ def platform(profile: str, record_testsuite_property: Callable[[str, object], No
 
 @pytest.fixture(scope="session")
 async def gateway(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=15) as client:
+    # Idle connections are dropped after 2 s, before uvicorn closes them (5 s keep-alive): otherwise a request sent
+    # on a connection the server is closing at that instant fails with a ReadError, now and then.
+    limits = httpx.Limits(keepalive_expiry=2)
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=15, limits=limits) as client:
         yield client

@@ -32,13 +32,20 @@ async def _count_done(tasks: list["asyncio.Task[httpx.Response]"]) -> int:
 async def place_until_accepted(
     gateway: httpx.AsyncClient, shopper: Shopper, items: list[dict[str, Any]], key: str
 ) -> httpx.Response:
-    """What a careful client does: on a 5xx, retry the same request with the same Idempotency-Key."""
+    """What a careful client does: on a 5xx or a broken connection, retry the same request with the same
+    Idempotency-Key."""
+    outcome = "no attempt"
     for _ in range(120):
-        response = await place_order(gateway, shopper, items, key)
-        if response.status_code not in RETRYABLE:
-            return response
+        try:
+            response = await place_order(gateway, shopper, items, key)
+        except httpx.TransportError as error:
+            outcome = repr(error)
+        else:
+            if response.status_code not in RETRYABLE:
+                return response
+            outcome = response.text
         await asyncio.sleep(0.5)
-    raise AssertionError(f"order with key {key} never accepted: {response.text}")
+    raise AssertionError(f"order with key {key} never accepted: {outcome}")
 
 
 @pytest.mark.parametrize("part", ["app", "sidecar"])
