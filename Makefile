@@ -27,7 +27,7 @@ test: setup lint ## lint, unit tests (no servers), then end-to-end tests on the 
 	@$(PY) -m pytest apps tests
 
 unit: setup ## unit tests only: no servers
-	@$(PY) -m pytest apps tests/contracts
+	@$(PY) -m pytest apps tests/contracts tests/devstack
 
 e2e: setup ## end-to-end tests only: start the real platform, drive it through the gateway
 	@$(PY) -m pytest tests/e2e
