@@ -19,12 +19,16 @@ from devstack.processes import log
 REDIS_PIN = "5:7.0.15-1~deb12u10"
 
 
-def _apt_get(*args: str) -> subprocess.CompletedProcess[bytes]:
+def as_root(argv: list[str], stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Runs a command as root: directly when we are root, else through password-less sudo. Output is captured."""
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    return subprocess.run([*sudo, *argv], input=stdin.encode(), env=env, capture_output=True, check=False)
+
+
+def _apt_get(*args: str) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # Wait for a concurrent apt/dpkg run (another profile's install) instead of failing on its lock.
-    argv = [*sudo, "apt-get", "-o", "DPkg::Lock::Timeout=300", *args]
-    return subprocess.run(argv, env=env, capture_output=True, check=False)
+    return as_root(["apt-get", "-o", "DPkg::Lock::Timeout=300", *args], env=env)
 
 
 def ensure_debian_package(package: str, binary: str, pin: str | None = None) -> None:

@@ -14,7 +14,15 @@ import httpx
 import yaml
 
 from devstack.layout import Layout
-from devstack.processes import ManagedProcess, flag_value, log, port_open, session_processes, wait_until
+from devstack.processes import (
+    ManagedProcess,
+    flag_value,
+    log,
+    port_open,
+    session_processes,
+    stat_fields,
+    wait_until,
+)
 from devstack.profiles import server_kits
 from devstack.servers import Server, start_placement, start_scheduler
 
@@ -78,10 +86,8 @@ class RunFile:
 
 
 def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    fields = stat_fields(pid)
+    return fields is None or fields[0] == "Z"
 
 
 def _answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:

@@ -15,9 +15,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from devstack.install import ensure_debian_package
+from devstack.install import as_root, ensure_debian_package
 from devstack.layout import Layout
-from devstack.processes import ManagedProcess, log, wait_until
+from devstack.processes import ManagedProcess, descendants, log, stat_fields, wait_until
 from devstack.servers import Server, start_server
 
 # Debian bookworm's build (bookworm-security); an unavailable pin falls back to bookworm's current build.
@@ -67,20 +67,15 @@ def install(layout: Layout) -> None:
 
 @contextlib.contextmanager
 def _without_main_cluster() -> Iterator[None]:
-    _as_root(["mkdir", "-p", str(_NO_MAIN_CLUSTER.parent)])
-    _as_root(
+    as_root(["mkdir", "-p", str(_NO_MAIN_CLUSTER.parent)]).check_returncode()
+    as_root(
         ["tee", str(_NO_MAIN_CLUSTER)],
         "# devstack, during its install of postgresql only\ncreate_main_cluster = false\n",
-    )
+    ).check_returncode()
     try:
         yield
     finally:
-        _as_root(["rm", "-f", str(_NO_MAIN_CLUSTER)])
-
-
-def _as_root(argv: list[str], stdin: str = "") -> None:
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    subprocess.run([*sudo, *argv], input=stdin.encode(), stdout=subprocess.DEVNULL, check=True)
+        as_root(["rm", "-f", str(_NO_MAIN_CLUSTER)]).check_returncode()
 
 
 def start(layout: Layout) -> list[Server]:
@@ -91,7 +86,6 @@ def start(layout: Layout) -> list[Server]:
     home.mkdir(parents=True, exist_ok=True)
     if owner is not None:
         os.chown(home, owner.pw_uid, owner.pw_gid)
-        _check_reachable(owner, home)
     if not (data / "PG_VERSION").exists():
         _initdb(layout, home, data, owner)
     elif owner is not None and data.stat().st_uid != owner.pw_uid:
@@ -138,24 +132,14 @@ class _Postmaster(ManagedProcess):
 
 
 def _start_time(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])  # after the command name: state ... starttime
+    fields = stat_fields(pid)
+    return None if fields is None or fields[0] == "Z" else int(fields[19])  # state ... starttime
 
 
 def _children(parent: int) -> list[tuple[int, int]]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                found.append((int(entry.name), int(fields[19])))
-    return found
+    """Every process below the postmaster, with its start time (so that a reused pid is never killed)."""
+    found = [(pid, _start_time(pid)) for pid in descendants([parent]) if pid != parent]
+    return [(pid, started) for pid, started in found if started is not None]
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -202,16 +186,6 @@ def _home(layout: Layout, owner: pwd.struct_passwd | None) -> Path:
             os.chown(folder, owner.pw_uid, owner.pw_gid)
         home.symlink_to(outside)
     return outside
-
-
-def _check_reachable(owner: pwd.struct_passwd, home: Path) -> None:
-    probe = subprocess.run([*_run_as(owner), "test", "-w", str(home), "-a", "-x", str(home)], check=False)
-    if probe.returncode != 0:
-        raise RuntimeError(
-            f"the {owner.pw_name} user (PostgreSQL does not run as root) cannot write to {home}: "
-            "a parent directory is not searchable by other users (for example /root); keep the repository "
-            "somewhere others may enter, or run as a regular user"
-        )
 
 
 def _initdb(layout: Layout, home: Path, data: Path, owner: pwd.struct_passwd | None) -> None:

@@ -46,31 +46,29 @@ def flag_value(argv: list[str], name: str) -> str | None:
     return None
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (state, ppid, pgrp, session, ...); None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _live_stats() -> dict[int, list[str]]:
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return {pid: fields for pid in pids if (fields := stat_fields(pid)) is not None}
+
+
 def session_processes(session_id: int) -> list[int]:
     """Every live process in a session; a ManagedProcess is the leader of its own."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session_id:  # after the command name: state, ppid, pgrp, session
-            pids.append(int(entry.name))
-    return sorted(pids)
+    return sorted(pid for pid, fields in _live_stats().items() if int(fields[3]) == session_id)
 
 
 def descendants(roots: list[int]) -> list[int]:
     """The roots and every live process below them, by parent pid (PostgreSQL's children leave its session)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
+    for pid, fields in _live_stats().items():
+        children.setdefault(int(fields[1]), []).append(pid)
     found, pending = set(), list(roots)
     while pending:
         pid = pending.pop()

@@ -21,10 +21,9 @@ To use the CLI tools on this node (e.g. rabbitmqctl list_queues), pass the same 
 import os
 import socket
 import struct
-import subprocess
 from pathlib import Path
 
-from devstack.install import ensure_debian_package
+from devstack.install import as_root, ensure_debian_package
 from devstack.layout import Layout
 from devstack.processes import ManagedProcess, log, port_open
 from devstack.servers import Server, start_server
@@ -44,11 +43,6 @@ SERVICE = "rabbitmq-server"
 READY_TIMEOUT = 120
 
 
-def _as_root(*argv: str) -> subprocess.CompletedProcess[bytes]:
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    return subprocess.run([*sudo, *argv], capture_output=True, check=False)
-
-
 def _stop_system_node() -> None:
     """Stops and disables the system service that installing the package starts (through invoke-rc.d) and enables.
 
@@ -60,14 +54,14 @@ def _stop_system_node() -> None:
     was_running = port_open(AMQP_PORT)
     # The same command the package's postinst started it with; it honours the same policy (under systemd it calls
     # systemctl). Nothing to stop when the start was denied or failed.
-    _as_root("invoke-rc.d", SERVICE, "stop")
+    as_root(["invoke-rc.d", SERVICE, "stop"])
     # Removes the boot-time start, for systemd and sysvinit alike; `update-rc.d rabbitmq-server enable` undoes it.
-    _as_root("update-rc.d", SERVICE, "disable")
+    as_root(["update-rc.d", SERVICE, "disable"])
     if was_running:
         # Outside systemd the system node started an epmd daemon that outlives it; `epmd -kill` refuses while a
         # node is still registered. Under systemd, epmd belongs to epmd.socket and is left alone.
         if not Path("/run/systemd/system").is_dir():
-            _as_root("epmd", "-kill")
+            as_root(["epmd", "-kill"])
         log(f"stopped and disabled the system {SERVICE} service that installing the package started")
     if port_open(AMQP_PORT):
         log(f"warning: something still answers on 127.0.0.1:{AMQP_PORT}; the project's node will use it instead")
