@@ -51,7 +51,12 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 
 # dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
 # a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
-src="$cache/dapr-src-$dapr_version"
+# One fix goes into the copy too (the "-p1" in its name): dapr 1.18.2's outbox builds its retry backoff without
+# `Stop`, so once its 10 s are up it retries with no delay, forever. A redelivered internal outbox message whose
+# state is already gone (published and deleted, but its offset not yet committed when a sidecar stopped) then spins a
+# core against the state store and, on Kafka, blocks the topic's partition for good; outboxDiscardWhenMissingState
+# never gets its turn. With Stop, the retry ends after 10 s and the message is discarded.
+src="$cache/dapr-src-$dapr_version-p1"
 if [[ ! -f "$src/.complete" ]]; then
   say "preparing dapr $dapr_version sources in $src"
   rm -rf "$src"
@@ -59,6 +64,9 @@ if [[ ! -f "$src/.complete" ]]; then
   cp -r "$(cd "$here" && go list -m -f '{{.Dir}}' github.com/dapr/dapr)" "$src"
   chmod -R u+w "$src"
   rm "$src/cmd/daprd/components/zz_notag.go"
+  outbox="$src/pkg/runtime/pubsub/outbox.go"
+  [[ $(grep -c 'RandomizationFactor: 0.1,$' "$outbox") == 1 ]] || { say "outbox.go is not the one the fix is for"; exit 1; }
+  sed -i 's/^\(\s*\)RandomizationFactor: 0.1,$/&\n\1Stop:                backoff.Stop,/' "$outbox"
   echo 'package components' >"$src/cmd/daprd/components/sidecart_curated.go"
   touch "$src/.complete"
 fi
