@@ -1,7 +1,9 @@
 """Telemetry to reports, end to end: exact figures, redeliveries counted once, a crash caught up, poison dead-lettered.
 
-Every test writes events into a minute of its own (a random minute of yesterday) and a sku of its own, so the
-figures it reads are exactly its own whatever else the platform has seen.
+Every test writes events into a minute of its own and a sku of its own, so the figures it reads are exactly its own
+whatever else the platform has seen: one reservation for the module hands out minutes of yesterday, never the same one
+twice (no other module writes into past minutes), and only minutes that the read models show empty (earlier runs may
+have left figures on the same data).
 """
 
 import asyncio
@@ -19,15 +21,34 @@ from tests.e2e.shop import invoke_url
 
 pytestmark = pytest.mark.e2e
 
+TELEMETRY_TYPES = ("page_view", "product_view", "search", "add_to_cart")
+
 
 @pytest.fixture(scope="module")
 async def token(gateway: httpx.AsyncClient) -> str:
     return await log_in(gateway, await sign_up(gateway))
 
 
-def own_minute() -> datetime:
-    yesterday = datetime.now(UTC) - timedelta(hours=24)
-    return yesterday.replace(hour=random.randrange(24), minute=random.randrange(60), second=0, microsecond=0)
+class Minutes:
+    """Hands out minutes of yesterday that no other test of this module gets and that hold no events yet."""
+
+    def __init__(self, gateway: httpx.AsyncClient, token: str) -> None:
+        self._gateway, self._token = gateway, token
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        # A random start keeps consecutive runs on the same data apart; the walk from it never repeats a minute.
+        start = random.randrange(1440)
+        self._candidates = (yesterday + timedelta(minutes=(start + n) % 1440) for n in range(1440))
+
+    async def reserve(self) -> datetime:
+        for minute in self._candidates:
+            if not any([await minute_count(self._gateway, self._token, kind, minute) for kind in TELEMETRY_TYPES]):
+                return minute
+        raise AssertionError("no empty minute left in yesterday's read models")
+
+
+@pytest.fixture(scope="module")
+def minutes(gateway: httpx.AsyncClient, token: str) -> Minutes:
+    return Minutes(gateway, token)
 
 
 def events(minute: datetime, sku: str, views: int, carts: int, searches: int) -> list[dict[str, Any]]:
@@ -61,8 +82,8 @@ async def sku_views(gateway: httpx.AsyncClient, token: str, sku: str) -> int:
     return next((int(item["views"]) for item in response.json()["items"] if item["sku"] == sku), 0)
 
 
-async def test_known_events_give_exact_figures(gateway: httpx.AsyncClient, token: str) -> None:
-    minute, sku = own_minute(), f"AN-{uuid.uuid4().hex[:8].upper()}"
+async def test_known_events_give_exact_figures(gateway: httpx.AsyncClient, token: str, minutes: Minutes) -> None:
+    minute, sku = await minutes.reserve(), f"AN-{uuid.uuid4().hex[:8].upper()}"
 
     await post(gateway, token, events(minute, sku, views=7, carts=3, searches=5))
 
@@ -73,8 +94,8 @@ async def test_known_events_give_exact_figures(gateway: httpx.AsyncClient, token
     assert await minute_count(gateway, token, "page_view", minute) == 0
 
 
-async def test_a_batch_sent_twice_counts_once(gateway: httpx.AsyncClient, token: str) -> None:
-    minute, sku = own_minute(), f"AN-{uuid.uuid4().hex[:8].upper()}"
+async def test_a_batch_sent_twice_counts_once(gateway: httpx.AsyncClient, token: str, minutes: Minutes) -> None:
+    minute, sku = await minutes.reserve(), f"AN-{uuid.uuid4().hex[:8].upper()}"
     batch = events(minute, sku, views=4, carts=0, searches=0)
     sentinel = events(minute, sku, views=0, carts=0, searches=1)
 
@@ -101,9 +122,9 @@ async def test_bad_report_queries_are_422(gateway: httpx.AsyncClient, token: str
 
 
 async def test_totals_are_exact_after_analytics_is_killed_mid_stream(
-    platform: Platform, gateway: httpx.AsyncClient, token: str
+    platform: Platform, gateway: httpx.AsyncClient, token: str, minutes: Minutes
 ) -> None:
-    minute, sku = own_minute(), f"AN-{uuid.uuid4().hex[:8].upper()}"
+    minute, sku = await minutes.reserve(), f"AN-{uuid.uuid4().hex[:8].upper()}"
     batches = [events(minute, sku, views=50, carts=0, searches=0) for _ in range(8)]
 
     for batch in batches[:4]:
