@@ -32,6 +32,12 @@ class App:
     app_id: str
     app_port: int
     dapr_http_port: int
+    dapr_grpc_port: int
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> "App":
+        """One app of dapr.yaml."""
+        return cls(entry["appID"], int(entry["appPort"]), int(entry["daprHTTPPort"]), int(entry["daprGRPCPort"]))
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class RunFile:
     @classmethod
     def load(cls, path: Path) -> "RunFile":
         source = yaml.safe_load(path.read_text())
-        apps = [App(a["appID"], int(a["appPort"]), int(a["daprHTTPPort"])) for a in source["apps"]]
+        apps = [App.of(a) for a in source["apps"]]
         return cls(source, apps)
 
     def render(self, layout: Layout, profile: str, gateway_port: int) -> dict[str, Any]:
@@ -78,7 +84,7 @@ class RunFile:
             app["appDirPath"] = str((layout.repo / app["appDirPath"]).resolve())
             if app["appID"] == "gateway":
                 app["appPort"] = gateway_port
-        self.apps = [App(a["appID"], int(a["appPort"]), int(a["daprHTTPPort"])) for a in rendered["apps"]]
+        self.apps = [App.of(a) for a in rendered["apps"]]
         return rendered
 
     def app(self, app_id: str) -> App:
@@ -230,6 +236,29 @@ class Platform:
         process.start()
         self._restarted.append(process)
         log(f"restarted {snapshot.name} (pid {process.pid})")
+
+    def log_files(self) -> list[Path]:
+        """Every log the platform writes: each app's and daprd's (dapr run's files and those of restarted processes),
+        placement's, scheduler's and the servers'."""
+        return sorted({*self.layout.daprd_logs.glob("*.log"), *(self.layout.run_dir / "logs").glob("*.log")})
+
+    def log_marks(self) -> dict[Path, int]:
+        """Where each log ends now, so `logs_since` can show what was written after this moment."""
+        return {path: path.stat().st_size for path in self.log_files()}
+
+    def logs_since(self, marks: dict[Path, int], lines: int = 25) -> str:
+        """The last `lines` lines that each log gained since `marks` (logs that gained nothing are left out)."""
+        parts = []
+        for path in self.log_files():
+            with path.open("rb") as file:
+                file.seek(marks.get(path, 0))
+                written = file.read().decode(errors="replace").splitlines()
+            if written:
+                shown = "\n".join(written[-lines:])
+                parts.append(
+                    f"--- {path.name}: last {min(lines, len(written))} of {len(written)} new lines ---\n{shown}"
+                )
+        return "\n".join(parts)
 
     def _print_logs(self) -> None:
         if self._apps:
