@@ -51,12 +51,20 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 
 # dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
 # a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
-# One fix goes into the copy too (the "-p1" in its name): dapr 1.18.2's outbox builds its retry backoff without
-# `Stop`, so once its 10 s are up it retries with no delay, forever. A redelivered internal outbox message whose
-# state is already gone (published and deleted, but its offset not yet committed when a sidecar stopped) then spins a
-# core against the state store and, on Kafka, blocks the topic's partition for good; outboxDiscardWhenMissingState
-# never gets its turn. With Stop, the retry ends after 10 s and the message is discarded.
-src="$cache/dapr-src-$dapr_version-p1"
+# Two fixes go into the copy too (the "-p2" in its name: the number of fixes), each applied by a checked sed:
+# 1. dapr 1.18.2's outbox builds its retry backoff without `Stop`, so once its 10 s are up it retries with no delay,
+#    forever. A redelivered internal outbox message whose state is already gone (published and deleted, but its
+#    offset not yet committed when a sidecar stopped) then spins a core against the state store and, on Kafka, blocks
+#    the topic's partition for good; outboxDiscardWhenMissingState never gets its turn. With Stop, the retry ends
+#    after 10 s and the message is discarded.
+# 2. The workflow engine counts the work-item streams of the app's workflow worker (the count /v1.0/metadata shows
+#    as connectedWorkers, and the one that decides when the workflow actor types are unregistered). When registering
+#    the actor types fails as a stream connects (the stream is cancelled, or the actor runtime is not ready or is
+#    closing), the connect callback takes its increment back and durabletask-go then runs the disconnect callback,
+#    which takes it back again: every such failure leaves the count one lower, for the life of the sidecar. From then
+#    on a connected worker reads as 0 (or less), and the types are unregistered while a stream is still connected
+#    when the count reaches 0 early. The fix leaves the take-back to the disconnect callback alone.
+src="$cache/dapr-src-$dapr_version-p2"
 if [[ ! -f "$src/.complete" ]]; then
   say "preparing dapr $dapr_version sources in $src"
   rm -rf "$src"
@@ -67,6 +75,10 @@ if [[ ! -f "$src/.complete" ]]; then
   outbox="$src/pkg/runtime/pubsub/outbox.go"
   [[ $(grep -c 'RandomizationFactor: 0.1,$' "$outbox") == 1 ]] || { say "outbox.go is not the one the fix is for"; exit 1; }
   sed -i 's/^\(\s*\)RandomizationFactor: 0.1,$/&\n\1Stop:                backoff.Stop,/' "$outbox"
+  wfengine="$src/pkg/runtime/wfengine/wfengine.go"
+  [[ $(grep -c $'^\t\t\t\t\twfe.getWorkItemsCount.Add(-1)$' "$wfengine") == 1 ]] \
+    || { say "wfengine.go is not the one the fix is for"; exit 1; }
+  sed -i $'/^\t\t\t\t\twfe.getWorkItemsCount.Add(-1)$/d' "$wfengine"
   echo 'package components' >"$src/cmd/daprd/components/sidecart_curated.go"
   touch "$src/.complete"
 fi

@@ -2,10 +2,13 @@
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 
+import grpc
 import httpx
 import pytest
+from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2, orchestrator_service_pb2_grpc
 
 from devstack.platform_run import Platform
 from tests.e2e.journeys import eventually
@@ -48,6 +51,16 @@ async def place_until_accepted(
     raise AssertionError(f"order with key {key} never accepted: {outcome}")
 
 
+async def orders_ready(platform: Platform) -> bool:
+    """The app's own readiness: its sidecar answers and its workflow worker is connected again."""
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            app_port = platform.run_file.app("orders").app_port
+            return (await client.get(f"http://127.0.0.1:{app_port}/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @pytest.mark.parametrize("part", ["app", "sidecar"])
 async def test_sagas_in_flight_finish_after_the_orders_process_is_killed(
     platform: Platform, gateway: httpx.AsyncClient, part: Literal["app", "sidecar"]
@@ -66,16 +79,7 @@ async def test_sagas_in_flight_finish_after_the_orders_process_is_killed(
     platform.restart(snapshot)
     accepted = await asyncio.gather(*placing)
 
-    async def orders_ready() -> bool:
-        """The app's own readiness: its sidecar answers and its workflow worker is connected again."""
-        try:
-            async with httpx.AsyncClient(timeout=2) as client:
-                app_port = platform.run_file.app("orders").app_port
-                return (await client.get(f"http://127.0.0.1:{app_port}/readyz")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    assert await eventually(orders_ready, bool, within=60), f"orders {part} did not come back"
+    assert await eventually(lambda: orders_ready(platform), bool, within=60), f"orders {part} did not come back"
     orders = await asyncio.gather(
         *(
             final_state(gateway, shoppers[n % 4], r.json()["order_id"], within=RECOVERY_BOUND_S)
@@ -86,3 +90,101 @@ async def test_sagas_in_flight_finish_after_the_orders_process_is_killed(
     assert len(completed) == 12
     assert all(o["reason"] == "out_of_stock" for o in orders if o["status"] == "cancelled")
     await assert_quiet_invariants(platform, gateway, {sku: 12}, shoppers)
+
+
+RESTART_ROUNDS: tuple[tuple[Literal["app", "sidecar"], ...], ...] = (("app",), ("sidecar",), ("app", "sidecar")) * 4
+IN_FLIGHT_PER_ROUND = 3
+
+
+@pytest.mark.timeout(900)
+async def test_the_workflow_worker_comes_back_after_every_restart(
+    platform: Platform, gateway: httpx.AsyncClient
+) -> None:
+    """Twelve crashes in a row (the app, its sidecar, both), each with sagas in flight: after every one the worker
+    reconnects, the sagas it had in hand finish, and a new order completes."""
+    stock = len(RESTART_ROUNDS) * (IN_FLIGHT_PER_ROUND + 1)
+    sku = await create_product(platform, price_cents=100, stock=stock)
+    shopper = await funded_shopper(gateway)
+    items = [{"sku": sku, "quantity": 1}]
+
+    async def completes(key: str, what: str) -> None:
+        accepted = await place_until_accepted(gateway, shopper, items, key)
+        assert accepted.status_code == 202, f"{what}: {accepted.text}"
+        order = await final_state(gateway, shopper, accepted.json()["order_id"], within=90)
+        assert order["status"] == "completed", f"{what}: {order}"
+
+    for round_number, parts in enumerate(RESTART_ROUNDS, start=1):
+        what = f"round {round_number} ({' and '.join(parts)} restarted)"
+        in_flight = [uuid.uuid4().hex for _ in range(IN_FLIGHT_PER_ROUND)]
+        for key in in_flight:
+            accepted = await place_order(gateway, shopper, items, key)
+            assert accepted.status_code == 202, accepted.text
+        snapshots = [platform.kill("orders", part) for part in parts]
+        for snapshot in snapshots:
+            platform.restart(snapshot)
+        assert await eventually(lambda: orders_ready(platform), bool, within=60), f"{what}: orders not ready"
+        # The sagas it held when it died, by their keys (the same key gives the same order), then a new one.
+        await asyncio.gather(*(completes(key, what) for key in in_flight))
+        await completes(uuid.uuid4().hex, what)
+
+    await assert_quiet_invariants(platform, gateway, {sku: stock}, [shopper])
+
+
+STREAM_FAILURES_WANTED = 3
+STREAM_ATTEMPTS_MAX = 3000
+
+
+async def connected_workers(platform: Platform) -> int:
+    async with httpx.AsyncClient(timeout=5) as client:
+        metadata = (await client.get(f"{platform.sidecar_url('orders')}/v1.0/metadata")).json()
+    return int((metadata.get("workflows") or {}).get("connectedWorkers", 0))
+
+
+def failed_stream_openings(platform: Platform, marks: dict[Path, int]) -> int:
+    """How many work-item streams orders' sidecar refused since `marks` (its log says why, one line each)."""
+    refused = 0
+    for path in platform.log_files():
+        if path.name.startswith("orders"):
+            with path.open("rb") as file:
+                file.seek(marks.get(path, 0))
+                refused += file.read().count(b"unable to establish work item stream")
+    return refused
+
+
+@pytest.mark.timeout(600)
+async def test_work_item_streams_cancelled_as_they_open_leave_the_worker_count_right(
+    platform: Platform, gateway: httpx.AsyncClient
+) -> None:
+    """The sidecar's count of connected workers is what orders' readiness and reconnects go by. A stream cancelled
+    while the sidecar registers the workflow actor types for it must not leave that count wrong (dapr 1.18.2 took
+    such a stream back twice: a worker connected later read as 0 or less, and orders stayed not ready)."""
+    snapshot = platform.kill("orders", "app")  # no worker: every stream that opens registers the actor types
+    marks = platform.log_marks()
+    channel = grpc.insecure_channel(f"127.0.0.1:{platform.run_file.app('orders').dapr_grpc_port}")
+    stub = orchestrator_service_pb2_grpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
+    attempts = 0
+    try:
+        # The cancellation must land while the sidecar is inside its connect callback: a few in a thousand do, at
+        # delays of a few milliseconds.
+        while failed_stream_openings(platform, marks) < STREAM_FAILURES_WANTED and attempts < STREAM_ATTEMPTS_MAX:
+            for _ in range(100):
+                call = stub.GetWorkItems(orchestrator_service_pb2.GetWorkItemsRequest())
+                await asyncio.sleep(0.0002 * (attempts % 20))
+                call.cancel()
+                attempts += 1
+    finally:
+        channel.close()
+        platform.restart(snapshot)
+    refused = failed_stream_openings(platform, marks)
+    if refused == 0:
+        pytest.skip(f"no stream opening was cut short in {attempts} attempts: the race was not met on this machine")
+
+    assert await eventually(lambda: orders_ready(platform), bool, within=60), (
+        f"orders not ready after {refused} cut-short stream openings: the sidecar counts "
+        f"{await connected_workers(platform)} connected workers"
+    )
+    assert await connected_workers(platform) == 1
+    shopper = await funded_shopper(gateway)
+    sku = await create_product(platform, price_cents=100, stock=1)
+    accepted = await place_until_accepted(gateway, shopper, [{"sku": sku, "quantity": 1}], uuid.uuid4().hex)
+    assert (await final_state(gateway, shopper, accepted.json()["order_id"]))["status"] == "completed"

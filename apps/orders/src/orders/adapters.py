@@ -39,6 +39,7 @@ from orders.handlers import (
 )
 from orders.observability import current_traceparent
 from orders.settings import Settings
+from orders.workflow import EngineStatus
 
 log = structlog.get_logger(__name__)
 
@@ -544,7 +545,7 @@ class DaprWorkflows:
 
 class DaprSidecarProbe:
     """Ready when the sidecar's outbound side (components, API) answers; the metadata API tells how many
-    workflow workers it has connected.
+    workflow workers it has connected and whether its actor runtime runs.
     """
 
     def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
@@ -559,14 +560,19 @@ class DaprSidecarProbe:
             return False
         return response.is_success
 
-    async def connected_workers(self) -> int | None:
+    async def engine_status(self) -> EngineStatus | None:
         try:
             response = await self._client.get("/metadata", timeout=self._timeout)
             body = response.json() if response.is_success else None
         except (httpx.HTTPError, ValueError) as error:
             log.debug("sidecar_metadata_unreadable", error=repr(error))
             return None
-        workflows = body.get("workflows") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return None
+        workflows, actors = body.get("workflows"), body.get("actorRuntime")
         count = workflows.get("connectedWorkers") if isinstance(workflows, dict) else None
-        # The field is left out when zero (protobuf JSON).
-        return int(count) if isinstance(count, int) else (0 if isinstance(body, dict) else None)
+        return EngineStatus(
+            # Protobuf JSON leaves out a zero count.
+            connected_workers=count if isinstance(count, int) else 0,
+            actors_running=isinstance(actors, dict) and actors.get("runtimeStatus") == "RUNNING",
+        )

@@ -151,21 +151,32 @@ class Runtime(Protocol):
     def shutdown(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the sidecar says of its workflow engine (metadata API)."""
+
+    connected_workers: int
+    # The actor runtime runs: the engine can register the workflow actor types for a worker that connects now.
+    actors_running: bool
+
+
 class SidecarWatch(Protocol):
     async def is_ready(self) -> bool: ...
 
-    async def connected_workers(self) -> int | None:
-        """How many workflow workers the sidecar has connected (None: the sidecar did not say)."""
+    async def engine_status(self) -> EngineStatus | None:
+        """The sidecar's workflow engine as its metadata describes it (None: the sidecar did not say)."""
         ...
 
 
 class WorkflowWorker:
     """Runs the workflow runtime beside the app and keeps it connected.
 
-    The app and its sidecar start together, so the runtime is started in the background once the sidecar
-    answers. Afterwards the sidecar's own count of connected workers is watched: `connected` (which feeds
-    /readyz) follows it, and a runtime the sidecar has lost (a restarted sidecar) is replaced at once instead
-    of waiting for the SDK's reconnect backoff (up to 15 s, during which workflow starts hang).
+    The app and its sidecar start together, so the runtime is started in the background once the sidecar answers
+    and its actor runtime runs (a worker that connects earlier cannot have the workflow actor types registered).
+    Afterwards the sidecar's own count of connected workers is watched: `connected` (which feeds /readyz) follows
+    it, and a runtime the sidecar has lost (a restarted sidecar) is replaced at once instead of waiting for the
+    SDK's reconnect backoff (up to 15 s, during which workflow starts hang). A sidecar that is down or whose actor
+    runtime is not running is waited for: a new runtime could not connect to it any better.
     """
 
     def __init__(
@@ -205,25 +216,32 @@ class WorkflowWorker:
             await asyncio.sleep(delay)
 
     async def _check(self) -> None:
+        engine = await self._sidecar.engine_status()
+        can_connect = engine is not None and engine.actors_running
         if self._runtime is None:
-            if await self._sidecar.is_ready():
+            if can_connect and await self._sidecar.is_ready():
                 await self._start_runtime()
             else:
-                log.info("workflow_worker_waiting_for_sidecar")
+                log.info("workflow_worker_waiting_for_sidecar", actors_running=can_connect)
             return
-        workers = await self._sidecar.connected_workers()
-        if workers:
+        if engine is not None and can_connect and engine.connected_workers > 0:
             if not self._connected:
-                log.info("workflow_worker_connected")
+                log.info("workflow_worker_connected", connected_workers=engine.connected_workers)
             self._connected, self._lost_at = True, None
             return
         if self._connected:
-            log.warning("workflow_worker_disconnected", sidecar_answered=workers is not None)
+            log.warning(
+                "workflow_worker_disconnected",
+                sidecar_answered=engine is not None,
+                connected_workers=engine.connected_workers if engine else None,
+                actors_running=can_connect,
+            )
         self._connected = False
         now = asyncio.get_running_loop().time()
         self._lost_at = self._lost_at if self._lost_at is not None else now
-        if workers == 0 and now - self._lost_at >= self._reconnect_after:
+        if can_connect and now - self._lost_at >= self._reconnect_after:
             log.warning("workflow_worker_reconnecting")
+            self._lost_at = None
             await self._stop_runtime()
             await self._start_runtime()
 
@@ -231,7 +249,7 @@ class WorkflowWorker:
         runtime = self._make_runtime()
         self._runtime = runtime
         try:
-            # Blocks until the work-item stream to the sidecar is open (the SDK retries meanwhile).
+            # Returns once the SDK has opened its work-item stream; `connected` waits for the sidecar to count it.
             await asyncio.to_thread(runtime.start)
         except Exception as error:
             if self._stopping:
@@ -240,8 +258,7 @@ class WorkflowWorker:
             await self._stop_runtime()
             return
         if not self._stopping:
-            self._connected, self._lost_at = True, None
-            log.info("workflow_worker_connected")
+            log.info("workflow_worker_started")
 
     async def _stop_runtime(self) -> None:
         runtime, self._runtime = self._runtime, None

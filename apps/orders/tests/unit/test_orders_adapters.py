@@ -32,6 +32,7 @@ from orders.domain import (
 from orders.handlers import ParticipantRefusedError, ParticipantUnavailableError, StoreUnavailableError
 from orders.observability import current_traceparent
 from orders.settings import Settings
+from orders.workflow import EngineStatus
 
 STORE = "orders-store"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -391,19 +392,32 @@ async def test_probe(client: httpx.AsyncClient) -> None:
     assert await DaprSidecarProbe(client, 1.0).is_ready()
 
 
+RUNNING = {"runtimeStatus": "RUNNING", "placement": "placement: connected"}
+
+
 @pytest.mark.parametrize(
-    ("answer", "workers"),
+    ("answer", "status"),
     [
-        (httpx.Response(200, json={"id": "orders", "workflows": {"connectedWorkers": 2}}), 2),
-        (httpx.Response(200, json={"id": "orders", "workflows": {}}), 0),
-        (httpx.Response(200, json={"id": "orders"}), 0),
+        (
+            httpx.Response(200, json={"id": "orders", "workflows": {"connectedWorkers": 2}, "actorRuntime": RUNNING}),
+            EngineStatus(connected_workers=2, actors_running=True),
+        ),
+        (
+            httpx.Response(200, json={"id": "orders", "workflows": {}, "actorRuntime": RUNNING}),
+            EngineStatus(connected_workers=0, actors_running=True),
+        ),
+        (
+            httpx.Response(200, json={"id": "orders", "actorRuntime": {"runtimeStatus": "INITIALIZING"}}),
+            EngineStatus(connected_workers=0, actors_running=False),
+        ),
+        (httpx.Response(200, json={"id": "orders"}), EngineStatus(connected_workers=0, actors_running=False)),
         (httpx.Response(500, text="oops"), None),
         (httpx.Response(200, text="not json"), None),
     ],
 )
-async def test_connected_workers_from_the_metadata_api(answer: httpx.Response, workers: int | None) -> None:
+async def test_the_workflow_engine_from_the_metadata_api(answer: httpx.Response, status: EngineStatus | None) -> None:
     async with create_sidecar_client(Settings(), httpx.MockTransport(lambda _: answer)) as client:
-        assert await DaprSidecarProbe(client, 1.0).connected_workers() == workers
+        assert await DaprSidecarProbe(client, 1.0).engine_status() == status
 
 
 async def test_probe_without_a_sidecar() -> None:

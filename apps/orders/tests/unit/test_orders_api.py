@@ -250,6 +250,9 @@ class FakeRuntime:
         self.stopped = True
 
 
+RUNNING = {"runtimeStatus": "RUNNING", "placement": "placement: connected"}
+
+
 def test_the_lifespan_starts_the_workflow_runtime_and_stops_it() -> None:
     runtimes: list[FakeRuntime] = []
 
@@ -261,7 +264,8 @@ def test_the_lifespan_starts_the_workflow_runtime_and_stops_it() -> None:
         if request.url.path == "/v1.0/healthz/outbound":
             return httpx.Response(204)
         if request.url.path == "/v1.0/metadata":
-            return httpx.Response(200, json={"id": "orders", "workflows": {"connectedWorkers": 1}})
+            workflows = {"connectedWorkers": len(runtimes)}
+            return httpx.Response(200, json={"id": "orders", "workflows": workflows, "actorRuntime": RUNNING})
         return httpx.Response(404)
 
     app = create_app(

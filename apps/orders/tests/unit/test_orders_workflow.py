@@ -18,7 +18,15 @@ from dapr.ext.workflow._durabletask.internal import protos
 from orders.domain import Outcome, RequestedLine, SagaInput, StepResult
 from orders.handlers import SagaSteps
 from orders.settings import Settings
-from orders.workflow import SagaPolicies, WorkflowWorker, _activity, build_runtime, order_saga, workflow_now
+from orders.workflow import (
+    EngineStatus,
+    SagaPolicies,
+    WorkflowWorker,
+    _activity,
+    build_runtime,
+    order_saga,
+    workflow_now,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 POLICIES = SagaPolicies(step="step-policy", compensation="compensation-policy", pause=timedelta(minutes=5))
@@ -230,18 +238,21 @@ class FakeRuntime:
 
 @dataclass
 class FakeSidecar:
-    """The sidecar as the worker sees it: ready or not, and how many workflow workers it has connected."""
+    """The sidecar as the worker sees it: ready or not, how many workflow workers it has connected (None: its
+    metadata does not answer), and whether its actor runtime runs."""
 
     ready: bool = False
     workers: int | None = None
+    actors_running: bool = True
     asked: int = 0
 
     async def is_ready(self) -> bool:
         self.asked += 1
         return self.ready
 
-    async def connected_workers(self) -> int | None:
-        return self.workers
+    async def engine_status(self) -> EngineStatus | None:
+        self.asked += 1
+        return None if self.workers is None else EngineStatus(self.workers, self.actors_running)
 
 
 async def wait_for(condition: Any, seconds: float = 2.0) -> None:
@@ -322,7 +333,7 @@ async def test_a_failed_start_is_retried_with_a_fresh_runtime() -> None:
 
 async def test_stop_while_still_connecting_ends_the_blocked_start() -> None:
     runtime = FakeRuntime()  # never connects
-    worker = WorkflowWorker(lambda: runtime, FakeSidecar(ready=True))
+    worker = WorkflowWorker(lambda: runtime, FakeSidecar(ready=True, workers=0))
     worker.start()
     await asyncio.sleep(0.05)
 
@@ -330,6 +341,43 @@ async def test_stop_while_still_connecting_ends_the_blocked_start() -> None:
 
     assert runtime.stopped.is_set()
     assert not worker.connected
+
+
+async def test_connected_only_once_the_sidecar_counts_the_worker() -> None:
+    sidecar = FakeSidecar(ready=True, workers=0)
+    made, make = connecting_runtimes()
+    worker = WorkflowWorker(make, sidecar, check_interval_seconds=0.02, reconnect_after_seconds=10)
+    worker.start()
+    await wait_for(lambda: len(made) == 1 and made[0].started)
+    await asyncio.sleep(0.1)
+    assert not worker.connected  # the SDK opened its stream; the sidecar has not registered it yet
+
+    sidecar.workers = 1
+    await wait_for(lambda: worker.connected)
+    await worker.stop()
+
+
+async def test_nothing_connects_while_the_sidecars_actor_runtime_is_not_running() -> None:
+    sidecar = FakeSidecar(ready=True, workers=0, actors_running=False)
+    made, make = connecting_runtimes()
+    worker = WorkflowWorker(make, sidecar, check_interval_seconds=0.02, reconnect_after_seconds=0.05)
+    worker.start()
+    await wait_for(lambda: sidecar.asked >= 5)
+    assert made == []  # a stream opened now could not have the workflow actor types registered
+
+    sidecar.actors_running = True
+    await wait_for(lambda: len(made) == 1)
+    sidecar.workers = 1
+    await wait_for(lambda: worker.connected)
+    sidecar.workers, sidecar.actors_running = 0, False  # the sidecar's actor runtime restarts
+    await wait_for(lambda: not worker.connected)
+    asked = sidecar.asked
+    await wait_for(lambda: sidecar.asked >= asked + 5)
+    assert len(made) == 1  # no replacement while it could not connect either
+
+    sidecar.actors_running = True
+    await wait_for(lambda: len(made) == 2)
+    await worker.stop()
 
 
 @pytest.mark.parametrize("ready", [False, True])

@@ -24,7 +24,7 @@ SCENARIOS = {
     "test_events": "redelivered event handled once",
     "test_errors": "bad input: clear 4xx",
     "test_order_saga": "order saga: success, compensation, concurrency",
-    "test_saga_crash_recovery": "saga survives app and sidecar crashes",
+    "test_saga_crash_recovery": "saga survives app and sidecar crashes (12 in a row)",
     "test_telemetry_ingest": "telemetry ingest",
     "test_analytics": "telemetry to reports, redelivery counted once",
 }
