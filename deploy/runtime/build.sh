@@ -51,7 +51,7 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 
 # dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
 # a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
-# Two fixes go into the copy too (the "-p2" in its name: the number of fixes), each applied by a checked sed:
+# Three fixes go into the copy too (the "-p3" in its name: the number of fixes), each applied by a checked edit:
 # 1. dapr 1.18.2's outbox builds its retry backoff without `Stop`, so once its 10 s are up it retries with no delay,
 #    forever. A redelivered internal outbox message whose state is already gone (published and deleted, but its
 #    offset not yet committed when a sidecar stopped) then spins a core against the state store and, on Kafka, blocks
@@ -64,7 +64,14 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 #    which takes it back again: every such failure leaves the count one lower, for the life of the sidecar. From then
 #    on a connected worker reads as 0 (or less), and the types are unregistered while a stream is still connected
 #    when the count reaches 0 early. The fix leaves the take-back to the disconnect callback alone.
-src="$cache/dapr-src-$dapr_version-p2"
+# 3. When the last work-item stream disconnects (the app died), the engine unregisters the workflow actor types and
+#    halts every workflow actor while it holds its registration lock. A workflow turn whose work item was queued
+#    while no stream was connected waits for a stream to take it, so the halt never ends; the restarted app's stream
+#    then waits for the lock forever, and the sidecar answers "actor type ... not registered" until it is restarted
+#    (the wedge dapr fixed after 1.18 with a pending-work tracker, dapr/dapr#10408). The app ids here run one worker
+#    per sidecar, so the fix keeps the types registered once a worker has connected: work for a worker that is gone
+#    waits in the sidecar until it reconnects, and the restarted worker's stream takes it.
+src="$cache/dapr-src-$dapr_version-p3"
 if [[ ! -f "$src/.complete" ]]; then
   say "preparing dapr $dapr_version sources in $src"
   rm -rf "$src"
@@ -79,6 +86,14 @@ if [[ ! -f "$src/.complete" ]]; then
   [[ $(grep -c $'^\t\t\t\t\twfe.getWorkItemsCount.Add(-1)$' "$wfengine") == 1 ]] \
     || { say "wfengine.go is not the one the fix is for"; exit 1; }
   sed -i $'/^\t\t\t\t\twfe.getWorkItemsCount.Add(-1)$/d' "$wfengine"
+  unregister=$'\t\t\tif wfe.getWorkItemsCount.Add(-1) == 0 && wfe.mcpRegistrationCount.Load() == 0 && wfe.actorsRegistered {'
+  [[ $(grep -cxF "$unregister" "$wfengine") == 1 ]] || { say "wfengine.go is not the one the fix is for"; exit 1; }
+  sed -i "s/^\(\t\t\tif wfe.getWorkItemsCount.Add(-1) == 0 .* wfe.actorsRegistered\) {\$/\1 \&\& !keepWorkflowActorsRegistered {/" \
+    "$wfengine"
+  [[ $(grep -c '&& !keepWorkflowActorsRegistered {$' "$wfengine") == 1 ]] || { say "the wfengine.go edit failed"; exit 1; }
+  printf '%s\n' 'package wfengine' '' \
+    '// keepWorkflowActorsRegistered: the last worker disconnecting leaves the workflow actor types registered.' \
+    'const keepWorkflowActorsRegistered = true' >"$src/pkg/runtime/wfengine/sidecart_keep_registered.go"
   echo 'package components' >"$src/cmd/daprd/components/sidecart_curated.go"
   touch "$src/.complete"
 fi

@@ -32,12 +32,11 @@ class App:
     app_id: str
     app_port: int
     dapr_http_port: int
-    dapr_grpc_port: int
 
     @classmethod
     def of(cls, entry: dict[str, Any]) -> "App":
         """One app of dapr.yaml."""
-        return cls(entry["appID"], int(entry["appPort"]), int(entry["daprHTTPPort"]), int(entry["daprGRPCPort"]))
+        return cls(entry["appID"], int(entry["appPort"]), int(entry["daprHTTPPort"]))
 
 
 @dataclass(frozen=True)
