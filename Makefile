@@ -24,10 +24,10 @@ run: python-env ## start the whole platform (PROFILE=local|kafka|nats|rabbitmq, 
 	@$(PY) -m devstack run
 
 test: setup lint ## lint, unit tests (no servers), then end-to-end tests on the real platform (PROFILE)
-	@$(PY) -m pytest apps tests
+	@$(PY) -m pytest kit apps tests
 
 unit: setup ## unit tests only: no servers
-	@$(PY) -m pytest apps tests/contracts tests/devstack
+	@$(PY) -m pytest kit apps tests/contracts tests/devstack
 
 e2e: setup ## end-to-end tests only: start the real platform, drive it through the gateway
 	@$(PY) -m pytest tests/e2e

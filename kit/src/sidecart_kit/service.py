@@ -1,0 +1,137 @@
+"""What makes a FastAPI app a Sidecart service: request ids, trace context, the access log, the one 500, HTTP
+metrics at /metrics, the error shape; and `serve`, the one way a service's `__main__` runs it."""
+
+import hmac
+import logging
+from time import perf_counter
+
+import uvicorn
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sidecart_kit.errors import INTERNAL_ERROR_MESSAGE, DomainErrors, error_response, install_error_handlers
+from sidecart_kit.logs import get_logger
+from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
+from sidecart_kit.sidecar import ServiceSettings
+
+log = get_logger(__name__)
+
+# Polled every few seconds by the sidecar and by Prometheus: logged at debug, not info, and open without the app
+# token (as Dapr's own health probes are).
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _route_template(scope: Scope) -> str:
+    # The template, never the raw path: ids in paths would make a time series (and a log value) per user.
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class AccessLogMiddleware:
+    """One log line per request (method, path, route, status, duration_ms), and the one 500: an exception nothing
+    handled is logged with its traceback and answered `internal_error` in the error shape, with the request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        response_started = False
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started, status = True, message["status"]
+            await send(message)
+
+        started = perf_counter()
+        try:
+            await self.app(scope, receive, send_with_status)
+        except Exception:
+            log.exception("unhandled_error", method=scope["method"], path=scope["path"])
+            if response_started:
+                raise
+            response = error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
+            await response(scope, receive, send_with_status)
+        finally:
+            path = scope["path"]
+            log.log(
+                logging.DEBUG if path in QUIET_PATHS else logging.INFO,
+                "request",
+                method=scope["method"],
+                path=path,
+                route=_route_template(scope),
+                status=status,
+                duration_ms=round((perf_counter() - started) * 1000, 2),
+            )
+
+
+class AppTokenMiddleware:
+    """The app answers only its sidecar: every call but the probes and /metrics must carry the app token (which the
+    sidecar sends as `dapr-api-token` when started with APP_API_TOKEN); any other is refused with 401."""
+
+    def __init__(self, app: ASGIApp, token: SecretStr) -> None:
+        self.app = app
+        self._token = token.get_secret_value().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in QUIET_PATHS:
+            await self.app(scope, receive, send)
+            return
+        offered = next((value for name, value in scope["headers"] if name == b"dapr-api-token"), b"")
+        if hmac.compare_digest(offered, self._token):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(401, "unauthorized", "This app answers its Dapr sidecar only.")
+        await response(scope, receive, send)
+
+
+def install_plumbing(
+    app: FastAPI,
+    *,
+    app_token: SecretStr | None = None,
+    domain_errors: DomainErrors | None = None,
+    registry: CollectorRegistry | None = None,
+) -> CollectorRegistry:
+    """Adds request ids, trace context, the access log and the one 500, the error shape, the app-token guard (when
+    `app_token` is given: every app behind a sidecar passes its settings' app_api_token), and the HTTP RED metrics
+    (http_requests_total, http_request_duration_seconds by method, route template and status) beside process
+    metrics at /metrics. Returns the registry, for the service's own business metrics."""
+    registry = registry or CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    install_error_handlers(app, domain_errors)
+    instrumentator = Instrumentator(
+        should_group_status_codes=False,
+        excluded_handlers=["^/metrics$"],
+        registry=registry,
+    )
+    instrumentator.add(metrics.requests(registry=registry), metrics.latency(registry=registry))
+    instrumentator.instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
+    # Added last = outermost: the request id is set before anything logs, the trace context before the access log.
+    if app_token is not None:
+        app.add_middleware(AppTokenMiddleware, token=app_token)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(TraceContextMiddleware)
+    app.add_middleware(CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=is_acceptable_request_id)
+    return registry
+
+
+def serve(factory: str, settings: ServiceSettings) -> None:
+    """Runs `factory` (a create_app import path) with uvicorn on the host and port of `settings`."""
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=settings.app_host,
+        port=settings.app_port,
+        log_config=None,  # every log line goes through the kit's JSON logging
+        access_log=False,  # the kit's access log writes one line per request, with its request id
+        server_header=False,
+    )

@@ -1,0 +1,189 @@
+"""JSON documents with ETags in one Dapr state store, over the sidecar's HTTP state API.
+
+Single-key, ETag-guarded, first-write writes and bulk reads only: no transactions and no store-specific queries, so
+it works on every Dapr state store that supports ETags (Redis, PostgreSQL, SQLite, ...). Keys are quoted into the
+URL, so any key (an e-mail address, a key with a slash) reaches the store as it is.
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from sidecart_kit.logs import get_logger
+from sidecart_kit.sidecar import dapr_error
+
+log = get_logger(__name__)
+
+# first-write: with an ETag, only over that version; without one, only if the key does not exist yet. Strong
+# consistency: a write is acknowledged by the store's quorum, a read sees it.
+FIRST_WRITE = {"concurrency": "first-write", "consistency": "strong"}
+
+
+class StoreUnavailableError(Exception):
+    """The store (or the sidecar in front of it) did not answer as it should: retrying later may work."""
+
+
+class ConcurrencyConflictError(Exception):
+    """The document changed since it was read (or was created meanwhile): read it again and decide again."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A stored document and the ETag of the version read (a bulk read from a store that gives none: None)."""
+
+    document: Any
+    etag: str | None
+
+
+def state_key_path(store: str, key: str) -> str:
+    return f"/state/{store}/{quote(key, safe='')}"
+
+
+class DaprStateStore:
+    """Documents with ETags in one state store. At most `max_concurrent_calls` calls to the sidecar at once; more
+    wait their turn for up to `queue_timeout` seconds (then StoreUnavailableError), where cancelling is harmless."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        store_name: str,
+        *,
+        max_concurrent_calls: int = 64,
+        queue_timeout: float = 5.0,
+        bulk_chunk: int = 500,
+    ) -> None:
+        self._client = client
+        self._store = store_name
+        self._slots = asyncio.Semaphore(max_concurrent_calls)
+        self._queue_timeout = queue_timeout
+        self._bulk_chunk = bulk_chunk
+
+    @property
+    def name(self) -> str:
+        return self._store
+
+    @asynccontextmanager
+    async def _slot(self, what: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise StoreUnavailableError(f"{what}: too many calls to the sidecar waiting") from exc
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def get(self, key: str) -> Versioned | None:
+        """The document stored at `key` with its ETag, or None when there is none."""
+        try:
+            async with self._slot(f"reading {key}"):
+                response = await self._client.get(state_key_path(self._store, key), params={"consistency": "strong"})
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"reading {key}: {exc!r}") from exc
+        if response.status_code == 204 or (response.status_code == 200 and not response.content):
+            return None
+        if response.status_code != 200:
+            raise StoreUnavailableError(f"reading {key}: {dapr_error(response)}")
+        etag = response.headers.get("etag")
+        if not etag:
+            raise StoreUnavailableError(f"reading {key}: the store gave no ETag")
+        try:
+            return Versioned(response.json(), etag)
+        except ValueError as exc:
+            raise StoreUnavailableError(f"reading {key}: the stored value is not JSON") from exc
+
+    async def save(self, key: str, document: Any, etag: str | None) -> None:
+        """Writes `document` over the version `etag` (None: only if `key` holds nothing yet).
+
+        Raises ConcurrencyConflictError when that version is no longer the stored one, StoreUnavailableError when
+        nothing was written for another reason.
+        """
+        item: dict[str, Any] = {"key": key, "value": document, "options": FIRST_WRITE}
+        if etag is not None:
+            item["etag"] = etag
+        try:
+            async with self._slot(f"writing {key}"):
+                response = await self._client.post(f"/state/{self._store}", json=[item])
+        except httpx.HTTPError as exc:
+            # Maybe not sent, maybe written: what the key holds now tells.
+            await self._decide_after_failure(key, etag, f"writing {key}: {exc!r}")
+            return
+        if response.is_success:
+            return
+        if response.status_code == 409:  # Dapr's answer to a stale ETag
+            raise ConcurrencyConflictError(f"writing {key}: the stored version changed")
+        await self._decide_after_failure(key, etag, f"writing {key}: {dapr_error(response)}")
+
+    async def _decide_after_failure(self, key: str, etag: str | None, failure: str) -> None:
+        """A failed conditional write is a lost race or an outage; a fresh read tells the two apart.
+
+        Redis answers a first-write insert over an existing key with 500 ERR_STATE_SAVE, and a broken store looks
+        the same. If the key now holds another version than the one written over, it was a race (or this write
+        landed before its answer was lost): the caller reads again and decides again, which is safe when every
+        change is idempotent. If it holds the same version (or is still absent), nothing was written: an outage.
+        """
+        current = await self.get(key)
+        if (None if current is None else current.etag) != etag:
+            raise ConcurrencyConflictError(f"{failure} (the stored version changed)")
+        log.warning("state_write_failed", key=key, failure=failure)
+        raise StoreUnavailableError(failure)
+
+    async def delete(self, key: str, etag: str | None = None) -> None:
+        headers = {"if-match": etag} if etag is not None else {}
+        try:
+            async with self._slot(f"deleting {key}"):
+                response = await self._client.delete(state_key_path(self._store, key), headers=headers)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"deleting {key}: {exc!r}") from exc
+        if response.status_code == 409:
+            raise ConcurrencyConflictError(f"deleting {key}: the stored version changed")
+        if not response.is_success:
+            raise StoreUnavailableError(f"deleting {key}: {dapr_error(response)}")
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The documents stored at `keys` (absent keys are left out), in round trips of `bulk_chunk` keys."""
+        chunks = [list(keys[start : start + self._bulk_chunk]) for start in range(0, len(keys), self._bulk_chunk)]
+        found: dict[str, Versioned] = {}
+        for part in await asyncio.gather(*(self._bulk_get(chunk) for chunk in chunks)):
+            found.update(part)
+        return found
+
+    async def _bulk_get(self, keys: list[str]) -> dict[str, Versioned]:
+        """POST /v1.0/state/{store}/bulk: [{"key", "data", "etag"} | {"key", "error"}] in one round trip."""
+        try:
+            async with self._slot(f"reading {len(keys)} keys"):
+                response = await self._client.post(f"/state/{self._store}/bulk", json={"keys": keys, "parallelism": 16})
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"reading {len(keys)} keys: {exc!r}") from exc
+        if response.status_code != 200:
+            raise StoreUnavailableError(f"reading {len(keys)} keys: {dapr_error(response)}")
+        try:
+            items: Any = response.json()
+        except ValueError as exc:
+            raise StoreUnavailableError("bulk read: the answer is not JSON") from exc
+        if not isinstance(items, list):
+            raise StoreUnavailableError("bulk read: the answer is not a list")
+        found: dict[str, Versioned] = {}
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+                continue
+            if item.get("error"):
+                raise StoreUnavailableError(f"reading {item['key']}: {str(item['error'])[:300]}")
+            data, etag = item.get("data"), item.get("etag")
+            if data is None:
+                continue  # not stored
+            if isinstance(data, str):  # stores that keep bytes hand JSON back as a string
+                try:
+                    data = json.loads(data)
+                except ValueError:
+                    log.error("document_not_json", key=item["key"])
+                    continue
+            found[item["key"]] = Versioned(data, str(etag) if etag else None)
+        return found

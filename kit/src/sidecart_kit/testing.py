@@ -1,0 +1,108 @@
+"""Test doubles every service's unit tests use: an in-memory state store with Dapr's ETag rules, a sidecar client
+over an httpx.MockTransport, and the sidecar health probe. No network, nothing patched."""
+
+import asyncio
+import copy
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import httpx
+
+from sidecart_kit.sidecar import ServiceSettings, create_sidecar_client
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+
+SidecarHandler = (
+    Callable[[httpx.Request], httpx.Response] | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+)
+
+
+def fake_sidecar_client(handler: SidecarHandler, settings: ServiceSettings | None = None) -> httpx.AsyncClient:
+    """The kit's sidecar client, answered by `handler` instead of a sidecar (paths are /v1.0/...)."""
+    return create_sidecar_client(settings or ServiceSettings(), httpx.MockTransport(handler))
+
+
+class SimulatedCrash(BaseException):
+    """The process dies between two writes (BaseException, so no handler can swallow it)."""
+
+
+class FakeStateStore:
+    """An in-memory state store that enforces ETags like Dapr's first-write concurrency.
+
+    - `interleave`: yield to the event loop before each read and write, so concurrent calls really interleave.
+    - `available`: False simulates an outage of the whole store.
+    - `crash_after_writes`: after that many more successful writes, the next write raises SimulatedCrash.
+    """
+
+    def __init__(self) -> None:
+        self.documents: dict[str, tuple[Any, int]] = {}
+        self.interleave = False
+        self.available = True
+        self.crash_after_writes: int | None = None
+        self.writes = 0
+        self.conflicts = 0
+
+    async def _pause(self) -> None:
+        if self.interleave:
+            await asyncio.sleep(0)
+        if not self.available:
+            raise StoreUnavailableError("store down")
+
+    async def get(self, key: str) -> Versioned | None:
+        await self._pause()
+        if key not in self.documents:
+            return None
+        document, version = self.documents[key]
+        return Versioned(copy.deepcopy(document), str(version))
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        await self._pause()
+        return {
+            key: Versioned(copy.deepcopy(self.documents[key][0]), str(self.documents[key][1]))
+            for key in keys
+            if key in self.documents
+        }
+
+    async def save(self, key: str, document: Any, etag: str | None) -> None:
+        await self._pause()
+        if self.crash_after_writes is not None:
+            if self.crash_after_writes == 0:
+                self.crash_after_writes = None
+                raise SimulatedCrash(f"crashed before writing {key}")
+            self.crash_after_writes -= 1
+        stored = self.documents.get(key)
+        if etag != (None if stored is None else str(stored[1])):
+            self.conflicts += 1
+            raise ConcurrencyConflictError("etag mismatch")
+        self.writes += 1
+        self.documents[key] = (copy.deepcopy(document), 1 if stored is None else stored[1] + 1)
+
+    async def delete(self, key: str, etag: str | None = None) -> None:
+        await self._pause()
+        stored = self.documents.get(key)
+        if etag is not None and (stored is None or str(stored[1]) != etag):
+            raise ConcurrencyConflictError("etag mismatch")
+        self.documents.pop(key, None)
+
+    def document(self, key: str) -> Any:
+        return self.documents[key][0]
+
+
+class FakeSleep:
+    """Records back-off delays instead of sleeping (but still yields, so other calls run)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
+
+
+class FakeSidecarHealth:
+    """The sidecar health probe, up or down as the test says."""
+
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready
+
+    async def is_ready(self) -> bool:
+        return self.ready

@@ -1,0 +1,68 @@
+"""Subscriptions as the sidecar reads them, and envelopes as it delivers them."""
+
+import base64
+import json
+
+import pytest
+
+from sidecart_kit.events import BulkDelivery, BulkSettings, CloudEvent, DeliveryStatus, Subscription, bulk_answer
+
+
+def test_a_subscription_routes_by_event_type_with_a_default_and_dead_letters() -> None:
+    declared = Subscription(
+        pubsub="pubsub",
+        topic="orders",
+        routes_by_type={"sidecart.order.completed.v1": "/events/order-completed"},
+        default_route="/events/unhandled",
+        dead_letter_topic="deadletter",
+    ).to_dapr()
+
+    assert declared == {
+        "pubsubname": "pubsub",
+        "topic": "orders",
+        "routes": {
+            "rules": [{"match": 'event.type == "sidecart.order.completed.v1"', "path": "/events/order-completed"}],
+            "default": "/events/unhandled",
+        },
+        "deadLetterTopic": "deadletter",
+    }
+
+
+def test_a_bulk_subscription() -> None:
+    declared = Subscription("pubsub", "telemetry", bulk=BulkSettings(max_messages=500, max_await_ms=200)).to_dapr()
+    assert declared["bulkSubscribe"] == {"enabled": True, "maxMessagesCount": 500, "maxAwaitDurationMs": 200}
+    assert "deadLetterTopic" not in declared
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"id": "1", "data": {"a": 1}},
+        {"id": "1", "data": '{"a": 1}'},
+        {"id": "1", "data_base64": base64.b64encode(b'{"a": 1}').decode()},
+    ],
+)
+def test_the_payload_whatever_the_encoding(envelope: dict[str, object]) -> None:
+    assert CloudEvent.model_validate(envelope | {"unknown": "ignored"}).payload() == {"a": 1}
+
+
+def test_bulk_entries_as_objects_strings_or_base64() -> None:
+    event = {"id": "e1", "type": "t", "data": {"a": 1}}
+    delivery = BulkDelivery.model_validate(
+        {
+            "entries": [
+                {"entryId": "1", "event": event},
+                {"entryId": "2", "event": json.dumps(event)},
+                {"entryId": "3", "event": base64.b64encode(json.dumps(event).encode()).decode()},
+                {"entryId": "4", "event": "not an event"},
+            ]
+        }
+    )
+    assert [entry.envelope() for entry in delivery.entries] == [event, event, event, "not an event"]
+
+
+def test_bulk_answer_has_one_status_per_entry() -> None:
+    answer = bulk_answer({"1": DeliveryStatus.SUCCESS, "2": DeliveryStatus.RETRY})
+    assert json.loads(bytes(answer.body)) == {
+        "statuses": [{"entryId": "1", "status": "SUCCESS"}, {"entryId": "2", "status": "RETRY"}]
+    }

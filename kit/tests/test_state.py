@@ -1,0 +1,229 @@
+"""The state store against a fake sidecar (httpx.MockTransport): Dapr's state API as observed on daprd 1.18."""
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from sidecart_kit.state import ConcurrencyConflictError, DaprStateStore, StoreUnavailableError, Versioned
+from sidecart_kit.testing import fake_sidecar_client
+
+Handler = Callable[[httpx.Request], httpx.Response]
+SAVE_FAILED = {"errorCode": "ERR_STATE_SAVE", "message": "failed to set key app||product:A-1"}
+
+
+def _store(handler: Handler, seen: list[httpx.Request] | None = None, **options: float) -> DaprStateStore:
+    def recording(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        return handler(request)
+
+    return DaprStateStore(fake_sidecar_client(recording), "app-store", **options)  # type: ignore[arg-type]
+
+
+def _raise(exc: Exception) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    return handler
+
+
+def _save_fails_then_reads(save: Handler, stored: httpx.Response) -> Handler:
+    """A sidecar whose write fails as `save` says, and whose next read answers `stored`."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return save(request) if request.method == "POST" else stored
+
+    return handler
+
+
+async def test_absent_key_is_none_and_keys_are_quoted() -> None:
+    seen: list[httpx.Request] = []
+    assert await _store(lambda request: httpx.Response(204), seen).get("user:a/b@example.com") is None
+    [request] = seen
+    assert request.url.raw_path.split(b"?")[0] == b"/v1.0/state/app-store/user%3Aa%2Fb%40example.com"
+    assert request.url.params["consistency"] == "strong"
+
+
+async def test_a_document_is_read_with_its_etag() -> None:
+    answer = httpx.Response(200, json={"sku": "A-1"}, headers={"etag": "7"})
+    assert await _store(lambda request: answer).get("product:A-1") == Versioned({"sku": "A-1"}, "7")
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        lambda request: httpx.Response(500, json={"errorCode": "ERR_STATE_GET", "message": "redis down"}),
+        lambda request: httpx.Response(400, json={"errorCode": "ERR_STATE_STORE_NOT_FOUND", "message": "no"}),
+        lambda request: httpx.Response(200, content=b"{not json", headers={"etag": "1"}),
+        lambda request: httpx.Response(200, json={"sku": "A-1"}),  # no ETag: nothing safe to write over
+        _raise(httpx.ConnectError("refused")),
+        _raise(httpx.ReadTimeout("slow")),
+    ],
+)
+async def test_read_failures_are_store_unavailable(handler: Handler) -> None:
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).get("product:A-1")
+
+
+async def test_bulk_read_returns_the_documents_found() -> None:
+    seen: list[httpx.Request] = []
+    answer = httpx.Response(
+        200,
+        json=[
+            {"key": "product:A-1", "data": {"sku": "A-1"}, "etag": "3"},
+            {"key": "product:B-1"},
+            {"key": "product:C-1", "data": '{"sku": "C-1"}', "etag": "4"},  # a store that keeps bytes
+        ],
+    )
+    found = await _store(lambda request: answer, seen).get_many(["product:A-1", "product:B-1", "product:C-1"])
+    assert found == {
+        "product:A-1": Versioned({"sku": "A-1"}, "3"),
+        "product:C-1": Versioned({"sku": "C-1"}, "4"),
+    }
+    assert seen[0].url.path == "/v1.0/state/app-store/bulk"
+    assert json.loads(seen[0].content)["keys"] == ["product:A-1", "product:B-1", "product:C-1"]
+
+
+async def test_bulk_reads_go_in_chunks() -> None:
+    seen: list[httpx.Request] = []
+    await _store(lambda request: httpx.Response(200, json=[]), seen, bulk_chunk=2).get_many(list("abcde"))
+    assert sorted(len(json.loads(request.content)["keys"]) for request in seen) == [1, 2, 2]
+
+
+async def test_bulk_read_of_nothing_asks_nothing() -> None:
+    seen: list[httpx.Request] = []
+    assert await _store(lambda request: httpx.Response(500), seen).get_many([]) == {}
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        lambda request: httpx.Response(200, json=[{"key": "product:A-1", "error": "redis down"}]),
+        lambda request: httpx.Response(500, json={"errorCode": "ERR_STATE_BULK_GET", "message": "down"}),
+        lambda request: httpx.Response(200, json={"not": "a list"}),
+        _raise(httpx.ConnectError("refused")),
+    ],
+)
+async def test_bulk_read_failures_are_store_unavailable(handler: Handler) -> None:
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).get_many(["product:A-1"])
+
+
+async def test_save_sends_the_etag_with_first_write_concurrency() -> None:
+    seen: list[httpx.Request] = []
+    await _store(lambda request: httpx.Response(204), seen).save("product:A-1", {"sku": "A-1"}, "7")
+    [request] = seen
+    assert (request.method, request.url.path) == ("POST", "/v1.0/state/app-store")
+    assert json.loads(request.content) == [
+        {
+            "key": "product:A-1",
+            "value": {"sku": "A-1"},
+            "etag": "7",
+            "options": {"concurrency": "first-write", "consistency": "strong"},
+        }
+    ]
+
+
+async def test_first_save_sends_no_etag_so_it_only_inserts() -> None:
+    seen: list[httpx.Request] = []
+    await _store(lambda request: httpx.Response(204), seen).save("catalogue", {"skus": []}, None)
+    [item] = json.loads(seen[0].content)
+    assert "etag" not in item
+
+
+async def test_a_stale_etag_is_a_conflict() -> None:
+    body = {"errorCode": "ERR_STATE_SAVE", "message": "possible etag mismatch. error from state store: ..."}
+    with pytest.raises(ConcurrencyConflictError):
+        await _store(lambda request: httpx.Response(409, json=body)).save("product:A-1", {}, "7")
+
+
+async def test_an_insert_over_an_existing_key_is_a_conflict_even_when_reported_as_500() -> None:
+    # daprd 1.18 on Redis: a first-write save (no ETag) over an existing key answers 500 ERR_STATE_SAVE.
+    handler = _save_fails_then_reads(
+        lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(200, json={}, headers={"etag": "1"})
+    )
+    with pytest.raises(ConcurrencyConflictError):
+        await _store(handler).save("product:A-1", {}, None)
+
+
+async def test_a_failed_insert_with_the_key_still_absent_is_an_outage() -> None:
+    handler = _save_fails_then_reads(lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(204))
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).save("product:A-1", {}, None)
+
+
+@pytest.mark.parametrize(("stored_etag", "error"), [("7", StoreUnavailableError), ("8", ConcurrencyConflictError)])
+async def test_a_failed_update_is_an_outage_unless_another_version_is_stored(
+    stored_etag: str, error: type[Exception]
+) -> None:
+    handler = _save_fails_then_reads(
+        lambda request: httpx.Response(500, json=SAVE_FAILED),
+        httpx.Response(200, json={}, headers={"etag": stored_etag}),
+    )
+    with pytest.raises(error):
+        await _store(handler).save("product:A-1", {}, "7")
+
+
+async def test_a_write_whose_answer_was_lost_is_decided_by_reading_again() -> None:
+    # The write may have landed: a new version means "read again and decide", which is safe as changes are
+    # idempotent; the same version means nothing was written.
+    landed = _save_fails_then_reads(
+        _raise(httpx.ReadTimeout("slow")), httpx.Response(200, json={}, headers={"etag": "8"})
+    )
+    with pytest.raises(ConcurrencyConflictError):
+        await _store(landed).save("product:A-1", {}, "7")
+    lost = _save_fails_then_reads(
+        _raise(httpx.ConnectError("refused")), httpx.Response(200, json={}, headers={"etag": "7"})
+    )
+    with pytest.raises(StoreUnavailableError):
+        await _store(lost).save("product:A-1", {}, "7")
+
+
+async def test_a_failed_write_that_cannot_be_checked_is_an_outage() -> None:
+    handler = _save_fails_then_reads(lambda request: httpx.Response(500, json=SAVE_FAILED), httpx.Response(500))
+    with pytest.raises(StoreUnavailableError):
+        await _store(handler).save("product:A-1", {}, None)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.Response(409, json={"errorCode": "ERR_STATE_DELETE"}), ConcurrencyConflictError),
+        (httpx.Response(500, json={"errorCode": "ERR_STATE_DELETE"}), StoreUnavailableError),
+    ],
+)
+async def test_delete_failures(answer: httpx.Response, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        await _store(lambda request: answer).delete("product:A-1", "3")
+
+
+async def test_delete_sends_the_etag_as_if_match() -> None:
+    seen: list[httpx.Request] = []
+    await _store(lambda request: httpx.Response(204), seen).delete("product:A-1", "3")
+    assert (seen[0].method, seen[0].headers["if-match"]) == ("DELETE", "3")
+
+
+async def test_calls_beyond_the_limit_wait_their_turn_then_give_up() -> None:
+    in_flight, most = 0, 0
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await release.wait()
+        in_flight -= 1
+        return httpx.Response(204)
+
+    store = DaprStateStore(fake_sidecar_client(slow), "app-store", max_concurrent_calls=2, queue_timeout=0.05)
+    calls = [asyncio.create_task(store.get("product:A-1")) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    assert most == 2
+    with pytest.raises(StoreUnavailableError, match="waiting"):
+        await calls[2]
+    release.set()
+    assert await asyncio.gather(*calls[:2]) == [None, None]
