@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas footprint bench-saga bench-ingest runtime \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas footprint bench-saga bench-ingest bench-kit runtime \
 	clean
 
 help: ## list the targets
@@ -55,6 +55,9 @@ bench-saga: python-env ## benchmark: order sagas/s and p50/p99 202→completed a
 
 bench-ingest: python-env ## benchmark: telemetry events/s accepted through the gateway with bulk publish (reports/)
 	@$(PY) -m devstack bench-ingest
+
+bench-kit: python-env ## benchmark: the kit's sidecar client and server stack, per library (reports/bench-kit.md)
+	@$(PY) -m devstack bench-kit
 
 runtime: ## (re)build the Dapr runtime into .runtime/.dapr/bin
 	@bash deploy/runtime/build.sh

@@ -20,6 +20,8 @@ from tests.e2e.shop import (
 
 pytestmark = pytest.mark.e2e
 
+NOTICE_WITHIN_S = 90
+
 
 def step_names(order: dict[str, object], status: str) -> list[str]:
     steps = order["steps"]
@@ -51,7 +53,11 @@ async def test_an_order_is_accepted_at_once_and_completes(platform: Platform, ga
         items = (await gateway.get("/api/v1/users/me/notifications", headers=shopper.headers)).json()["items"]
         return [str(item["kind"]) for item in items]
 
-    assert "order_completed" in await eventually(notice_kinds, lambda kinds: "order_completed" in kinds)
+    # Notices follow through the broker: on data an earlier run left behind, Kafka delivers that run's unconsumed
+    # events first, one at a time per partition, so the notice may trail by tens of seconds.
+    assert "order_completed" in await eventually(
+        notice_kinds, lambda kinds: "order_completed" in kinds, within=NOTICE_WITHIN_S
+    )
 
 
 async def test_insufficient_funds_cancels_and_releases_the_stock(

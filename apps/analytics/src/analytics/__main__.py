@@ -1,21 +1,11 @@
-"""`python -m analytics`: serve analytics on 127.0.0.1 at the port the dapr CLI gives it (APP_PORT)."""
-
-import uvicorn
+"""`python -m analytics`: serve analytics at the port the dapr CLI gives it (APP_PORT)."""
 
 from analytics.settings import get_settings
+from sidecart_kit.service import serve
 
 
 def main() -> None:
-    settings = get_settings()
-    uvicorn.run(
-        "analytics.main:create_app",
-        factory=True,
-        host=settings.app_host,
-        port=settings.app_port,
-        log_config=None,  # create_app routes every log line through structlog's JSON renderer
-        access_log=False,  # the request middleware logs each request with its request id
-        server_header=False,
-    )
+    serve("analytics.main:create_app", get_settings())
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
-"""Use cases: fold deliveries into the read models exactly once, record dead letters, and answer reports."""
+"""Use cases: fold deliveries into the read models exactly once, answer the sidecar for each delivery (dead letters
+included), and answer reports."""
 
 import asyncio
+import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
-import structlog
+from prometheus_client import Counter
+from pydantic import ValidationError
 
 from analytics.domain import (
     BUSINESS_INDEX_KEY,
@@ -34,46 +36,28 @@ from analytics.domain import (
     top_products,
 )
 from contracts.telemetry import TelemetryEvent
+from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliveryStatus
+from sidecart_kit.locks import KeyedLocks
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
 
-log = structlog.get_logger("analytics.handlers")
+log = get_logger(__name__)
 T = TypeVar("T")
-
-
-class StoreUnavailableError(Exception):
-    """The state store could not be read or written: a transient failure, worth redelivering the event."""
-
-
-class ConcurrencyConflictError(Exception):
-    """The document changed between read and write (stale ETag): read again and retry."""
+EXCERPT_CHARS = 200
 
 
 class PublishFailedError(Exception):
     """The sidecar did not publish a message."""
 
 
-@dataclass(frozen=True)
-class Versioned:
-    """A stored document and the ETag it was read with (None, None: nothing stored under the key)."""
-
-    document: Any
-    etag: str | None
-
-
 class StateStore(Protocol):
-    async def get(self, key: str) -> Versioned:
-        """The document under `key` (strong consistency). Raises StoreUnavailableError."""
-        ...
+    """sidecart_kit.state.DaprStateStore as the use cases need it (the kit's fake store in tests)."""
 
-    async def save(self, key: str, document: Any, etag: str | None) -> None:
-        """Writes only if the stored document still has `etag` (None: only if none exists yet).
+    async def get(self, key: str) -> Versioned | None: ...
 
-        Raises ConcurrencyConflictError when it does not, StoreUnavailableError on any other failure.
-        """
-        ...
+    async def save(self, key: str, document: Any, etag: str | None) -> None: ...
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The documents stored under `keys` (absent keys are left out), in few round trips."""
-        ...
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Versioned]: ...
 
 
 class MessagePublisher(Protocol):
@@ -82,7 +66,7 @@ class MessagePublisher(Protocol):
         ...
 
 
-class SidecarHealth(Protocol):
+class HealthProbe(Protocol):
     async def is_ready(self) -> bool: ...
 
 
@@ -95,33 +79,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         # Full jitter, so deliveries that collided once do not collide again in lockstep.
         return random.uniform(0, min(self.backoff_max_seconds, self.backoff_seconds * 2**attempt))  # noqa: S311
-
-
-class KeyLocks:
-    """One asyncio lock per document key, alive only while someone holds or waits for it.
-
-    Writes to the same key from one process are serialized here, so ETag conflicts only arise between processes.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 @dataclass(frozen=True)
@@ -151,7 +108,7 @@ class Analytics:
         self._max_dead_letters = max_dead_letters
         self._clock = clock
         self._sleep = sleep
-        self.locks = KeyLocks()
+        self.locks = KeyedLocks()
         # The last index this process read or wrote: when it already lists every touched key, no index write.
         self._telemetry_index = TelemetryIndex()
         self._business_index = BusinessIndex()
@@ -163,11 +120,11 @@ class Analytics:
         async with self.locks.hold(key):
             for attempt in range(self._retry.attempts):
                 current = await self._store.get(key)
-                document, result = change(current.document)
+                document, result = change(None if current is None else current.document)
                 if document is None:
                     return result
                 try:
-                    await self._store.save(key, document, current.etag)
+                    await self._store.save(key, document, None if current is None else current.etag)
                 except ConcurrencyConflictError:
                     log.info("write_conflict", key=key, attempt=attempt + 1)
                     await self._sleep(self._retry.delay(attempt))
@@ -269,13 +226,17 @@ class Analytics:
 
     # --- reads ----------------------------------------------------------------------------------------------
 
+    async def _document(self, key: str) -> Any:
+        stored = await self._store.get(key)
+        return None if stored is None else stored.document
+
     async def dead_letters(self) -> list[dict[str, Any]]:
-        document = (await self._store.get(DEAD_LETTERS_KEY)).document
+        document = await self._document(DEAD_LETTERS_KEY)
         items = document.get("items") if isinstance(document, dict) else None
         return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
     async def _telemetry_shards(self, first_minute: str, last_minute: str) -> list[tuple[str, TelemetryShard]]:
-        index = TelemetryIndex.from_document((await self._store.get(TELEMETRY_INDEX_KEY)).document)
+        index = TelemetryIndex.from_document(await self._document(TELEMETRY_INDEX_KEY))
         keys = index.keys(first_minute, last_minute)
         documents = await self._store.get_many(keys) if keys else {}
         shards: list[tuple[str, TelemetryShard]] = []
@@ -283,13 +244,13 @@ class Analytics:
             if key not in documents:
                 continue
             try:
-                shards.append((key.split(":")[1], TelemetryShard.from_document(documents[key])))
+                shards.append((key.split(":")[1], TelemetryShard.from_document(documents[key].document)))
             except MalformedDocumentError as exc:
                 log.error("document_unreadable", key=key, error=str(exc))
         return shards
 
     async def _business_hours(self) -> dict[str, BusinessHour]:
-        index = BusinessIndex.from_document((await self._store.get(BUSINESS_INDEX_KEY)).document)
+        index = BusinessIndex.from_document(await self._document(BUSINESS_INDEX_KEY))
         keys = index.keys(hour_of(self._oldest()))
         documents = await self._store.get_many(keys) if keys else {}
         hours: dict[str, BusinessHour] = {}
@@ -297,7 +258,7 @@ class Analytics:
             if key not in documents:
                 continue
             try:
-                hours[key.removeprefix("b:")] = BusinessHour.from_document(documents[key])
+                hours[key.removeprefix("b:")] = BusinessHour.from_document(documents[key].document)
             except MalformedDocumentError as exc:
                 log.error("document_unreadable", key=key, error=str(exc))
         return hours
@@ -322,3 +283,177 @@ class Analytics:
         shards = await self._telemetry_shards(minute_of(start), minute_of(end))
         inside = [(minute, shard) for minute, shard in shards if start <= parse_minute(minute) < end]
         return timeseries(inside, event_type)
+
+
+def problems(exc: Exception) -> list[str] | str:
+    """What was wrong with a message, without the values (they may be personal data)."""
+    if isinstance(exc, ValidationError):
+        return [
+            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['type']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _dead_letter_envelope(raw: Any, fallback_id: str) -> dict[str, Any]:
+    """The malformed message as a CloudEvent to publish on the dead-letter topic (kept as is when it is one)."""
+    if isinstance(raw, dict) and raw.get("id") and raw.get("type"):
+        return dict(raw)
+    return {
+        "specversion": "1.0",
+        "id": fallback_id,
+        "type": "sidecart.analytics.undecodable.v1",
+        "source": "analytics",
+        "datacontenttype": "application/json",
+        "data": {"raw": raw if isinstance(raw, str | dict | list) else repr(raw)},
+    }
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+class Deliveries:
+    """What the sidecar is answered for each delivered message, counted in `events` by route and outcome:
+    SUCCESS when done (or done before, or nothing to do), RETRY when a document could not be written, and for a
+    malformed message what settings say (see Settings.malformed_entry_action), publishing it as a dead letter."""
+
+    def __init__(
+        self,
+        analytics: Analytics,
+        publisher: MessagePublisher,
+        events: Counter,
+        *,
+        dead_letter_topic: str,
+        telemetry_dead_letter_topic: str,
+        malformed_entry_action: Literal["publish", "RETRY", "DROP"] = "DROP",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._analytics = analytics
+        self._publisher = publisher
+        self._events = events
+        self._dead_letter_topic = dead_letter_topic
+        self._telemetry_dead_letter_topic = telemetry_dead_letter_topic
+        self._malformed_entry_action = malformed_entry_action
+        self._clock = clock
+
+    async def telemetry(self, route: str, delivery: BulkDelivery) -> dict[str, DeliveryStatus]:
+        """One status per entry, in their order; each touched document is written once."""
+        now = self._clock()
+        statuses: dict[str, DeliveryStatus] = {}
+        valid: list[TelemetryEntry] = []
+        for entry in delivery.entries:
+            statuses[entry.entryId] = DeliveryStatus.RETRY  # keeps the order of the entries; each is decided below
+            raw = entry.envelope()
+            try:
+                envelope = CloudEvent.model_validate(raw)
+                event = TelemetryEvent.model_validate(envelope.payload(), context={"now": now})
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                statuses[entry.entryId] = await self._malformed_entry(route, raw, entry.entryId, exc)
+                continue
+            valid.append(TelemetryEntry(entry.entryId, event))
+        outcomes = await self._analytics.fold_telemetry(valid)
+        for entry_id, outcome in outcomes.items():
+            statuses[entry_id] = DeliveryStatus.RETRY if outcome is None else DeliveryStatus.SUCCESS
+            self._events.labels(route, "retry" if outcome is None else outcome.value).inc()
+        log.info(
+            "telemetry_delivery",
+            entries=len(delivery.entries),
+            counted=sum(outcome is Outcome.COUNTED for outcome in outcomes.values()),
+            duplicates=sum(outcome is Outcome.DUPLICATE for outcome in outcomes.values()),
+            expired=sum(outcome is Outcome.EXPIRED for outcome in outcomes.values()),
+            retry=sum(status is DeliveryStatus.RETRY for status in statuses.values()),
+        )
+        return statuses
+
+    async def _malformed_entry(self, route: str, raw: Any, entry_id: str, exc: Exception) -> DeliveryStatus:
+        event_id = raw.get("id") if isinstance(raw, dict) else None
+        log.error("telemetry_entry_malformed", entry_id=entry_id, event_id=event_id, problems=problems(exc))
+        if self._malformed_entry_action != "publish":
+            self._events.labels(route, self._malformed_entry_action.lower()).inc()
+            return DeliveryStatus(self._malformed_entry_action)
+        try:
+            await self._publisher.publish(self._telemetry_dead_letter_topic, _dead_letter_envelope(raw, entry_id))
+        except PublishFailedError as failure:
+            log.warning("dead_letter_not_published", entry_id=entry_id, error=str(failure))
+            self._events.labels(route, "retry").inc()
+            return DeliveryStatus.RETRY
+        self._events.labels(route, "dead_lettered").inc()
+        return DeliveryStatus.SUCCESS
+
+    async def business(self, route: str, contract: type[BusinessEvent], body: bytes) -> DeliveryStatus:
+        """A sign-up or order outcome, counted once (or counted before, or out of retention): SUCCESS; malformed:
+        published to the dead-letter topic and SUCCESS (RETRY if that fails); RETRY when the store fails."""
+        raw: Any = None
+        try:
+            raw = json.loads(body)
+            envelope = CloudEvent.model_validate(raw)
+            if not envelope.id:
+                raise ValueError("the CloudEvent has no id")
+            data = contract.model_validate(envelope.payload())
+        except ValueError as exc:
+            log.error("event_malformed", route=route, problems=problems(exc))
+            try:
+                await self._publisher.publish(self._dead_letter_topic, _dead_letter_envelope(raw, "unknown"))
+            except PublishFailedError as failure:
+                log.warning("dead_letter_not_published", error=str(failure))
+                return DeliveryStatus.RETRY
+            self._events.labels(route, "dead_lettered").inc()
+            return DeliveryStatus.SUCCESS
+        try:
+            outcome = await self._analytics.fold_business(envelope.id, data)
+        except (StoreUnavailableError, ConcurrencyConflictError) as exc:
+            log.warning("event_retry", route=route, event_id=envelope.id, error=str(exc))
+            self._events.labels(route, "retry").inc()
+            return DeliveryStatus.RETRY
+        log.info("event_handled", route=route, event_id=envelope.id, outcome=outcome.value)
+        self._events.labels(route, outcome.value).inc()
+        return DeliveryStatus.SUCCESS
+
+    def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
+        """An event type this version does not handle: acknowledged and logged."""
+        attributes = envelope if isinstance(envelope, dict) else {}
+        log.warning(
+            "event_type_not_handled",
+            event_id=attributes.get("id"),
+            event_type=attributes.get("type"),
+            topic=attributes.get("topic"),
+        )
+        self._events.labels(route, "ignored").inc()
+        return DeliveryStatus.SUCCESS
+
+    def ignore_bulk(self, route: str, entries: list[Any]) -> dict[str, DeliveryStatus]:
+        """Events of a type this version does not handle, delivered in bulk (the default route of a bulk
+        subscription receives bulk deliveries too): each acknowledged and logged."""
+        entries = [entry for entry in entries if isinstance(entry, dict)]
+        for entry in entries:
+            event = BulkEntry(entryId=str(entry.get("entryId")), event=entry.get("event")).envelope()
+            attributes = event if isinstance(event, dict) else {}
+            log.warning("event_type_not_handled", event_id=attributes.get("id"), event_type=attributes.get("type"))
+        self._events.labels(route, "ignored").inc(len(entries))
+        return {str(entry.get("entryId")): DeliveryStatus.SUCCESS for entry in entries}
+
+    async def dead_letter(self, route: str, body: bytes) -> DeliveryStatus:
+        """A message that could not be processed: kept (id, type, when, an excerpt) in a bounded list; RETRY when
+        the store fails."""
+        attributes = _json(body)
+        attributes = attributes if isinstance(attributes, dict) else {}
+        data = attributes.get("data", attributes.get("data_base64"))
+        excerpt = body.decode(errors="replace") if data is None else json.dumps(data, default=str)
+        letter = DeadLetter(
+            id=str(attributes.get("id") or "unknown"),
+            type=str(attributes.get("type") or "unknown"),
+            received_at=self._clock().isoformat(),
+            excerpt=excerpt[:EXCERPT_CHARS],
+        )
+        try:
+            added = await self._analytics.record_dead_letter(letter)
+        except (StoreUnavailableError, ConcurrencyConflictError) as exc:
+            log.warning("dead_letter_retry", event_id=letter.id, error=str(exc))
+            return DeliveryStatus.RETRY
+        log.warning("dead_letter_recorded", event_id=letter.id, event_type=letter.type, new=added)
+        self._events.labels(route, "recorded" if added else "duplicate").inc()
+        return DeliveryStatus.SUCCESS

@@ -1,46 +1,62 @@
-"""Builds the analytics app: clients open in the lifespan, nothing happens at import time."""
+"""Builds the analytics app, the one place its use cases and adapters are put together: clients open in the
+lifespan, nothing happens at import time."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
 
 from analytics import api
-from analytics.adapters import DaprPublisher, DaprSidecarHealth, DaprStateStore, sidecar_client
-from analytics.errors import install_error_handlers
-from analytics.handlers import Analytics, RetryPolicy
-from analytics.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from analytics.adapters import BoundedBulkStateStore, DaprPublisher
+from analytics.handlers import Analytics, Deliveries, HealthProbe, MessagePublisher, RetryPolicy, StateStore
 from analytics.settings import Settings, get_settings
+from sidecart_kit.logs import configure_logging
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The analytics app, configured from `settings` (the environment by default)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: StateStore | None = None,
+    publisher: MessagePublisher | None = None,
+    health: HealthProbe | None = None,
+) -> FastAPI:
+    """The analytics app, configured from `settings` (the environment by default). Tests pass fakes of the
+    sidecar's state store, pub/sub and health probe."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
-    metrics = HttpMetrics(CollectorRegistry())
+    configure_logging(settings.log_level, "analytics")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with sidecar_client(settings) as client:
-            store = DaprStateStore(
+        async with create_sidecar_client(settings) as client:
+            store_used = store or BoundedBulkStateStore(
                 client,
-                settings.state_store_name,
-                chunk=settings.bulk_get_chunk,
-                parallelism=settings.bulk_get_parallelism,
+                settings.state_store,
+                bulk_chunk=settings.bulk_get_chunk,
+                bulk_parallelism=settings.bulk_get_parallelism,
             )
             # One Analytics per process: its per-key locks must be shared by every delivery.
-            app.state.analytics = Analytics(
-                store,
+            analytics = Analytics(
+                store_used,
                 retention=timedelta(hours=settings.retention_hours),
                 retry=RetryPolicy(
                     settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds
                 ),
                 max_dead_letters=settings.max_dead_letters,
             )
-            app.state.publisher = DaprPublisher(client, settings.pubsub_name)
-            app.state.sidecar_health = DaprSidecarHealth(client, settings.health_timeout_seconds)
+            app.state.analytics = analytics
+            app.state.deliveries = Deliveries(
+                analytics,
+                publisher or DaprPublisher(client, settings.pubsub_name),
+                events,
+                dead_letter_topic=settings.dead_letter_topic,
+                telemetry_dead_letter_topic=settings.telemetry_dead_letter_topic,
+                malformed_entry_action=settings.malformed_entry_action,
+            )
+            app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
             yield
 
     app = FastAPI(
@@ -50,9 +66,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = metrics
+    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
+    events = Counter(
+        "analytics_events_total",
+        "Events delivered, by route and outcome (counted, duplicate, expired, dead_lettered, retry, ignored).",
+        ["route", "outcome"],
+        registry=registry,
+    )
+    # Served (empty) as before the kit, for whatever reads it: nothing has counted document writes yet.
+    Counter(
+        "analytics_document_writes_total",
+        "Read-model document writes, by outcome (saved, conflict, failed).",
+        ["outcome"],
+        registry=registry,
+    )
     app.include_router(api.router)
-    install_error_handlers(app)
-    api.install_domain_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -1,31 +1,26 @@
-"""Analytics configuration: ANALYTICS_* variables, plus the ports the dapr CLI sets without a prefix."""
+"""Analytics configuration: ANALYTICS_* variables on top of the kit's settings (which also read the ports and
+tokens the dapr CLI sets without a prefix)."""
 
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sidecart_kit.sidecar import ServiceSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ANALYTICS_", extra="ignore", populate_by_name=True)
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ANALYTICS_")
 
-    app_host: str = "127.0.0.1"
-    app_port: int = Field(default=8107, validation_alias=AliasChoices("ANALYTICS_APP_PORT", "APP_PORT"))
-    dapr_host: str = "127.0.0.1"
-    dapr_http_port: int = Field(
-        default=3507, validation_alias=AliasChoices("ANALYTICS_DAPR_HTTP_PORT", "DAPR_HTTP_PORT")
-    )
-    dapr_grpc_port: int = Field(
-        default=50071, validation_alias=AliasChoices("ANALYTICS_DAPR_GRPC_PORT", "DAPR_GRPC_PORT")
-    )
-    # Sent as `dapr-api-token` when the sidecar is started with an API token (DAPR_API_TOKEN, set by the CLI).
-    dapr_api_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("ANALYTICS_DAPR_API_TOKEN", "DAPR_API_TOKEN")
-    )
+    app_port: int = 8107
+    dapr_http_port: int = 3507
+    dapr_grpc_port: int = 50071
+    # A lost first-insert race on Redis only surfaces after Dapr's own component retries (~6 s), so allow more.
+    sidecar_timeout_seconds: float = Field(default=20.0, gt=0)
 
     pubsub_name: str = "pubsub"
-    state_store_name: str = "analytics-store"
+    state_store: str = "analytics-store"
     telemetry_dead_letter_topic: str = "telemetry-deadletter"
     dead_letter_topic: str = "deadletter"
     bulk_max_messages: int = 500
@@ -45,16 +40,10 @@ class Settings(BaseSettings):
     save_attempts: int = 8
     save_backoff_seconds: float = 0.02
     save_backoff_max_seconds: float = 0.5
-    # Keys per bulk state read (several reads run at once).
+    # Keys per bulk state read, and how many of those reads run at once (a report over the whole retention
+    # window must not take every call slot the deliveries being folded need).
     bulk_get_chunk: int = 500
     bulk_get_parallelism: int = 8
-
-    # A lost first-insert race on Redis only surfaces after Dapr's own component retries (~6 s), so allow more.
-    state_timeout_seconds: float = 20.0
-    sidecar_connect_timeout_seconds: float = 2.0
-    health_timeout_seconds: float = 2.0
-
-    log_level: str = "INFO"
 
 
 @lru_cache

@@ -1,7 +1,5 @@
-"""Fakes of the analytics ports (no network, nothing patched) and makers of valid events."""
+"""The kit's fakes, a state store with a few more faults, a publisher, and makers of valid events."""
 
-import asyncio
-import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -9,61 +7,35 @@ from typing import Any
 
 import pytest
 
-from analytics.handlers import ConcurrencyConflictError, PublishFailedError, StoreUnavailableError, Versioned
+from analytics.handlers import PublishFailedError
 from contracts.telemetry import TelemetryEvent
+from sidecart_kit.state import StoreUnavailableError, Versioned
+from sidecart_kit.testing import FakeSleep, FakeStateStore
 
 NOW = datetime(2026, 11, 22, 12, 30, 15, tzinfo=UTC)
 
 
-class FakeStateStore:
-    """An in-memory state store that enforces ETags like Dapr's first-write concurrency.
-
-    - `interleave`: yield to the event loop between read and write, so concurrent deliveries really interleave.
-    - `available`: simulate an outage; `failing_keys`: writes to these keys fail; `stale_keys`: always conflict.
-    """
+class DocumentStore(FakeStateStore):
+    """The kit's fake store (ETags enforced like Dapr's first-write), where writes to `failing_keys` fail, keys in
+    `stale_keys` are written by another process between every read and write, and bulk reads are counted."""
 
     def __init__(self) -> None:
-        self.documents: dict[str, tuple[Any, int]] = {}
-        self.interleave = False
-        self.available = True
+        super().__init__()
         self.failing_keys: set[str] = set()
-        self.stale_keys: set[str] = set()  # another process writes these keys between every read and write
-        self.saves = 0
-        self.conflicts = 0
+        self.stale_keys: set[str] = set()
         self.bulk_reads = 0
 
-    async def _pause(self) -> None:
-        if self.interleave:
-            await asyncio.sleep(0)
-
-    async def get(self, key: str) -> Versioned:
-        await self._pause()
-        if not self.available:
-            raise StoreUnavailableError("store down")
-        if key not in self.documents:
-            return Versioned(None, None)
-        document, version = self.documents[key]
-        return Versioned(copy.deepcopy(document), str(version))
-
     async def save(self, key: str, document: Any, etag: str | None) -> None:
-        await self._pause()
-        if not self.available or key in self.failing_keys:
+        if key in self.failing_keys:
             raise StoreUnavailableError("store down")
         if key in self.stale_keys and key in self.documents:
             self.touch(key)
-        stored = self.documents.get(key)
-        current = None if stored is None else str(stored[1])
-        if etag != current:
-            self.conflicts += 1
-            raise ConcurrencyConflictError("etag mismatch")
-        self.saves += 1
-        self.documents[key] = (copy.deepcopy(document), 1 if stored is None else stored[1] + 1)
+        await super().save(key, document, etag)
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        if not self.available:
-            raise StoreUnavailableError("store down")
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        found = await super().get_many(keys)
         self.bulk_reads += 1
-        return {key: copy.deepcopy(self.documents[key][0]) for key in keys if key in self.documents}
+        return found
 
     def touch(self, key: str) -> None:
         """Another process wrote the key: its ETag changes."""
@@ -82,17 +54,6 @@ class FakePublisher:
         self.published.append((topic, dict(cloud_event)))
 
 
-class FakeSleep:
-    """Records back-off delays instead of sleeping (but still yields, so other deliveries run)."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        await asyncio.sleep(0)
-
-
 def telemetry(**overrides: Any) -> TelemetryEvent:
     fields: dict[str, Any] = {"id": str(uuid.uuid4()), "type": "product_view", "ts": NOW, "sku": "sku-1"}
     fields.update(overrides)
@@ -100,8 +61,8 @@ def telemetry(**overrides: Any) -> TelemetryEvent:
 
 
 @pytest.fixture
-def store() -> FakeStateStore:
-    return FakeStateStore()
+def store() -> DocumentStore:
+    return DocumentStore()
 
 
 @pytest.fixture

@@ -2,53 +2,34 @@
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from analytics.api import get_analytics, get_publisher, get_sidecar_health
-from analytics.handlers import Analytics
 from analytics.main import create_app
 from analytics.settings import Settings
 from contracts.orders import OrderCompleted
 from contracts.telemetry import TelemetryEvent
+from sidecart_kit.testing import FakeSidecarHealth
 
-from .conftest import FakePublisher, FakeStateStore
-
-
-class FakeSidecarHealth:
-    def __init__(self) -> None:
-        self.ready = True
-
-    async def is_ready(self) -> bool:
-        return self.ready
+from .conftest import DocumentStore, FakePublisher
 
 
-def _client(store: FakeStateStore, publisher: FakePublisher, **settings: Any) -> TestClient:
-    app = create_app(Settings(**settings))
-    analytics = Analytics(store)
-    health = FakeSidecarHealth()
-
-    async def analytics_provider() -> Analytics:
-        return analytics
-
-    async def publisher_provider() -> FakePublisher:
-        return publisher
-
-    async def health_provider() -> FakeSidecarHealth:
-        return health
-
-    app.dependency_overrides[get_analytics] = analytics_provider
-    app.dependency_overrides[get_publisher] = publisher_provider
-    app.dependency_overrides[get_sidecar_health] = health_provider
-    return TestClient(app, raise_server_exceptions=False)
+@contextmanager
+def _client(store: DocumentStore, publisher: FakePublisher, **settings: Any) -> Iterator[TestClient]:
+    app = create_app(Settings(**settings), store=store, publisher=publisher, health=FakeSidecarHealth())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
 
 
 @pytest.fixture
-def client(store: FakeStateStore, publisher: FakePublisher) -> TestClient:
-    return _client(store, publisher)
+def client(store: DocumentStore, publisher: FakePublisher) -> Iterator[TestClient]:
+    with _client(store, publisher) as client:
+        yield client
 
 
 def _event(**overrides: Any) -> dict[str, Any]:
@@ -113,7 +94,8 @@ def test_subscription_document(client: TestClient) -> None:
     assert len(subscriptions["orders"]["routes"]["rules"]) == 2
     assert subscriptions["orders"]["deadLetterTopic"] == subscriptions["users"]["deadLetterTopic"] == "deadletter"
     assert "bulkSubscribe" not in subscriptions["orders"]
-    assert subscriptions["telemetry-deadletter"]["routes"] == {"default": "/events/dead-letter"}
+    # An empty rule list is what daprd makes of no rules (pkg/runtime/pubsub/subscriptions.go, 1.18.2).
+    assert subscriptions["telemetry-deadletter"]["routes"] == {"rules": [], "default": "/events/dead-letter"}
 
 
 def test_bulk_delivery_answers_each_entry_and_counts_once(client: TestClient) -> None:
@@ -137,19 +119,19 @@ def test_a_malformed_entry_is_dropped_to_the_dead_letter_topic(client: TestClien
 
 
 def test_a_malformed_entry_can_be_published_to_the_dead_letter_topic(
-    store: FakeStateStore, publisher: FakePublisher
+    store: DocumentStore, publisher: FakePublisher
 ) -> None:
-    client = _client(store, publisher, malformed_entry_action="publish")
-    bad = _entry({"id": "nope"})
-    assert _deliver(client, [bad]) == {bad["entryId"]: "SUCCESS"}
-    assert [(topic, event["id"]) for topic, event in publisher.published] == [
-        ("telemetry-deadletter", bad["event"]["id"])
-    ]
-    publisher.available = False
-    assert _deliver(client, [bad]) == {bad["entryId"]: "RETRY"}
+    with _client(store, publisher, malformed_entry_action="publish") as client:
+        bad = _entry({"id": "nope"})
+        assert _deliver(client, [bad]) == {bad["entryId"]: "SUCCESS"}
+        assert [(topic, event["id"]) for topic, event in publisher.published] == [
+            ("telemetry-deadletter", bad["event"]["id"])
+        ]
+        publisher.available = False
+        assert _deliver(client, [bad]) == {bad["entryId"]: "RETRY"}
 
 
-def test_entries_whose_document_cannot_be_written_are_retried(client: TestClient, store: FakeStateStore) -> None:
+def test_entries_whose_document_cannot_be_written_are_retried(client: TestClient, store: DocumentStore) -> None:
     store.available = False
     entry = _entry(_event())
     assert _deliver(client, [entry]) == {entry["entryId"]: "RETRY"}
@@ -228,7 +210,7 @@ def test_top_products_limit_validation(client: TestClient, limit: str) -> None:
     _assert_error(client.get("/reports/top-products", params={"limit": limit}), 422, "limit")
 
 
-def test_reports_answer_503_when_the_store_is_down(client: TestClient, store: FakeStateStore) -> None:
+def test_reports_answer_503_when_the_store_is_down(client: TestClient, store: DocumentStore) -> None:
     store.available = False
     _assert_error(client.get("/reports/summary"), 503)
 

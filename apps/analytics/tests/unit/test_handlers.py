@@ -3,16 +3,22 @@
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Literal
 
-from analytics.domain import TELEMETRY_INDEX_KEY, Outcome, TelemetryShard, telemetry_key_of
-from analytics.handlers import Analytics, KeyLocks, RetryPolicy, TelemetryEntry
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from analytics.domain import DEAD_LETTERS_KEY, TELEMETRY_INDEX_KEY, Outcome, TelemetryShard, telemetry_key_of
+from analytics.handlers import Analytics, Deliveries, RetryPolicy, TelemetryEntry
 from contracts.orders import OrderCancelled
 from contracts.users import UserRegistered
+from sidecart_kit.events import BulkDelivery, DeliveryStatus
+from sidecart_kit.testing import FakeSleep
 
-from .conftest import NOW, FakeSleep, FakeStateStore, telemetry
+from .conftest import NOW, DocumentStore, FakePublisher, telemetry
 
 
-def _analytics(store: FakeStateStore, sleep: FakeSleep, attempts: int = 8) -> Analytics:
+def _analytics(store: DocumentStore, sleep: FakeSleep, attempts: int = 8) -> Analytics:
     return Analytics(store, clock=lambda: NOW, sleep=sleep, retry=RetryPolicy(attempts=attempts))
 
 
@@ -26,30 +32,30 @@ async def _total(analytics: Analytics) -> int:
     return total
 
 
-async def test_a_delivery_is_counted_and_each_document_written_once(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_a_delivery_is_counted_and_each_document_written_once(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     entries = _entries(40)
     outcomes = await analytics.fold_telemetry(entries)
     assert set(outcomes.values()) == {Outcome.COUNTED}
     documents = {telemetry_key_of(entry.event) for entry in entries}
-    assert store.saves == len(documents) + 1  # each touched shard once, plus the index once
+    assert store.writes == len(documents) + 1  # each touched shard once, plus the index once
     assert await _total(analytics) == 40
 
 
-async def test_a_redelivery_is_not_counted_twice(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_a_redelivery_is_not_counted_twice(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     entries = _entries(10)
     await analytics.fold_telemetry(entries)
-    saves = store.saves
+    saves = store.writes
     again = await analytics.fold_telemetry([TelemetryEntry(f"r{n}", e.event) for n, e in enumerate(entries)])
     assert set(again.values()) == {Outcome.DUPLICATE}
-    assert store.saves == saves  # nothing new: nothing written
+    assert store.writes == saves  # nothing new: nothing written
     # A fresh process (empty caches) sees the same.
     assert set((await _analytics(store, sleep).fold_telemetry(entries)).values()) == {Outcome.DUPLICATE}
     assert await _total(analytics) == 10
 
 
-async def test_the_same_event_twice_in_one_delivery_counts_once(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_the_same_event_twice_in_one_delivery_counts_once(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     event = telemetry()
     outcomes = await analytics.fold_telemetry([TelemetryEntry("a", event), TelemetryEntry("b", event)])
@@ -57,7 +63,7 @@ async def test_the_same_event_twice_in_one_delivery_counts_once(store: FakeState
     assert await _total(analytics) == 1
 
 
-async def test_concurrent_deliveries_lose_no_update(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_concurrent_deliveries_lose_no_update(store: DocumentStore, sleep: FakeSleep) -> None:
     store.interleave = True
     # Two processes (separate locks and caches) and many deliveries into the same minute: ETag conflicts happen.
     first, second = _analytics(store, sleep, attempts=50), _analytics(store, sleep, attempts=50)
@@ -72,7 +78,7 @@ async def test_concurrent_deliveries_lose_no_update(store: FakeStateStore, sleep
     assert len(first.locks) == 0  # the per-key locks are released
 
 
-async def test_a_failed_document_write_retries_only_its_entries(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_a_failed_document_write_retries_only_its_entries(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     entries = _entries(30)
     broken = telemetry_key_of(entries[0].event)
@@ -87,7 +93,7 @@ async def test_a_failed_document_write_retries_only_its_entries(store: FakeState
     assert await _total(analytics) == 30
 
 
-async def test_a_write_that_keeps_conflicting_is_retried_later(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_a_write_that_keeps_conflicting_is_retried_later(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep, attempts=3)
     entry = _entries(1)[0]
     await analytics.fold_telemetry([entry])
@@ -101,7 +107,7 @@ async def test_a_write_that_keeps_conflicting_is_retried_later(store: FakeStateS
     assert len(sleep.delays) == 3
 
 
-async def test_events_out_of_retention_are_acknowledged_not_counted(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_events_out_of_retention_are_acknowledged_not_counted(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     old = TelemetryEntry("old", telemetry(ts=NOW - timedelta(hours=49)))
     fresh = TelemetryEntry("new", telemetry(ts=NOW - timedelta(hours=47)))
@@ -110,7 +116,7 @@ async def test_events_out_of_retention_are_acknowledged_not_counted(store: FakeS
     assert telemetry_key_of(old.event) not in store.documents
 
 
-async def test_the_index_is_written_before_the_documents(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_the_index_is_written_before_the_documents(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     store.failing_keys.add(TELEMETRY_INDEX_KEY)
     outcomes = await analytics.fold_telemetry(_entries(3))
@@ -118,7 +124,7 @@ async def test_the_index_is_written_before_the_documents(store: FakeStateStore, 
     assert list(store.documents) == []
 
 
-async def test_business_events_are_counted_once(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_business_events_are_counted_once(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     signup = UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW)
     cancelled = OrderCancelled(order_id=uuid.uuid4(), user_id=uuid.uuid4(), reason="out_of_stock", cancelled_at=NOW)
@@ -131,7 +137,7 @@ async def test_business_events_are_counted_once(store: FakeStateStore, sleep: Fa
     assert (report["signups_total"], report["orders_cancelled"]) == (1, 1)
 
 
-async def test_reports_read_documents_in_one_bulk_round_trip(store: FakeStateStore, sleep: FakeSleep) -> None:
+async def test_reports_read_documents_in_one_bulk_round_trip(store: DocumentStore, sleep: FakeSleep) -> None:
     analytics = _analytics(store, sleep)
     await analytics.fold_telemetry(_entries(50))
     store.bulk_reads = 0
@@ -141,16 +147,57 @@ async def test_reports_read_documents_in_one_bulk_round_trip(store: FakeStateSto
     assert sum(sum(shard.counts_by_type.values()) for shard in shards) == 50
 
 
-async def test_key_locks_serialize_one_key() -> None:
-    locks = KeyLocks()
-    order: list[str] = []
+def _deliveries(
+    store: DocumentStore, publisher: FakePublisher, action: Literal["publish", "RETRY", "DROP"] = "DROP"
+) -> Deliveries:
+    events = Counter("events", "Events.", ["route", "outcome"], registry=CollectorRegistry())
+    return Deliveries(
+        Analytics(store, clock=lambda: NOW),
+        publisher,
+        events,
+        dead_letter_topic="deadletter",
+        telemetry_dead_letter_topic="telemetry-deadletter",
+        malformed_entry_action=action,
+        clock=lambda: NOW,
+    )
 
-    async def hold(name: str) -> None:
-        async with locks.hold("k"):
-            order.append(f"{name}+")
-            await asyncio.sleep(0)
-            order.append(f"{name}-")
 
-    await asyncio.gather(hold("a"), hold("b"))
-    assert order == ["a+", "a-", "b+", "b-"]
-    assert len(locks) == 0
+@pytest.mark.parametrize(
+    ("action", "status", "published"),
+    [
+        ("DROP", DeliveryStatus.DROP, []),
+        ("RETRY", DeliveryStatus.RETRY, []),
+        ("publish", DeliveryStatus.SUCCESS, ["telemetry-deadletter"]),
+    ],
+)
+async def test_a_malformed_entry_is_answered_as_configured(
+    store: DocumentStore,
+    publisher: FakePublisher,
+    action: Literal["publish", "RETRY", "DROP"],
+    status: DeliveryStatus,
+    published: list[str],
+) -> None:
+    valid = {"id": "v", "type": "t", "data": telemetry().model_dump(mode="json")}
+    delivery = BulkDelivery.model_validate(
+        {"entries": [{"entryId": "bad", "event": "not json {"}, {"entryId": "good", "event": valid}]}
+    )
+    statuses = await _deliveries(store, publisher, action).telemetry("/events/telemetry", delivery)
+    assert statuses == {"bad": status, "good": DeliveryStatus.SUCCESS}
+    assert [topic for topic, _ in publisher.published] == published
+
+
+async def test_a_malformed_event_whose_dead_letter_cannot_be_published_is_retried(
+    store: DocumentStore, publisher: FakePublisher
+) -> None:
+    publisher.available = False
+    status = await _deliveries(store, publisher).business("/events/user-registered", UserRegistered, b"{}")
+    assert status is DeliveryStatus.RETRY
+
+
+async def test_a_dead_letter_is_retried_while_the_store_is_down(store: DocumentStore, publisher: FakePublisher) -> None:
+    deliveries = _deliveries(store, publisher)
+    store.available = False
+    assert await deliveries.dead_letter("/events/dead-letter", b'{"id": "d1"}') is DeliveryStatus.RETRY
+    store.available = True
+    assert await deliveries.dead_letter("/events/dead-letter", b'{"id": "d1"}') is DeliveryStatus.SUCCESS
+    assert [item["id"] for item in store.document(DEAD_LETTERS_KEY)["items"]] == ["d1"]

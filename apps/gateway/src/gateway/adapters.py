@@ -1,11 +1,11 @@
-"""The only module that talks to the sidecar: service invocation, the users JWKS through it, and its health."""
+"""The only module that talks to the sidecar: service invocation, the users JWKS through it, and the API keys
+secret. The client is the kit's (paths are relative to /v1.0; it adds the request id and trace context)."""
 
 import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-import structlog
 
 from gateway.domain import (
     ApiKeysUnavailableError,
@@ -17,40 +17,10 @@ from gateway.domain import (
     UpstreamResponse,
     UpstreamTimeoutError,
 )
-from gateway.settings import Settings
+from sidecart_kit.logs import get_logger
+from sidecart_kit.sidecar import dapr_error_code
 
-log = structlog.get_logger("gateway.adapters")
-
-
-def sidecar_client(settings: Settings) -> httpx.AsyncClient:
-    """One pooled client to the sidecar for the app's lifetime."""
-    headers = {}
-    if settings.dapr_api_token is not None:
-        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
-    return httpx.AsyncClient(
-        base_url=f"http://{settings.dapr_host}:{settings.dapr_http_port}",
-        headers=headers,
-        timeout=httpx.Timeout(settings.invoke_timeout_seconds, connect=settings.sidecar_connect_timeout_seconds),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        follow_redirects=False,
-        trust_env=False,  # a proxy from the environment must never sit between an app and its sidecar
-    )
-
-
-def _dapr_error_code(response: httpx.Response) -> str | None:
-    """The sidecar's own error code: Dapr answers its failures as {"errorCode": "ERR_...", "message": ...}.
-
-    Sidecart apps answer errors as {"error": {...}}, so an `errorCode` body came from the sidecar, not the app.
-    """
-    if response.status_code < 400:
-        return None
-    try:
-        body: Any = json.loads(response.content)
-    except ValueError:
-        return None
-    if isinstance(body, dict) and isinstance(body.get("errorCode"), str) and "error" not in body:
-        return str(body["errorCode"])
-    return None
+log = get_logger(__name__)
 
 
 class DaprInvoker:
@@ -61,7 +31,7 @@ class DaprInvoker:
         self._on_call = on_call
 
     async def invoke(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
-        url = f"/v1.0/invoke/{app_id}/method/{request.path}"
+        url = f"/invoke/{app_id}/method/{request.path}"
         if request.query:
             url = f"{url}?{request.query}"  # the sidecar passes the query string on to the app
         try:
@@ -74,7 +44,8 @@ class DaprInvoker:
         except httpx.TransportError as exc:
             self._record(app_id, "sidecar_unreachable")
             raise SidecarUnreachableError(f"the sidecar did not answer: {exc!r}") from exc
-        dapr_error = _dapr_error_code(response)
+        # Sidecart apps answer errors as {"error": {...}}: an error with Dapr's `errorCode` came from the sidecar.
+        dapr_error = dapr_error_code(response) if response.status_code >= 400 else None
         if dapr_error is not None:
             self._record(app_id, "invoke_error")
             log.warning(
@@ -123,7 +94,7 @@ class DaprSecretApiKeySource:
 
     def __init__(self, client: httpx.AsyncClient, *, store_name: str, secret_name: str, timeout: float) -> None:
         self._client = client
-        self._url = f"/v1.0/secrets/{store_name}/{secret_name}"
+        self._url = f"/secrets/{store_name}/{secret_name}"
         self._secret_name = secret_name
         self._timeout = timeout
 
@@ -135,7 +106,7 @@ class DaprSecretApiKeySource:
         if response.status_code != 200:
             # Never log the body of a secrets call: on success it is the secret itself.
             raise ApiKeysUnavailableError(
-                f"reading the secret answered {response.status_code} ({_dapr_error_code(response)})"
+                f"reading the secret answered {response.status_code} ({dapr_error_code(response)})"
             )
         try:
             secret: Any = response.json()
@@ -149,18 +120,3 @@ class DaprSecretApiKeySource:
             if isinstance(value, str):
                 return value
         raise ApiKeysUnavailableError("the secret does not hold a comma-separated list of keys")
-
-
-class DaprSidecarHealth:
-    """Whether the sidecar is up and its components ready (GET /v1.0/healthz/outbound, 204 when so)."""
-
-    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
-        self._client = client
-        self._timeout = timeout
-
-    async def is_ready(self) -> bool:
-        try:
-            response = await self._client.get("/v1.0/healthz/outbound", timeout=self._timeout)
-        except httpx.HTTPError:
-            return False
-        return response.is_success

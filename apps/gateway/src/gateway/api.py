@@ -1,11 +1,9 @@
-"""The public HTTP API: thin routes that authenticate, call a handler and pass the app's answer on."""
+"""The public HTTP API: thin routes that authenticate, call a use case and pass the app's answer on; and how each
+of the gateway's errors is answered."""
 
 from typing import Annotated
 
-import structlog
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, Header, Request, Response
 
 from contracts.api import ErrorDetail
 from gateway.domain import (
@@ -22,13 +20,15 @@ from gateway.domain import (
     accepted_order_id,
     forwarded_request_headers,
 )
-from gateway.errors import ApiError, error_response
-from gateway.handlers import ApiKeys, Authenticator, Gateway, SidecarHealth, Upstream
-from gateway.observability import HttpMetrics
+from gateway.handlers import ApiKeys, Authenticator, Gateway
 from gateway.settings import Settings
+from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.sidecar import SidecarHealth
 
-log = structlog.get_logger("gateway.api")
 router = APIRouter()
+
+
+# --- What the lifespan built (main.py), read from app.state -------------------------------------------------
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -36,9 +36,9 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_upstream(request: Request) -> Upstream:
-    upstream: Upstream = request.app.state.upstream
-    return upstream
+async def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
 
 
 async def get_authenticator(request: Request) -> Authenticator:
@@ -56,43 +56,25 @@ async def get_sidecar_health(request: Request) -> SidecarHealth:
     return health
 
 
-async def get_metrics(request: Request) -> HttpMetrics:
-    metrics: HttpMetrics = request.app.state.metrics
-    return metrics
-
-
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-UpstreamDep = Annotated[Upstream, Depends(get_upstream)]
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
 ApiKeysDep = Annotated[ApiKeys, Depends(get_api_keys)]
 SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
-MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
+
+# --- What each request brings ---------------------------------------------------------------------------------
+
+AuthorizationHeader = Annotated[str | None, Header(description="Bearer <token> from POST /api/v1/auth/token")]
 
 
-async def get_gateway(upstream: UpstreamDep, settings: SettingsDep) -> Gateway:
-    return Gateway(
-        upstream,
-        users_app_id=settings.users_app_id,
-        notifications_app_id=settings.notifications_app_id,
-        inventory_app_id=settings.inventory_app_id,
-        payments_app_id=settings.payments_app_id,
-        orders_app_id=settings.orders_app_id,
-        ingest_app_id=settings.ingest_app_id,
-        analytics_app_id=settings.analytics_app_id,
-    )
-
-
-async def get_caller(
-    authenticator: AuthenticatorDep,
-    authorization: Annotated[str | None, Header(description="Bearer <token> from POST /api/v1/auth/token")] = None,
-) -> Principal:
+async def get_caller(authenticator: AuthenticatorDep, authorization: AuthorizationHeader = None) -> Principal:
     return await authenticator.authenticate(authorization)
 
 
 async def authenticate_event_sender(
     authenticator: AuthenticatorDep,
     api_keys: ApiKeysDep,
-    authorization: Annotated[str | None, Header(description="Bearer <token> from POST /api/v1/auth/token")] = None,
+    authorization: AuthorizationHeader = None,
     x_api_key: Annotated[str | None, Header(description="An API key, for machine clients instead of a token")] = None,
 ) -> None:
     """A signed-in user (bearer token) or a machine client (X-API-Key); an API key, when sent, is what is judged."""
@@ -103,15 +85,11 @@ async def authenticate_event_sender(
 
 
 async def get_forwarded_headers(request: Request) -> dict[str, str]:
-    return forwarded_request_headers(request.headers.items(), request.state.request_id)
-
-
-async def read_body(request: Request, settings: SettingsDep) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed the limit."""
-    return await _read_limited(request, settings.max_body_bytes)
+    return forwarded_request_headers(request.headers.items())
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit`."""
     too_large = ApiError(413, "payload_too_large", f"The request body exceeds {limit} bytes.")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -124,6 +102,11 @@ async def _read_limited(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_body(request: Request, settings: SettingsDep) -> bytes:
+    """The request body, held to the general limit."""
+    return await _read_limited(request, settings.max_body_bytes)
 
 
 async def read_event_batch(request: Request, settings: SettingsDep) -> bytes:
@@ -139,13 +122,14 @@ async def read_query(request: Request, settings: SettingsDep) -> list[tuple[str,
     return request.query_params.multi_items()
 
 
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 CallerDep = Annotated[Principal, Depends(get_caller)]
+EventSenderDep = Annotated[None, Depends(authenticate_event_sender)]
 ForwardedHeadersDep = Annotated[dict[str, str], Depends(get_forwarded_headers)]
 BodyDep = Annotated[bytes, Depends(read_body)]
-EventSenderDep = Annotated[None, Depends(authenticate_event_sender)]
 EventBatchDep = Annotated[bytes, Depends(read_event_batch)]
 QueryDep = Annotated[list[tuple[str, str]], Depends(read_query)]
+
+# --- Routes ---------------------------------------------------------------------------------------------------
 
 
 def _passed_on(answer: UpstreamResponse) -> Response:
@@ -278,23 +262,17 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: SidecarHealthDep, request: Request) -> JSONResponse:
+async def readyz(health: SidecarHealthDep) -> dict[str, str]:
     """Readiness: the gateway's sidecar is up and its components are ready."""
-    if await health.is_ready():
-        return JSONResponse({"status": "ready"})
-    return error_response(503, "not_ready", "The Dapr sidecar is not ready.", request.state.request_id)
+    if not await health.is_ready():
+        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
+    return {"status": "ready"}
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(http_metrics: MetricsDep) -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(http_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+# --- The gateway's errors, as the client gets them ---------------------------------------------------------
 
 
-# --- Domain errors -> HTTP --------------------------------------------------------------------------------------
-
-
-async def _on_authentication_error(request: Request, exc: Exception) -> JSONResponse:
+def _authentication_failed(exc: Exception) -> ApiError:
     assert isinstance(exc, AuthenticationError)
     # RFC 6750: a request without credentials gets the bare challenge, a bad token also gets error="invalid_token".
     challenge = 'Bearer realm="sidecart"'
@@ -303,51 +281,34 @@ async def _on_authentication_error(request: Request, exc: Exception) -> JSONResp
         field = "X-API-Key"
     elif not isinstance(exc, MissingTokenError):
         challenge += f', error="invalid_token", error_description="{exc.reason}"'
-    return error_response(
+    return ApiError(
         401,
         exc.code,
         "Authentication failed.",
-        request.state.request_id,
         [ErrorDetail(field=field, reason=exc.reason)],
         {"www-authenticate": challenge},
     )
 
 
-async def _on_keys_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("signing_keys_unavailable", reason=str(exc))
-    return error_response(
+def _upstream_failed(exc: Exception) -> ApiError:
+    assert isinstance(exc, UpstreamError)
+    return ApiError(exc.status, exc.code, exc.message, headers={"retry-after": "2"} if exc.status == 503 else {})
+
+
+DOMAIN_ERRORS: DomainErrors = {
+    AuthenticationError: _authentication_failed,
+    KeysUnavailableError: lambda exc: ApiError(
         503,
         "auth_unavailable",
         "Tokens cannot be verified right now: the signing keys are unavailable.",
-        request.state.request_id,
         headers={"retry-after": "5"},
-    )
-
-
-async def _on_api_keys_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("api_keys_unavailable", reason=str(exc))
-    return error_response(
+    ),
+    ApiKeysUnavailableError: lambda exc: ApiError(
         503,
         "auth_unavailable",
         "API keys cannot be checked right now: the secret store is unavailable.",
-        request.state.request_id,
         headers={"retry-after": "5"},
-    )
-
-
-async def _on_unknown_resource(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(404, "not_found", str(exc), request.state.request_id)
-
-
-async def _on_upstream_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UpstreamError)
-    headers = {"retry-after": "2"} if exc.status == 503 else {}
-    return error_response(exc.status, exc.code, exc.message, request.state.request_id, headers=headers)
-
-
-def install_domain_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AuthenticationError, _on_authentication_error)
-    app.add_exception_handler(KeysUnavailableError, _on_keys_unavailable)
-    app.add_exception_handler(ApiKeysUnavailableError, _on_api_keys_unavailable)
-    app.add_exception_handler(UnknownResourceError, _on_unknown_resource)
-    app.add_exception_handler(UpstreamError, _on_upstream_error)
+    ),
+    UnknownResourceError: lambda exc: ApiError(404, "not_found", str(exc)),
+    UpstreamError: _upstream_failed,
+}

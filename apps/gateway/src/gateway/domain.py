@@ -1,7 +1,7 @@
 """The gateway's rules: which tokens it trusts, which headers cross the edge, how upstream answers map.
 
-Plain Python: no FastAPI, no Dapr. Token checks use PyJWT with the algorithm pinned, so a token can never choose
-how it is verified.
+Plain Python: no routes, no Dapr (only the kit's error codes for bare statuses). Token checks use PyJWT with the
+algorithm pinned, so a token can never choose how it is verified.
 """
 
 import hmac
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from pydantic import ValidationError
 
 from contracts.api import ErrorBody, ErrorResponse
+from sidecart_kit.errors import error_code_for_status
 
 ALGORITHM = "RS256"
 MIN_RSA_KEY_BITS = 2048
@@ -249,30 +250,13 @@ def forwarded_query(pairs: Iterable[tuple[str, str]], allowed: Collection[str]) 
 
 # --- Errors -----------------------------------------------------------------------------------------------
 
-_ERROR_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    409: "conflict",
-    410: "gone",
-    413: "payload_too_large",
-    414: "uri_too_long",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "too_many_requests",
-    500: "internal_error",
-    502: "bad_gateway",
-    503: "service_unavailable",
-    504: "gateway_timeout",
-}
+# Statuses an app may answer outside the error shape that the kit's table does not name (it would say
+# "client_error"); the gateway has always named them.
+_MORE_ERROR_CODES = {410: "gone", 414: "uri_too_long"}
 
 
-def error_code_for_status(status: int) -> str:
-    """The stable error code a bare HTTP status maps to."""
-    return _ERROR_CODES.get(status, "client_error" if status < 500 else "server_error")
+def _error_code(status: int) -> str:
+    return _MORE_ERROR_CODES.get(status) or error_code_for_status(status)
 
 
 # --- Forwarding -----------------------------------------------------------------------------------------------
@@ -280,9 +264,9 @@ def error_code_for_status(status: int) -> str:
 # Allow-lists, not deny-lists: hop-by-hop headers, cookies, credentials and anything aimed at the sidecar
 # (dapr-api-token, dapr-app-id) never cross the edge, whatever a client sends.
 # Idempotency-Key travels so that orders, which keeps the keys, can answer a retried POST with the same order.
-FORWARDED_REQUEST_HEADERS = frozenset(
-    {"accept", "accept-language", "content-type", "idempotency-key", "traceparent", "tracestate"}
-)
+# The request id and the trace context are not copied here: the kit's sidecar client adds the ones the kit
+# accepted from the client to every call.
+FORWARDED_REQUEST_HEADERS = frozenset({"accept", "accept-language", "content-type", "idempotency-key"})
 RETURNED_RESPONSE_HEADERS = frozenset(
     {"cache-control", "content-language", "content-type", "etag", "retry-after", "www-authenticate"}
 )
@@ -346,11 +330,9 @@ class BadUpstreamResponseError(UpstreamError):
     message = "The service behind the gateway gave no usable answer."
 
 
-def forwarded_request_headers(incoming: Iterable[tuple[str, str]], request_id: str) -> dict[str, str]:
-    """The client's headers that travel on to the app, plus the request id."""
-    headers = {name.lower(): value for name, value in incoming if name.lower() in FORWARDED_REQUEST_HEADERS}
-    headers["x-request-id"] = request_id
-    return headers
+def forwarded_request_headers(incoming: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The client's headers that travel on to the app."""
+    return {name.lower(): value for name, value in incoming if name.lower() in FORWARDED_REQUEST_HEADERS}
 
 
 def returned_response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
@@ -358,7 +340,7 @@ def returned_response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in upstream.items() if name.lower() in RETURNED_RESPONSE_HEADERS}
 
 
-def client_response(upstream: UpstreamResponse, request_id: str) -> UpstreamResponse:
+def client_response(upstream: UpstreamResponse, request_id: str | None) -> UpstreamResponse:
     """The answer the client gets: the app's own, except that every error leaves in the Sidecart error shape.
 
     An app error already in the shape passes through; another 4xx is wrapped keeping its status; a 5xx that is not
@@ -370,9 +352,7 @@ def client_response(upstream: UpstreamResponse, request_id: str) -> UpstreamResp
     if upstream.status >= 500:
         raise BadUpstreamResponseError(f"the app answered {upstream.status} outside the error shape")
     wrapped = ErrorResponse(
-        error=ErrorBody(
-            code=error_code_for_status(upstream.status), message="The request was refused.", request_id=request_id
-        )
+        error=ErrorBody(code=_error_code(upstream.status), message="The request was refused.", request_id=request_id)
     )
     headers["content-type"] = "application/json"
     return UpstreamResponse(upstream.status, headers, wrapped.model_dump_json().encode())

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 from urllib.parse import quote
 
-import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gateway.domain import (
@@ -33,8 +32,10 @@ from gateway.domain import (
     signing_key_id,
     verify_token,
 )
+from sidecart_kit.logs import get_logger
+from sidecart_kit.requests import current_request_id
 
-log = structlog.get_logger("gateway.handlers")
+log = get_logger(__name__)
 
 
 class Upstream(Protocol):
@@ -53,10 +54,6 @@ class ApiKeySource(Protocol):
     """Reads the secret holding the valid API keys (comma-separated); raises ApiKeysUnavailableError."""
 
     async def fetch_api_keys(self) -> str: ...
-
-
-class SidecarHealth(Protocol):
-    async def is_ready(self) -> bool: ...
 
 
 class SigningKeys:
@@ -263,7 +260,7 @@ class Gateway:
 
     async def _call(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
         response = await self._upstream.invoke(app_id, request)
-        return client_response(response, request.headers.get("x-request-id", ""))
+        return client_response(response, current_request_id())
 
 
 def _user_path(caller: Principal) -> str:

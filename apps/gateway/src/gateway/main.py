@@ -1,40 +1,40 @@
-"""Builds the gateway app: clients open in the lifespan, nothing happens at import time."""
+"""The gateway's composition root: the kit's plumbing, and the use cases built once in the lifespan."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
 
 from gateway import api
-from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource, DaprSidecarHealth, sidecar_client
+from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource
 from gateway.domain import TokenPolicy
-from gateway.errors import install_error_handlers
-from gateway.handlers import ApiKeys, Authenticator, SigningKeys
-from gateway.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.settings import Settings, get_settings
+from sidecart_kit.logs import configure_logging
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The gateway, configured from `settings` (the environment by default)."""
+def create_app(
+    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The gateway, configured from `settings` (the environment by default); tests pass a fake sidecar."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
-    metrics = HttpMetrics(CollectorRegistry())
+    configure_logging(settings.log_level, "gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with sidecar_client(settings) as client:
-            invoker = DaprInvoker(
-                client, on_call=lambda app_id, outcome: metrics.upstream.labels(app_id, outcome).inc()
-            )
+        async with create_sidecar_client(settings, sidecar_transport) as client:
+            invoker = DaprInvoker(client, on_call=lambda app_id, outcome: upstream_calls.labels(app_id, outcome).inc())
             keys = SigningKeys(
                 DaprJwksSource(invoker, users_app_id=settings.users_app_id, method=settings.jwks_method),
                 ttl=settings.jwks_cache_ttl_seconds,
                 min_refetch_interval=settings.jwks_min_refetch_seconds,
-                on_fetch=lambda outcome: metrics.jwks_fetches.labels(outcome).inc(),
+                on_fetch=lambda outcome: jwks_fetches.labels(outcome).inc(),
             )
             policy = TokenPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds)
-            app.state.upstream = invoker
             app.state.authenticator = Authenticator(keys, policy)
             app.state.api_keys = ApiKeys(
                 DaprSecretApiKeySource(
@@ -46,7 +46,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ttl=settings.api_keys_cache_ttl_seconds,
                 retry_interval=settings.api_keys_retry_seconds,
             )
-            app.state.sidecar_health = DaprSidecarHealth(client, settings.health_timeout_seconds)
+            app.state.gateway = Gateway(
+                invoker,
+                users_app_id=settings.users_app_id,
+                notifications_app_id=settings.notifications_app_id,
+                inventory_app_id=settings.inventory_app_id,
+                payments_app_id=settings.payments_app_id,
+                orders_app_id=settings.orders_app_id,
+                ingest_app_id=settings.ingest_app_id,
+                analytics_app_id=settings.analytics_app_id,
+            )
+            app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
             yield
 
     app = FastAPI(
@@ -56,9 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = metrics
+    # No app token: the gateway is the public edge, called by clients rather than by its sidecar.
+    registry = install_plumbing(app, domain_errors=api.DOMAIN_ERRORS)
+    upstream_calls = Counter(
+        "gateway_upstream_requests_total",
+        "Calls to other apps through the sidecar.",
+        ["app_id", "outcome"],
+        registry=registry,
+    )
+    jwks_fetches = Counter(
+        "gateway_jwks_fetches_total", "Fetches of the users service's signing keys.", ["outcome"], registry=registry
+    )
     app.include_router(api.router)
-    install_error_handlers(app)
-    api.install_domain_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -1,25 +1,21 @@
-"""Gateway configuration: GATEWAY_* variables, plus the ports the dapr CLI sets without a prefix."""
+"""Gateway configuration: GATEWAY_* variables, plus what the dapr CLI sets without a prefix (APP_PORT, ...)."""
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sidecart_kit.sidecar import ServiceSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
-    app_host: str = "127.0.0.1"
-    app_port: int = Field(default=8080, validation_alias=AliasChoices("GATEWAY_APP_PORT", "APP_PORT"))
-    dapr_host: str = "127.0.0.1"
-    dapr_http_port: int = Field(default=3500, validation_alias=AliasChoices("GATEWAY_DAPR_HTTP_PORT", "DAPR_HTTP_PORT"))
-    dapr_grpc_port: int = Field(
-        default=50001, validation_alias=AliasChoices("GATEWAY_DAPR_GRPC_PORT", "DAPR_GRPC_PORT")
-    )
-    # Sent as `dapr-api-token` when the sidecar is started with an API token (DAPR_API_TOKEN, set by the CLI).
-    dapr_api_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("GATEWAY_DAPR_API_TOKEN", "DAPR_API_TOKEN")
-    )
+    app_port: int = 8080
+    dapr_http_port: int = 3500
+    dapr_grpc_port: int = 50001
+    # Longer than the resiliency policy's 10 s invoke timeout, so the sidecar's own answer arrives first.
+    sidecar_timeout_seconds: float = Field(default=15.0, gt=0)
 
     users_app_id: str = "users"
     notifications_app_id: str = "notifications"
@@ -37,10 +33,6 @@ class Settings(BaseSettings):
     # However many tokens name an unknown key, the gateway asks users for its keys at most this often.
     jwks_min_refetch_seconds: float = 5.0
 
-    # Longer than the resiliency policy's 10 s invoke timeout, so the sidecar's own answer arrives first.
-    invoke_timeout_seconds: float = 15.0
-    sidecar_connect_timeout_seconds: float = 2.0
-    health_timeout_seconds: float = 2.0
     max_body_bytes: int = 1024 * 1024
     # The telemetry route keeps ingest's own limit, whatever the general one becomes.
     max_event_batch_bytes: int = 1024 * 1024
@@ -53,8 +45,6 @@ class Settings(BaseSettings):
     api_keys_cache_ttl_seconds: float = 60.0
     # After a failed read of the secret, requests are refused for this long before the store is asked again.
     api_keys_retry_seconds: float = 2.0
-
-    log_level: str = "INFO"
 
 
 @lru_cache

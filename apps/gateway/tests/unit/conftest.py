@@ -14,10 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.domain import KeysUnavailableError, UpstreamRequest, UpstreamResponse
+from gateway.domain import ApiKeysUnavailableError, KeysUnavailableError, UpstreamRequest, UpstreamResponse
+from gateway.handlers import Gateway
 
 ISSUER = "sidecart-users"
 AUDIENCE = "sidecart"
+API_KEY = "k-live-0123456789"
 
 
 def _b64(data: bytes) -> str:
@@ -86,6 +88,21 @@ class FakeJwksSource:
         return self.document
 
 
+class FakeApiKeySource:
+    """Serves the secret's value (or fails), counting reads."""
+
+    def __init__(self, value: str = f" {API_KEY} , k-other ,") -> None:
+        self.value = value
+        self.available = True
+        self.fetches = 0
+
+    async def fetch_api_keys(self) -> str:
+        self.fetches += 1
+        if not self.available:
+            raise ApiKeysUnavailableError("secret store down")
+        return self.value
+
+
 class FakeUpstream:
     """Records every call and answers with a canned response (or raises)."""
 
@@ -136,6 +153,24 @@ def upstream() -> FakeUpstream:
 
 
 @pytest.fixture
+def key_source() -> FakeApiKeySource:
+    return FakeApiKeySource()
+
+
+@pytest.fixture
+def gateway(upstream: FakeUpstream) -> Gateway:
+    """The use case with the default app ids, over the fake upstream."""
+    return Gateway(
+        upstream,
+        users_app_id="users",
+        notifications_app_id="notifications",
+        inventory_app_id="inventory",
+        payments_app_id="payments",
+        orders_app_id="orders",
+    )
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
@@ -158,3 +193,8 @@ def make_signer() -> Callable[[str], Signer]:
 @pytest.fixture
 def make_jwks_source() -> Callable[..., FakeJwksSource]:
     return FakeJwksSource
+
+
+@pytest.fixture
+def make_key_source() -> Callable[..., FakeApiKeySource]:
+    return FakeApiKeySource

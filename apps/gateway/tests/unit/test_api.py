@@ -1,14 +1,16 @@
-"""The public HTTP API through TestClient, with the sidecar-facing ports replaced by fakes."""
+"""The public HTTP API through TestClient: the routes over fakes of the use cases' ports, and the whole app (its
+lifespan, the kit's sidecar client) over a fake sidecar."""
 
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.api import get_authenticator, get_sidecar_health, get_upstream
+from gateway.api import get_api_keys, get_authenticator, get_gateway, get_sidecar_health
 from gateway.domain import (
     InvocationFailedError,
     SidecarUnreachableError,
@@ -16,19 +18,15 @@ from gateway.domain import (
     UpstreamResponse,
     UpstreamTimeoutError,
 )
-from gateway.handlers import Authenticator, SigningKeys
+from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.main import create_app
 from gateway.settings import Settings
+from sidecart_kit.testing import FakeSidecarHealth
 
 SUBJECT = "0f8fad5b-d9cb-469f-a165-70867728950e"
-
-
-class FakeSidecarHealth:
-    def __init__(self) -> None:
-        self.ready = True
-
-    async def is_ready(self) -> bool:
-        return self.ready
+API_KEY = "k-live-0123456789"
+MIB = 1024 * 1024
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture
@@ -37,14 +35,17 @@ def health() -> FakeSidecarHealth:
 
 
 @pytest.fixture
-def client(upstream: Any, jwks_source: Any, clock: Any, health: FakeSidecarHealth) -> TestClient:
+def client(gateway: Gateway, jwks_source: Any, key_source: Any, clock: Any, health: FakeSidecarHealth) -> TestClient:
+    # A small general limit shows the telemetry route keeps its own 1 MiB.
     app = create_app(Settings(max_body_bytes=1024))
     authenticator = Authenticator(
         SigningKeys(jwks_source, ttl=300, min_refetch_interval=5, clock=clock),
         TokenPolicy(issuer="sidecart-users", audience="sidecart", leeway_seconds=10),
     )
-    app.dependency_overrides[get_upstream] = lambda: upstream
+    api_keys = ApiKeys(key_source, ttl=60, retry_interval=2, clock=clock)
+    app.dependency_overrides[get_gateway] = lambda: gateway
     app.dependency_overrides[get_authenticator] = lambda: authenticator
+    app.dependency_overrides[get_api_keys] = lambda: api_keys
     app.dependency_overrides[get_sidecar_health] = lambda: health
     return TestClient(app, raise_server_exceptions=False)
 
@@ -257,7 +258,7 @@ def test_placing_an_order_routes_to_orders_with_the_idempotency_key(
 ) -> None:
     upstream.answer = _accepted(ORDER_ID)
     payload = {"lines": [{"sku": "sku-1", "quantity": 2}]}
-    headers = {**bearer, "Idempotency-Key": "attempt-7", "X-Request-ID": "req-o", "Cookie": "a=b"}
+    headers = {**bearer, "Idempotency-Key": "attempt-7", "Cookie": "a=b"}
     response = client.post("/api/v1/orders", json=payload, headers=headers)
     assert (response.status_code, response.json()) == (202, {"order_id": ORDER_ID, "status": "pending"})
     assert response.headers["location"] == f"/api/v1/orders/{ORDER_ID}"
@@ -265,7 +266,7 @@ def test_placing_an_order_routes_to_orders_with_the_idempotency_key(
     assert (app_id, request.method, request.path) == ("orders", "POST", f"users/{SUBJECT}/orders")
     assert json.loads(request.body) == payload
     assert request.headers["idempotency-key"] == "attempt-7"
-    assert (request.headers["x-request-id"], request.headers["content-type"]) == ("req-o", "application/json")
+    assert request.headers["content-type"] == "application/json"
     assert "authorization" not in request.headers
     assert "cookie" not in request.headers
 
@@ -496,21 +497,6 @@ def test_reports_are_read_only(client: TestClient, upstream: Any, bearer: dict[s
     assert upstream.calls == []
 
 
-def test_reports_carry_the_request_id_and_trace_context(
-    client: TestClient, upstream: Any, bearer: dict[str, str]
-) -> None:
-    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    headers = {**bearer, "X-Request-ID": "req-a1", "traceparent": traceparent, "tracestate": "a=b"}
-    response = client.get("/api/v1/analytics/funnel?from=2026-01-01", headers=headers)
-    assert response.headers["x-request-id"] == "req-a1"
-    forwarded = upstream.calls[0][1].headers
-    assert (forwarded["x-request-id"], forwarded["traceparent"], forwarded["tracestate"]) == (
-        "req-a1",
-        traceparent,
-        "a=b",
-    )
-
-
 @pytest.mark.parametrize(
     ("failure", "status", "code"),
     [
@@ -527,41 +513,6 @@ def test_analytics_down_maps_to_the_error_shape(
     body = _assert_error_shape(response, status, code)
     assert body["error"]["request_id"] == "req-d"
     assert "ERR_DIRECT_INVOKE" not in response.text
-
-
-# --- request ids and tracing --------------------------------------------------------------------------------
-
-
-def test_request_id_is_echoed_and_forwarded(client: TestClient, upstream: Any) -> None:
-    response = client.post("/api/v1/users", json={}, headers={"X-Request-ID": "abc-123"})
-    assert response.headers["x-request-id"] == "abc-123"
-    assert upstream.calls[0][1].headers["x-request-id"] == "abc-123"
-
-
-def test_request_id_is_generated_when_absent(client: TestClient, upstream: Any) -> None:
-    response = client.post("/api/v1/users", json={})
-    generated = response.headers["x-request-id"]
-    assert len(generated) >= 16
-    assert upstream.calls[0][1].headers["x-request-id"] == generated
-
-
-@pytest.mark.parametrize("offered", [b"x" * 300, b"has space", b"caf\xc3\xa9", b"a\x00b"])
-def test_unacceptable_request_id_is_replaced(client: TestClient, offered: bytes) -> None:
-    response = client.get("/healthz", headers=[(b"X-Request-ID", offered)])
-    assert response.headers["x-request-id"].encode() != offered
-    assert len(response.headers["x-request-id"]) == 32
-
-
-def test_trace_context_is_forwarded(client: TestClient, upstream: Any) -> None:
-    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    client.post("/api/v1/users", json={}, headers={"traceparent": traceparent, "tracestate": "a=b"})
-    headers = upstream.calls[0][1].headers
-    assert (headers["traceparent"], headers["tracestate"]) == (traceparent, "a=b")
-
-
-def test_error_carries_the_request_id(client: TestClient) -> None:
-    response = client.get("/api/v1/users/me", headers={"X-Request-ID": "req-9"})
-    assert response.json()["error"]["request_id"] == "req-9"
 
 
 # --- upstream failures --------------------------------------------------------------------------------------
@@ -603,38 +554,213 @@ def test_app_crash_outside_the_error_shape_is_502(client: TestClient, upstream: 
 # --- framework errors ---------------------------------------------------------------------------------------
 
 
-def test_unknown_route_is_404_in_the_error_shape(client: TestClient) -> None:
-    _assert_error_shape(client.get("/api/v1/nope"), 404, "not_found")
-
-
 def test_wrong_method_is_405_in_the_error_shape(client: TestClient) -> None:
     response = client.delete("/api/v1/users")
     _assert_error_shape(response, 405, "method_not_allowed")
     assert "POST" in response.headers["allow"]
 
 
-def test_unexpected_exception_is_500_internal_error(client: TestClient, upstream: Any) -> None:
-    upstream.answer = RuntimeError("bug")
-    response = client.post("/api/v1/users", json={}, headers={"X-Request-ID": "req-500"})
-    body = _assert_error_shape(response, 500, "internal_error")
-    assert body["error"]["request_id"] == "req-500"
-    assert "bug" not in response.text
+# --- POST /api/v1/events: a bearer token or an API key, ingest's body limit ----------------------------------
+
+BATCH = {"events": [{"id": "6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11", "type": "page_view", "ts": "2026-01-01T00:00:00Z"}]}
 
 
-def test_metrics_count_requests_by_route(client: TestClient) -> None:
-    client.get("/healthz")
-    client.get("/api/v1/users/me")
-    text = client.get("/metrics").text
-    assert 'http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
-    assert 'route="/api/v1/users/me",status="401"' in text
+@pytest.fixture
+def events_client(client: TestClient, upstream: Any) -> TestClient:
+    upstream.answer = UpstreamResponse(202, {"content-type": "application/json"}, b'{"accepted": 1, "rejected": []}')
+    return client
 
 
-def test_log_lines_carry_the_request_and_trace_ids(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    with caplog.at_level("INFO"):
-        client.get("/api/v1/users/me", headers={"X-Request-ID": "req-log", "traceparent": traceparent})
-    events = [record.msg for record in caplog.records if isinstance(record.msg, dict)]
-    request_line = next(event for event in events if event.get("event") == "request")
-    assert request_line["request_id"] == "req-log"
-    assert request_line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
-    assert request_line["status"] == 401
+def _post_events(client: TestClient, headers: dict[str, str], body: bytes | None = None) -> Any:
+    content = json.dumps(BATCH).encode() if body is None else body
+    return client.post("/api/v1/events", content=content, headers={"content-type": "application/json", **headers})
+
+
+def test_bearer_token_is_accepted_and_the_batch_forwarded(
+    events_client: TestClient, upstream: Any, signer: Any
+) -> None:
+    response = _post_events(events_client, {"Authorization": f"Bearer {signer.token()}"})
+    assert (response.status_code, response.json()) == (202, {"accepted": 1, "rejected": []})
+    [(app_id, request)] = upstream.calls
+    assert (app_id, request.method, request.path) == ("ingest", "POST", "events")
+    assert json.loads(request.body) == BATCH
+    assert request.headers["content-type"] == "application/json"
+    assert "authorization" not in request.headers
+
+
+def test_api_key_is_accepted(events_client: TestClient, upstream: Any) -> None:
+    response = _post_events(events_client, {"X-API-Key": API_KEY})
+    assert response.status_code == 202
+    [(app_id, request)] = upstream.calls
+    assert app_id == "ingest"
+    assert "x-api-key" not in request.headers  # the key stops at the edge
+
+
+def test_content_type_is_forwarded_as_sent(events_client: TestClient, upstream: Any) -> None:
+    events_client.post("/api/v1/events", content=b"x", headers={"X-API-Key": API_KEY, "content-type": "text/plain"})
+    assert upstream.calls[0][1].headers["content-type"] == "text/plain"
+
+
+@pytest.mark.parametrize("key", ["wrong", API_KEY + "x", API_KEY[:-1], "", "k-live"])
+def test_a_wrong_api_key_is_401(events_client: TestClient, upstream: Any, key: str) -> None:
+    body = _assert_error_shape(_post_events(events_client, {"X-API-Key": key}), 401, "invalid_api_key")
+    assert body["error"]["details"][0]["field"] == "X-API-Key"
+    assert upstream.calls == []
+
+
+def test_a_wrong_api_key_is_not_rescued_by_a_token(events_client: TestClient, upstream: Any, signer: Any) -> None:
+    response = _post_events(events_client, {"X-API-Key": "wrong", "Authorization": f"Bearer {signer.token()}"})
+    _assert_error_shape(response, 401, "invalid_api_key")
+    assert upstream.calls == []
+
+
+def test_no_credentials_is_401(events_client: TestClient, upstream: Any) -> None:
+    response = _assert_error_shape(_post_events(events_client, {}), 401, "missing_token")
+    assert response["error"]["details"][0]["field"] == "Authorization"
+    assert upstream.calls == []
+
+
+def test_a_bad_token_is_401(events_client: TestClient, upstream: Any) -> None:
+    _assert_error_shape(_post_events(events_client, {"Authorization": "Bearer not-a-token"}), 401, "invalid_token")
+    assert upstream.calls == []
+
+
+def test_secret_store_down_is_503(events_client: TestClient, key_source: Any, upstream: Any) -> None:
+    key_source.available = False
+    response = _post_events(events_client, {"X-API-Key": API_KEY})
+    _assert_error_shape(response, 503, "auth_unavailable")
+    assert response.headers["retry-after"]
+    assert upstream.calls == []
+
+
+def test_the_body_limit_is_1_mib(events_client: TestClient, upstream: Any) -> None:
+    exactly = b" " * (MIB - 2) + b"{}"
+    assert _post_events(events_client, {"X-API-Key": API_KEY}, exactly).status_code == 202
+    _assert_error_shape(_post_events(events_client, {"X-API-Key": API_KEY}, exactly + b" "), 413, "payload_too_large")
+    assert len(upstream.calls) == 1
+
+
+def test_an_ingest_error_passes_through(events_client: TestClient, upstream: Any) -> None:
+    error = {"error": {"code": "unavailable", "message": "resend", "details": [], "request_id": "r"}}
+    upstream.answer = UpstreamResponse(
+        503, {"content-type": "application/json", "retry-after": "2"}, json.dumps(error).encode()
+    )
+    response = _post_events(events_client, {"X-API-Key": API_KEY})
+    assert (response.status_code, response.json()["error"]["code"], response.headers["retry-after"]) == (
+        503,
+        "unavailable",
+        "2",
+    )
+
+
+# --- The whole app over a fake sidecar: what reaches the sidecar --------------------------------------------
+
+
+class FakeSidecar:
+    """The gateway's sidecar: the users JWKS, the API keys secret, and any other app answering 200 (recorded)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.jwks = jwks
+        self.invocations: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1.0/invoke/users/method/.well-known/jwks.json":
+            return httpx.Response(200, json=self.jwks)
+        if path == "/v1.0/secrets/secretstore/ingest-api-keys":
+            return httpx.Response(200, json={"ingest-api-keys": API_KEY})
+        self.invocations.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    def invocation(self) -> httpx.Request:
+        [request] = self.invocations
+        return request
+
+
+@pytest.fixture
+def sidecar(signer: Any) -> FakeSidecar:
+    return FakeSidecar({"keys": [signer.jwk()]})
+
+
+def _whole_app(sidecar: FakeSidecar, **settings: Any) -> TestClient:
+    """The gateway as create_app builds it; entering the client runs its lifespan."""
+    return TestClient(create_app(Settings(**settings), sidecar_transport=httpx.MockTransport(sidecar)))
+
+
+def test_an_invocation_carries_the_request_id_the_client_sent(sidecar: FakeSidecar) -> None:
+    with _whole_app(sidecar) as client:
+        response = client.post("/api/v1/users", json={}, headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    invocation = sidecar.invocation()
+    assert invocation.url.path == "/v1.0/invoke/users/method/users"
+    assert invocation.headers["x-request-id"] == "abc-123"
+
+
+@pytest.mark.parametrize("offered", [None, "has space", "x" * 129])
+def test_an_invocation_carries_the_id_the_kit_made_in_place_of_the_clients(
+    sidecar: FakeSidecar, offered: str | None
+) -> None:
+    with _whole_app(sidecar) as client:
+        response = client.post("/api/v1/users", json={}, headers={} if offered is None else {"X-Request-ID": offered})
+    made = response.headers["x-request-id"]
+    assert made != offered
+    assert sidecar.invocation().headers["x-request-id"] == made
+
+
+def test_an_invocation_carries_the_trace_context(sidecar: FakeSidecar) -> None:
+    with _whole_app(sidecar) as client:
+        client.post("/api/v1/users", json={}, headers={"traceparent": TRACEPARENT, "tracestate": "a=b"})
+    invocation = sidecar.invocation()
+    assert (invocation.headers["traceparent"], invocation.headers["tracestate"]) == (TRACEPARENT, "a=b")
+
+
+def test_reports_carry_the_request_id_and_trace_context(sidecar: FakeSidecar, signer: Any) -> None:
+    headers = {
+        "Authorization": f"Bearer {signer.token(sub=SUBJECT)}",
+        "X-Request-ID": "req-a1",
+        "traceparent": TRACEPARENT,
+        "tracestate": "a=b",
+    }
+    with _whole_app(sidecar) as client:
+        response = client.get("/api/v1/analytics/funnel?from=2026-01-01&admin=1", headers=headers)
+    assert (response.status_code, response.headers["x-request-id"]) == (200, "req-a1")
+    invocation = sidecar.invocation()
+    assert (invocation.url.path, invocation.url.query) == (
+        "/v1.0/invoke/analytics/method/reports/funnel",
+        b"from=2026-01-01",
+    )
+    assert (
+        invocation.headers["x-request-id"],
+        invocation.headers["traceparent"],
+        invocation.headers["tracestate"],
+    ) == (
+        "req-a1",
+        TRACEPARENT,
+        "a=b",
+    )
+
+
+def test_only_the_gateways_own_token_reaches_the_sidecar(sidecar: FakeSidecar) -> None:
+    client_headers = {"dapr-api-token": "guess", "dapr-app-id": "payments", "Cookie": "a=b", "Connection": "close"}
+    with _whole_app(sidecar, dapr_api_token="s3cret") as client:
+        client.post("/api/v1/users", json={}, headers=client_headers)
+    invocation = sidecar.invocation()
+    assert (invocation.url.path, invocation.headers["dapr-api-token"]) == ("/v1.0/invoke/users/method/users", "s3cret")
+    assert "dapr-app-id" not in invocation.headers
+    assert "cookie" not in invocation.headers
+
+
+def test_the_ingest_app_id_comes_from_settings(sidecar: FakeSidecar) -> None:
+    with _whole_app(sidecar, ingest_app_id="ingest-blue") as client:
+        response = client.post("/api/v1/events", json=BATCH, headers={"X-API-Key": API_KEY})
+    assert response.status_code == 200
+    assert sidecar.invocation().url.path == "/v1.0/invoke/ingest-blue/method/events"
+
+
+def test_calls_to_other_apps_and_key_fetches_are_counted(sidecar: FakeSidecar, signer: Any) -> None:
+    with _whole_app(sidecar) as client:
+        client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {signer.token(sub=SUBJECT)}"})
+        metrics = client.get("/metrics").text
+    # The JWKS and the profile, both from users.
+    assert 'gateway_upstream_requests_total{app_id="users",outcome="answered"} 2.0' in metrics
+    assert 'gateway_jwks_fetches_total{outcome="ok"} 1.0' in metrics

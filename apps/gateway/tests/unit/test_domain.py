@@ -1,4 +1,4 @@
-"""Token rules, key parsing, header allow-lists and the mapping of app answers."""
+"""Token rules, key parsing, API keys, header allow-lists and the mapping of app answers."""
 
 import base64
 import json
@@ -19,6 +19,7 @@ from gateway.domain import (
     UnknownResourceError,
     UpstreamResponse,
     accepted_order_id,
+    api_key_matches,
     bearer_token,
     client_response,
     forwarded_query,
@@ -172,6 +173,15 @@ def test_hs256_signed_with_the_public_key_is_refused(signer: Any, forge: Any, cl
         verify_token(token, _key(signer), POLICY)
 
 
+# --- API keys -----------------------------------------------------------------------------------------------
+
+
+def test_api_key_matches_only_whole_keys() -> None:
+    assert api_key_matches("a", {"b", "a"})
+    assert not api_key_matches("a", {"ab", "ba"})
+    assert not api_key_matches("", set())
+
+
 # --- forwarding ---------------------------------------------------------------------------------------------
 
 
@@ -193,13 +203,11 @@ def test_only_allowed_request_headers_are_forwarded() -> None:
         ("Idempotency-Key", "order-attempt-1"),
         ("X-User-Id", "someone-else"),
     ]
-    assert forwarded_request_headers(incoming, "req-1") == {
+    # The request id and trace context are the kit's to pass on (as it accepted them), never copied from here.
+    assert forwarded_request_headers(incoming) == {
         "content-type": "application/json",
         "accept": "application/json",
         "idempotency-key": "order-attempt-1",
-        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        "tracestate": "congo=t61rcWkgMzE",
-        "x-request-id": "req-1",
     }
 
 
@@ -248,12 +256,15 @@ def test_app_error_in_the_error_shape_passes_through() -> None:
     assert (answer.status, answer.body) == (409, body)
 
 
-def test_app_4xx_outside_the_shape_is_wrapped_keeping_its_status() -> None:
-    answer = client_response(UpstreamResponse(404, {"content-type": "text/plain"}, b"Not Found"), "req-7")
-    assert answer.status == 404
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, "not_found"), (410, "gone"), (414, "uri_too_long"), (418, "client_error")]
+)
+def test_app_4xx_outside_the_shape_is_wrapped_keeping_its_status(status: int, code: str) -> None:
+    answer = client_response(UpstreamResponse(status, {"content-type": "text/plain"}, b"Refused"), "req-7")
+    assert answer.status == status
     assert answer.headers["content-type"] == "application/json"
     assert json.loads(answer.body) == {
-        "error": {"code": "not_found", "message": "The request was refused.", "details": [], "request_id": "req-7"}
+        "error": {"code": code, "message": "The request was refused.", "details": [], "request_id": "req-7"}
     }
 
 

@@ -1,4 +1,4 @@
-"""The signing-key cache, the authenticator and the route-to-app mapping, with fake ports."""
+"""The signing-key cache, the API key cache, the authenticator and the route-to-app mapping, with fake ports."""
 
 import asyncio
 from typing import Any
@@ -7,6 +7,8 @@ import pytest
 
 from gateway.domain import (
     AnalyticsReport,
+    ApiKeysUnavailableError,
+    InvalidApiKeyError,
     InvalidTokenError,
     KeysUnavailableError,
     MissingTokenError,
@@ -15,7 +17,7 @@ from gateway.domain import (
     UnknownResourceError,
     UpstreamResponse,
 )
-from gateway.handlers import Authenticator, Gateway, SigningKeys
+from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 
 POLICY = TokenPolicy(issuer="sidecart-users", audience="sidecart", leeway_seconds=10)
 
@@ -152,25 +154,52 @@ async def test_malformed_and_unsigned_tokens_never_cost_a_fetch(
     assert jwks_source.fetches == 0
 
 
+# --- ApiKeys -------------------------------------------------------------------------------------------------
+
+API_KEY = "k-live-0123456789"
+
+
+async def test_api_keys_are_cached_for_the_ttl(key_source: Any, clock: Any) -> None:
+    keys = ApiKeys(key_source, ttl=60, retry_interval=2, clock=clock)
+    await keys.verify(API_KEY)
+    await keys.verify("k-other")
+    with pytest.raises(InvalidApiKeyError):
+        await keys.verify("nope")
+    assert key_source.fetches == 1
+    key_source.value = "k-rotated"
+    clock.now += 61
+    with pytest.raises(InvalidApiKeyError):
+        await keys.verify(API_KEY)  # revoked: gone once the cache expires
+    await keys.verify("k-rotated")
+    assert key_source.fetches == 2
+
+
+async def test_a_failing_secret_store_is_asked_again_only_after_the_retry_interval(key_source: Any, clock: Any) -> None:
+    keys = ApiKeys(key_source, ttl=60, retry_interval=2, clock=clock)
+    key_source.available = False
+    for _ in range(3):
+        with pytest.raises(ApiKeysUnavailableError):
+            await keys.verify(API_KEY)
+    assert key_source.fetches == 1
+    key_source.available = True
+    clock.now += 2
+    await keys.verify(API_KEY)
+
+
+async def test_an_empty_secret_accepts_no_key(make_key_source: Any, clock: Any) -> None:
+    keys = ApiKeys(make_key_source(" , "), ttl=60, retry_interval=2, clock=clock)
+    with pytest.raises(InvalidApiKeyError):
+        await keys.verify("")
+
+
 # --- Gateway (routing) --------------------------------------------------------------------------------------
 
 
-def _gateway(upstream: Any) -> Gateway:
-    return Gateway(
-        upstream,
-        users_app_id="users",
-        notifications_app_id="notifications",
-        inventory_app_id="inventory",
-        payments_app_id="payments",
-        orders_app_id="orders",
-    )
+HEADERS = {"accept": "application/json", "content-type": "application/json"}
 
 
-HEADERS = {"x-request-id": "req-1", "content-type": "application/json"}
-
-
-async def test_sign_up_goes_to_users_post_users(upstream: Any) -> None:
-    await _gateway(upstream).sign_up(b'{"email": "a@example.com"}', HEADERS)
+async def test_sign_up_goes_to_users_post_users(upstream: Any, gateway: Gateway) -> None:
+    await gateway.sign_up(b'{"email": "a@example.com"}', HEADERS)
     [(app_id, request)] = upstream.calls
     assert (app_id, request.method, request.path, request.body) == (
         "users",
@@ -181,26 +210,26 @@ async def test_sign_up_goes_to_users_post_users(upstream: Any) -> None:
     assert request.headers == HEADERS
 
 
-async def test_login_goes_to_users_post_auth_token(upstream: Any) -> None:
-    await _gateway(upstream).issue_token(b"{}", HEADERS)
+async def test_login_goes_to_users_post_auth_token(upstream: Any, gateway: Gateway) -> None:
+    await gateway.issue_token(b"{}", HEADERS)
     [(app_id, request)] = upstream.calls
     assert (app_id, request.method, request.path) == ("users", "POST", "auth/token")
 
 
-async def test_profile_goes_to_users_with_the_token_subject(upstream: Any) -> None:
-    await _gateway(upstream).get_profile(Principal("u-1"), HEADERS)
+async def test_profile_goes_to_users_with_the_token_subject(upstream: Any, gateway: Gateway) -> None:
+    await gateway.get_profile(Principal("u-1"), HEADERS)
     [(app_id, request)] = upstream.calls
     assert (app_id, request.method, request.path, request.body) == ("users", "GET", "users/u-1", b"")
 
 
-async def test_notifications_go_to_notifications_with_the_token_subject(upstream: Any) -> None:
-    await _gateway(upstream).list_notifications(Principal("u-1"), HEADERS)
+async def test_notifications_go_to_notifications_with_the_token_subject(upstream: Any, gateway: Gateway) -> None:
+    await gateway.list_notifications(Principal("u-1"), HEADERS)
     [(app_id, request)] = upstream.calls
     assert (app_id, request.method, request.path) == ("notifications", "GET", "users/u-1/notifications")
 
 
-async def test_products_go_to_inventory(upstream: Any) -> None:
-    gateway = _gateway(upstream)
+async def test_products_go_to_inventory(upstream: Any, gateway: Gateway) -> None:
+    gateway = gateway
     await gateway.list_products(HEADERS)
     await gateway.get_product("SKU-42.b_1", HEADERS)
     assert [(app_id, request.method, request.path) for app_id, request in upstream.calls] == [
@@ -209,15 +238,15 @@ async def test_products_go_to_inventory(upstream: Any) -> None:
     ]
 
 
-async def test_wallet_goes_to_payments_with_the_token_subject(upstream: Any) -> None:
-    await _gateway(upstream).get_wallet(Principal("u-1"), HEADERS)
+async def test_wallet_goes_to_payments_with_the_token_subject(upstream: Any, gateway: Gateway) -> None:
+    await gateway.get_wallet(Principal("u-1"), HEADERS)
     [(app_id, request)] = upstream.calls
     assert (app_id, request.method, request.path) == ("payments", "GET", "wallets/u-1")
 
 
-async def test_placing_an_order_goes_to_orders_for_the_token_subject(upstream: Any) -> None:
+async def test_placing_an_order_goes_to_orders_for_the_token_subject(upstream: Any, gateway: Gateway) -> None:
     headers = {**HEADERS, "idempotency-key": "key-1"}
-    await _gateway(upstream).place_order(Principal("u-1"), b'{"lines": []}', headers)
+    await gateway.place_order(Principal("u-1"), b'{"lines": []}', headers)
     [(app_id, request)] = upstream.calls
     assert (app_id, request.method, request.path, request.body) == (
         "orders",
@@ -228,8 +257,8 @@ async def test_placing_an_order_goes_to_orders_for_the_token_subject(upstream: A
     assert request.headers == headers
 
 
-async def test_orders_are_read_from_orders_for_the_token_subject(upstream: Any) -> None:
-    gateway = _gateway(upstream)
+async def test_orders_are_read_from_orders_for_the_token_subject(upstream: Any, gateway: Gateway) -> None:
+    gateway = gateway
     await gateway.list_orders(Principal("u-1"), HEADERS)
     await gateway.get_order(Principal("u-1"), "6F1C2A4E-2B0B-4BB8-9A57-6F0A1D2F9C11", HEADERS)
     assert [(app_id, request.method, request.path) for app_id, request in upstream.calls] == [
@@ -239,36 +268,38 @@ async def test_orders_are_read_from_orders_for_the_token_subject(upstream: Any) 
 
 
 @pytest.mark.parametrize("sku", ["", ".", "..", "a/b", "../admin", "a b", "x" * 65, "sku?x=1", "sku\n", "caf\u00e9"])
-async def test_a_sku_that_cannot_exist_is_not_looked_up(upstream: Any, sku: str) -> None:
+async def test_a_sku_that_cannot_exist_is_not_looked_up(upstream: Any, gateway: Gateway, sku: str) -> None:
     with pytest.raises(UnknownResourceError):
-        await _gateway(upstream).get_product(sku, HEADERS)
+        await gateway.get_product(sku, HEADERS)
     assert upstream.calls == []
 
 
 @pytest.mark.parametrize("order_id", ["", "42", "not-a-uuid", "../admin", "{6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11}"])
-async def test_an_order_id_that_is_no_uuid_is_not_looked_up(upstream: Any, order_id: str) -> None:
+async def test_an_order_id_that_is_no_uuid_is_not_looked_up(upstream: Any, gateway: Gateway, order_id: str) -> None:
     with pytest.raises(UnknownResourceError):
-        await _gateway(upstream).get_order(Principal("u-1"), order_id, HEADERS)
+        await gateway.get_order(Principal("u-1"), order_id, HEADERS)
     assert upstream.calls == []
 
 
 @pytest.mark.parametrize("report", list(AnalyticsReport))
-async def test_reports_go_to_analytics_with_the_allowed_query(upstream: Any, report: AnalyticsReport) -> None:
+async def test_reports_go_to_analytics_with_the_allowed_query(
+    upstream: Any, gateway: Gateway, report: AnalyticsReport
+) -> None:
     query = [("limit", "5"), ("page", "2"), ("type", "orders"), ("from", "2026-01-01"), ("to", "2026-01-31")]
-    await _gateway(upstream).get_report(report, query, HEADERS)
+    await gateway.get_report(report, query, HEADERS)
     [(app_id, request)] = upstream.calls
     assert (app_id, request.method, request.path, request.body) == ("analytics", "GET", f"reports/{report}", b"")
     assert request.query == "limit=5&type=orders&from=2026-01-01&to=2026-01-31"
     assert request.headers == HEADERS
 
 
-async def test_a_report_without_a_query_sends_none(upstream: Any) -> None:
-    await _gateway(upstream).get_report(AnalyticsReport.SUMMARY, [], HEADERS)
+async def test_a_report_without_a_query_sends_none(upstream: Any, gateway: Gateway) -> None:
+    await gateway.get_report(AnalyticsReport.SUMMARY, [], HEADERS)
     assert upstream.calls[0][1].query == ""
 
 
-async def test_other_routes_forward_no_query(upstream: Any) -> None:
-    await _gateway(upstream).list_products(HEADERS)
+async def test_other_routes_forward_no_query(upstream: Any, gateway: Gateway) -> None:
+    await gateway.list_products(HEADERS)
     assert upstream.calls[0][1].query == ""
 
 
@@ -310,9 +341,8 @@ async def test_app_ids_come_from_configuration(upstream: Any) -> None:
     ]
 
 
-async def test_app_answer_is_mapped_for_the_client(upstream: Any) -> None:
+async def test_app_answer_is_mapped_for_the_client(upstream: Any, gateway: Gateway) -> None:
     upstream.answer = UpstreamResponse(404, {"content-type": "text/plain", "connection": "close"}, b"nope")
-    answer = await _gateway(upstream).get_profile(Principal("u-1"), HEADERS)
+    answer = await gateway.get_profile(Principal("u-1"), HEADERS)
     assert answer.status == 404
     assert b'"not_found"' in answer.body
-    assert b'"req-1"' in answer.body

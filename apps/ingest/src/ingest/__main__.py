@@ -1,21 +1,11 @@
 """`python -m ingest`: serve ingest on 127.0.0.1 at the port the dapr CLI gives it (APP_PORT)."""
 
-import uvicorn
-
 from ingest.settings import get_settings
+from sidecart_kit.service import serve
 
 
 def main() -> None:
-    settings = get_settings()
-    uvicorn.run(
-        "ingest.main:create_app",
-        factory=True,
-        host=settings.app_host,
-        port=settings.app_port,
-        log_config=None,  # create_app routes every log line through structlog's JSON renderer
-        access_log=False,  # the request middleware logs each request with its request id
-        server_header=False,
-    )
+    serve("ingest.main:create_app", get_settings())
 
 
 if __name__ == "__main__":

@@ -1,45 +1,28 @@
-"""The only module that talks to the sidecar: Dapr's bulk publish API, and the sidecar's health."""
+"""The only module that talks to the sidecar: Dapr's bulk publish API, over the kit's sidecar client."""
 
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
-import structlog
 
 from contracts.telemetry import TelemetryEvent
 from ingest.domain import bulk_publish_entries
 from ingest.handlers import PublishFailedError
-from ingest.settings import Settings
+from sidecart_kit.logs import get_logger
+from sidecart_kit.sidecar import dapr_error_code
 
-log = structlog.get_logger("ingest.adapters")
-
-
-def sidecar_client(settings: Settings) -> httpx.AsyncClient:
-    """One pooled client to the sidecar for the app's lifetime."""
-    headers = {}
-    if settings.dapr_api_token is not None:
-        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
-    return httpx.AsyncClient(
-        base_url=f"http://{settings.dapr_host}:{settings.dapr_http_port}",
-        headers=headers,
-        timeout=httpx.Timeout(settings.publish_timeout_seconds, connect=settings.sidecar_connect_timeout_seconds),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        trust_env=False,  # a proxy from the environment must never sit between an app and its sidecar
-    )
+log = get_logger(__name__)
 
 
-def _failed_entries(response: httpx.Response) -> tuple[list[Any], str | None]:
-    """Dapr's bulk publish failure body: {"failedEntries": [{"entryId", "error"}], "errorCode": ...}."""
+def _failed_entries(response: httpx.Response) -> list[Any]:
+    """The entries Dapr's bulk publish failure body lists: {"failedEntries": [{"entryId", "error"}], ...}."""
     try:
         body: Any = response.json()
     except ValueError:
-        return [], None
-    if not isinstance(body, dict):
-        return [], None
-    failed = body.get("failedEntries")
-    code = body.get("errorCode")
-    return (failed if isinstance(failed, list) else []), (str(code) if code is not None else None)
+        return []
+    failed = body.get("failedEntries") if isinstance(body, dict) else None
+    return failed if isinstance(failed, list) else []
 
 
 class DaprBulkPublisher:
@@ -59,7 +42,8 @@ class DaprBulkPublisher:
         on_publish: Callable[[str, float], None] | None = None,
     ) -> None:
         self._client = client
-        self._url = f"/v1.0-alpha1/publish/bulk/{pubsub_name}/{topic}"
+        # Bulk publish is still an alpha API, outside the client's /v1.0 base: an absolute URL on the same sidecar.
+        self._url = client.base_url.join(f"/v1.0-alpha1/publish/bulk/{pubsub_name}/{topic}")
         self._source = source
         self._on_publish = on_publish
 
@@ -71,7 +55,7 @@ class DaprBulkPublisher:
         except httpx.HTTPError as exc:
             self._record("unreachable", started)
             raise PublishFailedError(f"the sidecar did not answer: {exc!r}") from exc
-        failed, error_code = _failed_entries(response)
+        failed, error_code = _failed_entries(response), dapr_error_code(response)
         # 204 when every entry was published; a 2xx that still lists failed entries is a failure all the same.
         if response.is_success and not failed:
             self._record("published", started)
@@ -92,18 +76,3 @@ class DaprBulkPublisher:
     def _record(self, outcome: str, started: float) -> None:
         if self._on_publish is not None:
             self._on_publish(outcome, time.perf_counter() - started)
-
-
-class DaprSidecarHealth:
-    """Whether the sidecar is up and its components ready (GET /v1.0/healthz/outbound, 204 when so)."""
-
-    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
-        self._client = client
-        self._timeout = timeout
-
-    async def is_ready(self) -> bool:
-        try:
-            response = await self._client.get("/v1.0/healthz/outbound", timeout=self._timeout)
-        except httpx.HTTPError:
-            return False
-        return response.is_success

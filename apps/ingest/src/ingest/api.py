@@ -1,22 +1,21 @@
-"""HTTP routes: receive a telemetry batch, health and metrics."""
+"""HTTP routes: receive a telemetry batch, and health; and how ingest's errors are answered."""
 
 from typing import Annotated
 
-import structlog
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, Request
 
 from contracts.api import ErrorResponse
 from contracts.telemetry import TelemetryBatchAccepted
 from ingest.domain import MalformedBatchError, TooManyEventsError, is_json_media_type
-from ingest.errors import ApiError, error_response
-from ingest.handlers import Ingest, IngestBatch, PublishFailedError, SidecarHealth, TelemetryPublisher
-from ingest.observability import HttpMetrics
+from ingest.handlers import Ingest, IngestBatch, PublishFailedError
 from ingest.settings import Settings
+from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.sidecar import SidecarHealth
 
-log = structlog.get_logger("ingest.api")
 router = APIRouter()
+
+
+# --- What the lifespan built (main.py), read from app.state -------------------------------------------------
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -24,9 +23,9 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_publisher(request: Request) -> TelemetryPublisher:
-    publisher: TelemetryPublisher = request.app.state.publisher
-    return publisher
+async def get_ingest(request: Request) -> Ingest:
+    ingest: Ingest = request.app.state.ingest
+    return ingest
 
 
 async def get_sidecar_health(request: Request) -> SidecarHealth:
@@ -34,19 +33,9 @@ async def get_sidecar_health(request: Request) -> SidecarHealth:
     return health
 
 
-async def get_metrics(request: Request) -> HttpMetrics:
-    metrics: HttpMetrics = request.app.state.metrics
-    return metrics
-
-
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-PublisherDep = Annotated[TelemetryPublisher, Depends(get_publisher)]
+IngestDep = Annotated[Ingest, Depends(get_ingest)]
 SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
-MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
-
-
-async def get_ingest(publisher: PublisherDep, settings: SettingsDep) -> Ingest:
-    return Ingest(publisher, max_events=settings.max_events_per_batch)
 
 
 async def read_json_body(request: Request, settings: SettingsDep) -> bytes:
@@ -69,8 +58,9 @@ async def read_json_body(request: Request, settings: SettingsDep) -> bytes:
     return b"".join(chunks)
 
 
-IngestDep = Annotated[Ingest, Depends(get_ingest)]
 JsonBodyDep = Annotated[bytes, Depends(read_json_body)]
+
+# --- Routes ---------------------------------------------------------------------------------------------------
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -84,19 +74,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 @router.post("/events", tags=["telemetry"], status_code=202, response_model=TelemetryBatchAccepted, responses=_ERRORS)
-async def ingest_events(ingest: IngestDep, body: JsonBodyDep, metrics: MetricsDep) -> TelemetryBatchAccepted:
+async def ingest_events(ingest: IngestDep, body: JsonBodyDep) -> TelemetryBatchAccepted:
     """Receive a batch of telemetry events: each is judged on its own, the valid ones are published together."""
-    try:
-        outcome = await ingest.ingest(IngestBatch(body))
-    except MalformedBatchError as exc:
-        raise ApiError(422, "validation_error", f"The request is invalid: {exc}.") from exc
-    except TooManyEventsError as exc:
-        raise ApiError(413, "too_many_events", f"The request is too large: {exc}.") from exc
-    except PublishFailedError as exc:
-        metrics.events.labels("failed").inc(exc.events)
-        raise
-    metrics.events.labels("accepted").inc(len(outcome.accepted))
-    metrics.events.labels("rejected").inc(len(outcome.rejected))
+    outcome = await ingest.ingest(IngestBatch(body))
     return TelemetryBatchAccepted(accepted=len(outcome.accepted), rejected=list(outcome.rejected))
 
 
@@ -107,30 +87,25 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: SidecarHealthDep, request: Request) -> JSONResponse:
+async def readyz(health: SidecarHealthDep) -> dict[str, str]:
     """Readiness: this app's sidecar is up and its components are ready."""
-    if await health.is_ready():
-        return JSONResponse({"status": "ready"})
-    return error_response(503, "not_ready", "The Dapr sidecar is not ready.", request.state.request_id)
+    if not await health.is_ready():
+        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
+    return {"status": "ready"}
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(http_metrics: MetricsDep) -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(http_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+# --- Ingest's errors, as the client gets them --------------------------------------------------------------
 
 
-async def _on_publish_failed(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("batch_not_published", error=str(exc))
-    settings: Settings = request.app.state.settings
-    return error_response(
-        503,
-        "unavailable",
-        "The events could not be published and none was accepted; resend the whole batch.",
-        request.state.request_id,
-        headers={"retry-after": str(settings.retry_after_seconds)},
-    )
-
-
-def install_domain_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(PublishFailedError, _on_publish_failed)
+def domain_errors(settings: Settings) -> DomainErrors:
+    """The table of ingest's errors; a function, not a constant, as a failed publish's Retry-After is a setting."""
+    return {
+        MalformedBatchError: lambda exc: ApiError(422, "validation_error", f"The request is invalid: {exc}."),
+        TooManyEventsError: lambda exc: ApiError(413, "too_many_events", f"The request is too large: {exc}."),
+        PublishFailedError: lambda exc: ApiError(
+            503,
+            "unavailable",
+            "The events could not be published and none was accepted; resend the whole batch.",
+            headers={"retry-after": str(settings.retry_after_seconds)},
+        ),
+    }

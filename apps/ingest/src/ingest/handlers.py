@@ -12,19 +12,11 @@ from ingest.domain import judge_events, read_batch
 class PublishFailedError(Exception):
     """The sidecar did not publish every event of the batch (or could not be reached): nothing counts as accepted."""
 
-    def __init__(self, reason: str, events: int = 0) -> None:
-        super().__init__(reason)
-        self.events = events  # how many valid events went unacknowledged
-
 
 class TelemetryPublisher(Protocol):
     async def publish(self, events: Sequence[TelemetryEvent]) -> None:
         """Publishes every event, or raises PublishFailedError if any one of them was not published."""
         ...
-
-
-class SidecarHealth(Protocol):
-    async def is_ready(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +33,11 @@ class IngestOutcome:
 
 
 class Ingest:
-    """Judges each event of a batch on its own, then hands the valid ones to the publisher in one bulk call."""
+    """Judges each event of a batch on its own, then hands the valid ones to the publisher in one bulk call.
+
+    `on_events(outcome, count)` hears how many events were accepted (published), rejected (invalid) or failed
+    (valid but not published) per batch; a batch that is no batch at all counts nothing.
+    """
 
     def __init__(
         self,
@@ -49,10 +45,12 @@ class Ingest:
         *,
         max_events: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_events: Callable[[str, int], None] = lambda outcome, count: None,
     ) -> None:
         self._publisher = publisher
         self._max_events = max_events
         self._clock = clock
+        self._on_events = on_events
 
     async def ingest(self, command: IngestBatch) -> IngestOutcome:
         """Raises MalformedBatchError or TooManyEventsError for a body that is no batch, PublishFailedError when
@@ -64,6 +62,9 @@ class Ingest:
             # so the events that did get through the first time are not counted twice.
             try:
                 await self._publisher.publish(judged.accepted)
-            except PublishFailedError as exc:
-                raise PublishFailedError(str(exc), events=len(judged.accepted)) from exc
+            except PublishFailedError:
+                self._on_events("failed", len(judged.accepted))
+                raise
+        self._on_events("accepted", len(judged.accepted))
+        self._on_events("rejected", len(judged.rejected))
         return IngestOutcome(judged.accepted, judged.rejected)

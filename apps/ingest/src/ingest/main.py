@@ -1,38 +1,44 @@
-"""Builds the ingest app: clients open in the lifespan, nothing happens at import time."""
+"""Ingest's composition root: the kit's plumbing, and the use case built once in the lifespan."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import Counter, Histogram
 
 from ingest import api
-from ingest.adapters import DaprBulkPublisher, DaprSidecarHealth, sidecar_client
-from ingest.errors import install_error_handlers
-from ingest.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from ingest.adapters import DaprBulkPublisher
+from ingest.handlers import Ingest
 from ingest.settings import Settings, get_settings
+from sidecart_kit.logs import configure_logging
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ingest app, configured from `settings` (the environment by default)."""
+def create_app(
+    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The ingest app, configured from `settings` (the environment by default); tests pass a fake sidecar."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
-    metrics = HttpMetrics(CollectorRegistry())
-
-    def on_publish(outcome: str, seconds: float) -> None:
-        metrics.bulk_publish_latency.labels(outcome).observe(seconds)
+    configure_logging(settings.log_level, "ingest")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with sidecar_client(settings) as client:
-            app.state.publisher = DaprBulkPublisher(
+        async with create_sidecar_client(settings, sidecar_transport) as client:
+            publisher = DaprBulkPublisher(
                 client,
                 pubsub_name=settings.pubsub_name,
                 topic=settings.telemetry_topic,
                 source=settings.event_source,
-                on_publish=on_publish,
+                on_publish=lambda outcome, seconds: publish_latency.labels(outcome).observe(seconds),
             )
-            app.state.sidecar_health = DaprSidecarHealth(client, settings.health_timeout_seconds)
+            app.state.ingest = Ingest(
+                publisher,
+                max_events=settings.max_events_per_batch,
+                on_events=lambda outcome, count: events.labels(outcome).inc(count),
+            )
+            app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
             yield
 
     app = FastAPI(
@@ -42,9 +48,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = metrics
+    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.domain_errors(settings))
+    events = Counter(
+        "ingest_events_total",
+        "Telemetry events received, by outcome (accepted: published; rejected: invalid; failed: not published).",
+        ["outcome"],
+        registry=registry,
+    )
+    publish_latency = Histogram(
+        "ingest_bulk_publish_duration_seconds",
+        "Time the sidecar took to bulk-publish one batch, by outcome.",
+        ["outcome"],
+        registry=registry,
+    )
     app.include_router(api.router)
-    install_error_handlers(app)
-    api.install_domain_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

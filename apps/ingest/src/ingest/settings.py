@@ -1,25 +1,22 @@
-"""Ingest configuration: INGEST_* variables, plus the ports the dapr CLI sets without a prefix."""
+"""Ingest configuration: INGEST_* variables, plus what the dapr CLI sets without a prefix (APP_PORT, ...)."""
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from contracts.telemetry import TelemetryEvent
+from sidecart_kit.sidecar import ServiceSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", populate_by_name=True)
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INGEST_")
 
-    app_host: str = "127.0.0.1"
-    app_port: int = Field(default=8106, validation_alias=AliasChoices("INGEST_APP_PORT", "APP_PORT"))
-    dapr_host: str = "127.0.0.1"
-    dapr_http_port: int = Field(default=3506, validation_alias=AliasChoices("INGEST_DAPR_HTTP_PORT", "DAPR_HTTP_PORT"))
-    dapr_grpc_port: int = Field(default=50061, validation_alias=AliasChoices("INGEST_DAPR_GRPC_PORT", "DAPR_GRPC_PORT"))
-    # Sent as `dapr-api-token` when the sidecar is started with an API token (DAPR_API_TOKEN, set by the CLI).
-    dapr_api_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("INGEST_DAPR_API_TOKEN", "DAPR_API_TOKEN")
-    )
+    app_port: int = 8106
+    dapr_http_port: int = 3506
+    dapr_grpc_port: int = 50061
+    # A bulk publish of a whole batch (up to 1,000 events) may take longer than the kit's default allows.
+    sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
 
     pubsub_name: str = "pubsub"
     telemetry_topic: str = TelemetryEvent.TOPIC
@@ -29,13 +26,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     max_events_per_batch: int = 1000
 
-    publish_timeout_seconds: float = 10.0
-    sidecar_connect_timeout_seconds: float = 2.0
-    health_timeout_seconds: float = 2.0
     # What a client is told to wait before resending a batch the sidecar could not publish.
     retry_after_seconds: int = 2
-
-    log_level: str = "INFO"
 
 
 @lru_cache

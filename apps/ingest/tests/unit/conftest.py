@@ -1,27 +1,38 @@
-"""Fakes of the ingest ports (no network, nothing patched) and a maker of valid events."""
+"""A fake of ingest's sidecar (no network, nothing patched) and a maker of valid events."""
 
+import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from contracts.telemetry import TelemetryEvent
-from ingest.handlers import PublishFailedError
+
+BULK_PUBLISH_PATH = "/v1.0-alpha1/publish/bulk/pubsub/telemetry"
 
 
-class FakePublisher:
-    """Records each bulk publish; fails every call while `available` is False."""
+class FakeSidecar:
+    """Records each bulk publish; fails every one while `available` is False (as Dapr does when the broker is down)
+    and answers the health probe as not ready while `ready` is False."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[TelemetryEvent, ...]] = []
         self.available = True
+        self.ready = True
 
-    async def publish(self, events: Sequence[TelemetryEvent]) -> None:
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1.0/healthz/outbound":
+            return httpx.Response(204 if self.ready else 500)
+        assert (request.method, request.url.path) == ("POST", BULK_PUBLISH_PATH)
+        entries = json.loads(request.content)
         if not self.available:
-            raise PublishFailedError("1 of 2 entries failed")
-        self.batches.append(tuple(events))
+            failed = [{"entryId": entry["entryId"], "error": "broker down"} for entry in entries[1:]]
+            return httpx.Response(500, json={"failedEntries": failed, "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE"})
+        self.batches.append(tuple(TelemetryEvent.model_validate(entry["event"]["data"]) for entry in entries))
+        return httpx.Response(204)
 
     @property
     def published(self) -> list[TelemetryEvent]:
@@ -43,8 +54,8 @@ def valid_event(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def publisher() -> FakePublisher:
-    return FakePublisher()
+def sidecar() -> FakeSidecar:
+    return FakeSidecar()
 
 
 @pytest.fixture

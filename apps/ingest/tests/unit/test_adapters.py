@@ -1,4 +1,4 @@
-"""The sidecar adapters against httpx.MockTransport: the bulk publish request and how Dapr's answers are read."""
+"""The bulk publisher over the kit's client and a fake sidecar: the request it sends, how Dapr's answers are read."""
 
 import json
 from collections.abc import Callable
@@ -8,14 +8,12 @@ import httpx
 import pytest
 
 from contracts.telemetry import TelemetryEvent
-from ingest.adapters import DaprBulkPublisher, DaprSidecarHealth
+from ingest.adapters import DaprBulkPublisher
 from ingest.handlers import PublishFailedError
+from ingest.settings import Settings
+from sidecart_kit.testing import fake_sidecar_client
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def _client(handler: Handler) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url="http://127.0.0.1:3506", transport=httpx.MockTransport(handler))
 
 
 def _publisher(handler: Handler, outcomes: list[str] | None = None) -> DaprBulkPublisher:
@@ -24,7 +22,7 @@ def _publisher(handler: Handler, outcomes: list[str] | None = None) -> DaprBulkP
             outcomes.append(outcome)
 
     return DaprBulkPublisher(
-        _client(handler), pubsub_name="pubsub", topic="telemetry", source="ingest", on_publish=record
+        fake_sidecar_client(handler), pubsub_name="pubsub", topic="telemetry", source="ingest", on_publish=record
     )
 
 
@@ -105,13 +103,19 @@ async def test_an_unreachable_sidecar_is_a_failure(make_event: Callable[..., dic
     assert outcomes == ["unreachable"]
 
 
-async def test_sidecar_health() -> None:
-    paths: list[str] = []
+async def test_the_alpha_api_is_reached_on_the_same_sidecar_with_its_token(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.path)
+        seen.append(request)
         return httpx.Response(204)
 
-    assert await DaprSidecarHealth(_client(handler), 1.0).is_ready()
-    assert paths == ["/v1.0/healthz/outbound"]
-    assert not await DaprSidecarHealth(_client(lambda request: httpx.Response(500)), 1.0).is_ready()
+    client = fake_sidecar_client(handler, Settings(dapr_http_port=3999, dapr_api_token="s3cret"))
+    await DaprBulkPublisher(client, pubsub_name="pubsub", topic="telemetry", source="ingest").publish(
+        _events(make_event)
+    )
+    [sent] = seen
+    assert str(sent.url) == "http://127.0.0.1:3999/v1.0-alpha1/publish/bulk/pubsub/telemetry"
+    assert sent.headers["dapr-api-token"] == "s3cret"

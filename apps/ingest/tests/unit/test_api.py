@@ -1,13 +1,14 @@
-"""POST /events and health through TestClient, with the publisher and the sidecar health replaced by fakes."""
+"""POST /events and health through TestClient: the whole app (its lifespan, the kit's sidecar client) over a fake
+sidecar."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.api import get_publisher, get_sidecar_health
 from ingest.main import create_app
 from ingest.settings import Settings
 
@@ -15,25 +16,11 @@ MakeEvent = Callable[..., dict[str, Any]]
 MIB = 1024 * 1024
 
 
-class FakeSidecarHealth:
-    def __init__(self) -> None:
-        self.ready = True
-
-    async def is_ready(self) -> bool:
-        return self.ready
-
-
 @pytest.fixture
-def health() -> FakeSidecarHealth:
-    return FakeSidecarHealth()
-
-
-@pytest.fixture
-def client(publisher: Any, health: FakeSidecarHealth) -> TestClient:
-    app = create_app(Settings())
-    app.dependency_overrides[get_publisher] = lambda: publisher
-    app.dependency_overrides[get_sidecar_health] = lambda: health
-    return TestClient(app, raise_server_exceptions=False)
+def client(sidecar: Any) -> Iterator[TestClient]:
+    app = create_app(Settings(), sidecar_transport=httpx.MockTransport(sidecar))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 def _post(client: TestClient, body: object, content_type: str = "application/json") -> Any:
@@ -50,15 +37,15 @@ def _assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-def test_a_valid_batch_is_accepted_and_published(client: TestClient, publisher: Any, make_event: MakeEvent) -> None:
+def test_a_valid_batch_is_accepted_and_published(client: TestClient, sidecar: Any, make_event: MakeEvent) -> None:
     events = [make_event(), make_event(type="search", sku=None)]
     response = _post(client, {"events": events})
     assert (response.status_code, response.json()) == (202, {"accepted": 2, "rejected": []})
-    assert [str(event.id) for event in publisher.published] == [event["id"] for event in events]
-    assert len(publisher.batches) == 1  # one bulk call per batch
+    assert [str(event.id) for event in sidecar.published] == [event["id"] for event in events]
+    assert len(sidecar.batches) == 1  # one bulk call per batch
 
 
-def test_bad_events_are_rejected_one_by_one(client: TestClient, publisher: Any, make_event: MakeEvent) -> None:
+def test_bad_events_are_rejected_one_by_one(client: TestClient, sidecar: Any, make_event: MakeEvent) -> None:
     good = [make_event(), make_event()]
     events = [good[0], make_event(sku=None), good[1], "junk", make_event(ts="2026-01-01T00:00:00")]
     response = _post(client, {"events": events})
@@ -70,44 +57,44 @@ def test_bad_events_are_rejected_one_by_one(client: TestClient, publisher: Any, 
         (3, "<event>"),
         (4, "ts"),
     ]
-    assert [str(event.id) for event in publisher.published] == [good[0]["id"], good[1]["id"]]
+    assert [str(event.id) for event in sidecar.published] == [good[0]["id"], good[1]["id"]]
 
 
 def test_a_batch_without_a_valid_event_publishes_nothing(
-    client: TestClient, publisher: Any, make_event: MakeEvent
+    client: TestClient, sidecar: Any, make_event: MakeEvent
 ) -> None:
     response = _post(client, {"events": [make_event(sku=None)]})
     assert (response.status_code, response.json()["accepted"]) == (202, 0)
-    assert publisher.batches == []
+    assert sidecar.batches == []
 
 
-def test_duplicate_ids_accept_the_first(client: TestClient, publisher: Any, make_event: MakeEvent) -> None:
+def test_duplicate_ids_accept_the_first(client: TestClient, sidecar: Any, make_event: MakeEvent) -> None:
     first = make_event(sku="first")
     response = _post(client, {"events": [first, make_event(id=first["id"], sku="again")]})
     assert response.json() == {
         "accepted": 1,
         "rejected": [{"index": 1, "reason": "id: duplicate of the event at index 0"}],
     }
-    assert [event.sku for event in publisher.published] == ["first"]
+    assert [event.sku for event in sidecar.published] == ["first"]
 
 
-def test_1000_events_are_accepted(client: TestClient, publisher: Any, make_event: MakeEvent) -> None:
+def test_1000_events_are_accepted(client: TestClient, sidecar: Any, make_event: MakeEvent) -> None:
     response = _post(client, {"events": [make_event() for _ in range(1000)]})
     assert (response.status_code, response.json()["accepted"]) == (202, 1000)
-    assert len(publisher.published) == 1000
+    assert len(sidecar.published) == 1000
 
 
-def test_1001_events_are_too_many(client: TestClient, publisher: Any, make_event: MakeEvent) -> None:
+def test_1001_events_are_too_many(client: TestClient, sidecar: Any, make_event: MakeEvent) -> None:
     _assert_error(_post(client, {"events": [make_event() for _ in range(1001)]}), 413, "too_many_events")
-    assert publisher.batches == []
+    assert sidecar.batches == []
 
 
-def test_a_body_over_1_mib_is_too_large(client: TestClient, publisher: Any, make_event: MakeEvent) -> None:
+def test_a_body_over_1_mib_is_too_large(client: TestClient, sidecar: Any, make_event: MakeEvent) -> None:
     padding = "x" * (MIB - 100)
     body = json.dumps({"events": [make_event()], "padding": padding}).encode()
     assert len(body) > MIB
     _assert_error(_post(client, body), 413, "payload_too_large")
-    assert publisher.batches == []
+    assert sidecar.batches == []
 
 
 def test_a_body_of_exactly_1_mib_is_read(client: TestClient, make_event: MakeEvent) -> None:
@@ -145,13 +132,13 @@ def test_json_with_a_charset_is_fine(client: TestClient, make_event: MakeEvent) 
 @pytest.mark.parametrize(
     "body", [b'{"events": []}', b"{}", b'{"events": "x"}', b"not json", b"", b"[1, 2]", b"[" * 200_000]
 )
-def test_a_body_that_is_no_batch_is_422(client: TestClient, publisher: Any, body: bytes) -> None:
+def test_a_body_that_is_no_batch_is_422(client: TestClient, sidecar: Any, body: bytes) -> None:
     _assert_error(_post(client, body), 422, "validation_error")
-    assert publisher.batches == []
+    assert sidecar.batches == []
 
 
-def test_a_publish_failure_accepts_nothing(client: TestClient, publisher: Any, make_event: MakeEvent) -> None:
-    publisher.available = False
+def test_a_publish_failure_accepts_nothing(client: TestClient, sidecar: Any, make_event: MakeEvent) -> None:
+    sidecar.available = False
     body = _assert_error(_post(client, {"events": [make_event(), make_event(sku=None)]}), 503, "unavailable")
     assert "accepted" not in body
     response = _post(client, {"events": [make_event()]})
@@ -168,12 +155,24 @@ def test_metrics_count_accepted_and_rejected(client: TestClient, make_event: Mak
     assert 'ingest_events_total{outcome="rejected"} 1.0' in metrics
 
 
-def test_healthz(client: TestClient, health: FakeSidecarHealth) -> None:
-    health.ready = False
+def test_healthz(client: TestClient, sidecar: Any) -> None:
+    sidecar.ready = False
     assert (client.get("/healthz").status_code, client.get("/healthz").json()) == (200, {"status": "ok"})
 
 
-def test_readyz_follows_the_sidecar(client: TestClient, health: FakeSidecarHealth) -> None:
+def test_readyz_follows_the_sidecar(client: TestClient, sidecar: Any) -> None:
     assert client.get("/readyz").json() == {"status": "ready"}
-    health.ready = False
+    sidecar.ready = False
     _assert_error(client.get("/readyz"), 503, "not_ready")
+
+
+def test_only_the_sidecar_is_answered_when_it_sends_an_app_token(sidecar: Any, make_event: MakeEvent) -> None:
+    app = create_app(Settings(app_api_token="from-the-sidecar"), sidecar_transport=httpx.MockTransport(sidecar))
+    body = json.dumps({"events": [make_event()]})
+    with TestClient(app) as client:
+        refused = client.post("/events", content=body, headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json", "dapr-api-token": "from-the-sidecar"}
+        accepted = client.post("/events", content=body, headers=headers)
+        probe = client.get("/healthz")
+    _assert_error(refused, 401, "unauthorized")
+    assert (accepted.status_code, probe.status_code) == (202, 200)

@@ -1,14 +1,12 @@
-"""HTTP routes: the catalogue, stock administration, the saga's reservation steps, health and metrics."""
+"""HTTP routes: the catalogue, stock administration, the saga's reservation steps, health."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-import structlog
-from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, Path, Request
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from contracts.api import ErrorDetail, ErrorResponse
@@ -31,73 +29,40 @@ from inventory.domain import (
     ReservationReleasedError,
     UnknownSkuError,
 )
-from inventory.errors import error_response
-from inventory.handlers import (
-    CreateProduct,
-    Inventory,
-    KeyLocks,
-    ReserveStock,
-    RetryPolicy,
-    SidecarHealth,
-    StateStore,
-    StoreUnavailableError,
-)
-from inventory.observability import HttpMetrics
-from inventory.settings import Settings
+from inventory.handlers import CreateProduct, Inventory, ReadinessProbe, ReserveStock
+from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import StoreUnavailableError
 
-log = structlog.get_logger("inventory.api")
+log = get_logger(__name__)
 router = APIRouter()
 
 
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+class InventoryMetrics:
+    """How the saga's reservation calls ended, beside the kit's HTTP metrics on the same registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.operations = Counter(
+            "inventory_operations_total",
+            "Reservation operations answered, by operation and outcome.",
+            ["operation", "outcome"],
+            registry=registry,
+        )
 
 
-async def get_store(request: Request) -> StateStore:
-    store: StateStore = request.app.state.store
-    return store
+def _app_state(name: str) -> Callable[[Request], Any]:
+    """A dependency answering what create_app's lifespan put on app.state under `name`."""
+
+    def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return read
 
 
-async def get_sidecar_health(request: Request) -> SidecarHealth:
-    health: SidecarHealth = request.app.state.sidecar_health
-    return health
-
-
-async def get_metrics(request: Request) -> HttpMetrics:
-    metrics: HttpMetrics = request.app.state.metrics
-    return metrics
-
-
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-StoreDep = Annotated[StateStore, Depends(get_store)]
-SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
-MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
-
-
-async def get_locks(request: Request) -> KeyLocks:
-    locks: KeyLocks = request.app.state.locks
-    return locks
-
-
-LocksDep = Annotated[KeyLocks, Depends(get_locks)]
-
-
-def build_inventory(store: StateStore, settings: Settings, locks: KeyLocks) -> Inventory:
-    return Inventory(
-        store,
-        retry=RetryPolicy(
-            settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
-        ),
-        locks=locks,
-    )
-
-
-async def get_inventory(store: StoreDep, settings: SettingsDep, locks: LocksDep) -> Inventory:
-    return build_inventory(store, settings, locks)
-
-
-InventoryDep = Annotated[Inventory, Depends(get_inventory)]
+InventoryDep = Annotated[Inventory, Depends(_app_state("inventory"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(_app_state("sidecar_health"))]
+MetricsDep = Annotated[InventoryMetrics, Depends(_app_state("metrics"))]
+SeededDep = Annotated[bool, Depends(_app_state("seeded"))]
 
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="1 to 64 of A-Z a-z 0-9 . _ -")]
@@ -114,12 +79,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @contextmanager
-def _counted(metrics: HttpMetrics, operation: str, success: str) -> Iterator[None]:
+def _counted(metrics: InventoryMetrics, operation: str, success: str) -> Iterator[None]:
     """Counts how an operation ended: `success`, or the refusal's error code."""
     try:
         yield
     except InventoryError as exc:
-        metrics.operations.labels(operation, _refusal(exc)[1]).inc()
+        metrics.operations.labels(operation, _refusal(exc).code).inc()
         raise
     except StoreUnavailableError:
         metrics.operations.labels(operation, "unavailable").inc()
@@ -305,36 +270,30 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"], responses={503: {"description": "Not ready", "model": ErrorResponse}})
-async def readyz(health: SidecarHealthDep, request: Request) -> JSONResponse:
+async def readyz(health: ReadinessDep, seeded: SeededDep) -> dict[str, str]:
     """Readiness: this app's sidecar is up, its components ready, and the demo catalogue seeded."""
     if not await health.is_ready():
-        return error_response(503, "not_ready", "The Dapr sidecar is not ready.", request.state.request_id)
-    if not request.app.state.seeded:
-        return error_response(503, "not_ready", "The demo catalogue is not seeded yet.", request.state.request_id)
-    return JSONResponse({"status": "ready"})
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(http_metrics: MetricsDep) -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(http_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
+    if not seeded:
+        raise ApiError(503, "not_ready", "The demo catalogue is not seeded yet.")
+    return {"status": "ready"}
 
 
 # --- refusals as HTTP answers ----------------------------------------------------------------------------------
 
 
-def _refusal(exc: InventoryError) -> tuple[int, str, str, list[ErrorDetail]]:
+def _refusal(exc: Exception) -> ApiError:
     """Status, stable code, message and details for each refusal."""
     match exc:
         case ProductNotFoundError():
-            return 404, "product_not_found", f"No product has sku {exc.sku!r}.", []
+            return ApiError(404, "product_not_found", f"No product has sku {exc.sku!r}.")
         case ProductExistsError():
-            return 409, "product_exists", f"A product with sku {exc.sku!r} exists already.", []
+            return ApiError(409, "product_exists", f"A product with sku {exc.sku!r} exists already.")
         case UnknownSkuError():
             details = [ErrorDetail(field="lines.sku", reason=f"unknown sku {sku}") for sku in exc.skus]
-            return 422, "unknown_sku", "Some lines name products that do not exist.", details
+            return ApiError(422, "unknown_sku", "Some lines name products that do not exist.", details)
         case MixedCurrencyError():
-            return 422, "mixed_currency", "The lines are priced in different currencies.", []
+            return ApiError(422, "mixed_currency", "The lines are priced in different currencies.")
         case OutOfStockError():
             details = [
                 ErrorDetail(
@@ -343,39 +302,26 @@ def _refusal(exc: InventoryError) -> tuple[int, str, str, list[ErrorDetail]]:
                 )
                 for shortage in exc.shortages
             ]
-            return 409, "out_of_stock", "Not enough stock for the order; nothing is held.", details
+            return ApiError(409, "out_of_stock", "Not enough stock for the order; nothing is held.", details)
         case ReservationNotFoundError():
-            return 404, "reservation_not_found", "The order has no reservation.", []
+            return ApiError(404, "reservation_not_found", "The order has no reservation.")
         case ReservationReleasedError():
-            return 409, "reservation_released", "The order's reservation was released.", []
+            return ApiError(409, "reservation_released", "The order's reservation was released.")
         case ReservationCommittedError():
-            return 409, "reservation_committed", "The order's reservation is committed.", []
+            return ApiError(409, "reservation_committed", "The order's reservation is committed.")
         case ReservationPendingError():
-            return 409, "reservation_pending", "The order's reservation is not complete.", []
+            return ApiError(409, "reservation_pending", "The order's reservation is not complete.")
         case ReservationRefusedError():
-            return 409, "reservation_refused", "The order's reservation was refused for stock.", []
+            return ApiError(409, "reservation_refused", "The order's reservation was refused for stock.")
         case ReservationMismatchError():
-            return 409, "reservation_mismatch", "The order was reserved before with other lines.", []
-    return 409, "conflict", str(exc), []
+            return ApiError(409, "reservation_mismatch", "The order was reserved before with other lines.")
+    return ApiError(409, "conflict", str(exc))
 
 
-async def _on_refusal(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InventoryError)
-    status, code, message, details = _refusal(exc)
-    return error_response(status, code, message, request.state.request_id, details)
-
-
-async def _on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("store_unavailable", error=str(exc))
-    return error_response(
-        503,
-        "unavailable",
-        "Inventory cannot be read or changed right now; retry.",
-        request.state.request_id,
-        headers={"retry-after": "1"},
+def _store_unavailable(exc: Exception) -> ApiError:
+    return ApiError(
+        503, "unavailable", "Inventory cannot be read or changed right now; retry.", headers={"retry-after": "1"}
     )
 
 
-def install_domain_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(InventoryError, _on_refusal)
-    app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)
+DOMAIN_ERRORS: DomainErrors = {InventoryError: _refusal, StoreUnavailableError: _store_unavailable}

@@ -15,15 +15,11 @@ what was decided, and every later call for the order (or the reconciler) finishe
 import asyncio
 import random
 import uuid
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
-
-import structlog
 
 from inventory.domain import (
     CATALOGUE_KEY,
@@ -49,28 +45,15 @@ from inventory.domain import (
     product_key,
     reservation_key,
 )
+from sidecart_kit.locks import KeyedLocks
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
 
-log = structlog.get_logger("inventory.handlers")
-
-
-class StoreUnavailableError(Exception):
-    """The state store could not be read or written: a transient failure, answered with 503."""
-
-
-class ConcurrencyConflictError(Exception):
-    """The document changed between read and write (stale ETag, or it exists already): read again."""
+log = get_logger(__name__)
 
 
 class ContentionError(StoreUnavailableError):
     """A document kept changing over every attempt: transient too (the caller retries the idempotent call)."""
-
-
-@dataclass(frozen=True)
-class Versioned:
-    """A stored document and the ETag it was read with."""
-
-    document: Any
-    etag: str
 
 
 class StateStore(Protocol):
@@ -90,7 +73,9 @@ class StateStore(Protocol):
         ...
 
 
-class SidecarHealth(Protocol):
+class ReadinessProbe(Protocol):
+    """Whether the sidecar is up with its components ready (sidecart_kit.sidecar.SidecarHealth)."""
+
     async def is_ready(self) -> bool: ...
 
 
@@ -120,25 +105,6 @@ class ReserveStock:
     lines: tuple[RequestedLine, ...]
 
 
-class KeyLocks:
-    """One lock per state key, shared by the calls of this process.
-
-    Optimistic concurrency alone costs O(n^2) reads and writes when n calls update one hot document at once;
-    queueing them here makes it O(n) in each replica, and ETag conflicts only happen between replicas.
-    """
-
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:
-            yield
-
-
 class _Document(Protocol):
     def to_document(self) -> dict[str, Any]: ...
 
@@ -158,13 +124,13 @@ class Inventory:
         store: StateStore,
         *,
         retry: RetryPolicy | None = None,
-        locks: KeyLocks | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._retry = retry or RetryPolicy()
-        self._locks = locks or KeyLocks()
+        # n calls racing on one document cost O(n^2) optimistic rounds; queued per key here, O(n) per replica.
+        self._locks = KeyedLocks()
         self._clock = clock
         self._sleep = sleep
 

@@ -1,23 +1,23 @@
-"""Builds the inventory app: clients open in the lifespan, nothing happens at import time."""
+"""Builds the inventory app, its one composition root: clients and use cases open in the lifespan, with the
+catalogue seeding and the reconciler beside them; nothing happens at import time."""
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import structlog
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from inventory import api
-from inventory.adapters import DaprSidecarHealth, DaprStateStore, sidecar_client
 from inventory.domain import DEMO_CATALOGUE
-from inventory.errors import install_error_handlers
-from inventory.handlers import Inventory, KeyLocks
-from inventory.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from inventory.handlers import Inventory, ReadinessProbe, RetryPolicy, StateStore
 from inventory.settings import Settings, get_settings
+from sidecart_kit.logs import configure_logging, get_logger
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.state import DaprStateStore
 
-log = structlog.get_logger("inventory.main")
+log = get_logger(__name__)
 
 
 async def seed_until_done(app: FastAPI, inventory: Inventory, settings: Settings) -> None:
@@ -56,26 +56,34 @@ async def maintain(app: FastAPI, inventory: Inventory, settings: Settings) -> No
         await reconcile_forever(inventory, settings.reconcile_interval_seconds)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The inventory app, configured from `settings` (the environment by default)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: StateStore | None = None,
+    sidecar_health: ReadinessProbe | None = None,
+) -> FastAPI:
+    """The inventory app, configured from `settings` (the environment by default); tests pass fake adapters."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
-    metrics = HttpMetrics(CollectorRegistry())
+    configure_logging(settings.log_level, "inventory")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with sidecar_client(settings) as client:
-            store = DaprStateStore(
-                client,
-                settings.state_store_name,
-                max_concurrent_calls=settings.sidecar_max_concurrent_calls,
-                queue_timeout=settings.state_timeout_seconds,
+        async with create_sidecar_client(settings) as client:
+            app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
+            inventory = Inventory(
+                store
+                or DaprStateStore(
+                    client,
+                    settings.state_store,
+                    max_concurrent_calls=settings.sidecar_max_concurrent_calls,
+                    queue_timeout=settings.state_timeout_seconds,
+                ),
+                retry=RetryPolicy(
+                    settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
+                ),
             )
-            app.state.store = store
-            app.state.sidecar_health = DaprSidecarHealth(client, settings.health_timeout_seconds)
-            background = asyncio.create_task(
-                maintain(app, api.build_inventory(store, settings, app.state.locks), settings)
-            )
+            app.state.inventory = inventory
+            background = asyncio.create_task(maintain(app, inventory, settings))
             try:
                 yield
             finally:
@@ -90,11 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = metrics
     app.state.seeded = not settings.seed_demo_catalogue
-    app.state.locks = KeyLocks()
+    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
+    app.state.metrics = api.InventoryMetrics(registry)
     app.include_router(api.router)
-    install_error_handlers(app)
-    api.install_domain_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -1,29 +1,21 @@
-"""Inventory configuration: INVENTORY_* variables, plus the ports the dapr CLI sets without a prefix."""
+"""Inventory configuration: INVENTORY_* variables, over what every service shares (sidecart_kit.sidecar)."""
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sidecart_kit.sidecar import ServiceSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore", populate_by_name=True)
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INVENTORY_")
 
-    app_host: str = "127.0.0.1"
-    app_port: int = Field(default=8103, validation_alias=AliasChoices("INVENTORY_APP_PORT", "APP_PORT"))
-    dapr_host: str = "127.0.0.1"
-    dapr_http_port: int = Field(
-        default=3503, validation_alias=AliasChoices("INVENTORY_DAPR_HTTP_PORT", "DAPR_HTTP_PORT")
-    )
-    dapr_grpc_port: int = Field(
-        default=50031, validation_alias=AliasChoices("INVENTORY_DAPR_GRPC_PORT", "DAPR_GRPC_PORT")
-    )
-    # Sent as `dapr-api-token` when the sidecar is started with an API token (DAPR_API_TOKEN, set by the CLI).
-    dapr_api_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("INVENTORY_DAPR_API_TOKEN", "DAPR_API_TOKEN")
-    )
+    app_port: int = 8103
+    dapr_http_port: int = 3503
+    dapr_grpc_port: int = 50031
 
-    state_store_name: str = "inventory-store"
+    state_store: str = "inventory-store"
 
     # The demo catalogue written at start (first-write per product, so replicas starting together agree).
     seed_demo_catalogue: bool = True
@@ -36,13 +28,9 @@ class Settings(BaseSettings):
     # Repairs holds left behind by a crash between an order's decision and its effect on stock; 0 turns it off.
     reconcile_interval_seconds: float = Field(default=60.0, ge=0)
 
-    state_timeout_seconds: float = 5.0
-    # Calls to the sidecar at once; more wait their turn (at most state_timeout_seconds, then 503).
+    # Calls to the state store at once; more wait their turn, at most state_timeout_seconds (then 503).
     sidecar_max_concurrent_calls: int = Field(default=64, ge=1)
-    sidecar_connect_timeout_seconds: float = 2.0
-    health_timeout_seconds: float = 2.0
-
-    log_level: str = "INFO"
+    state_timeout_seconds: float = 5.0
 
 
 @lru_cache

@@ -1,101 +1,42 @@
-"""The only module that talks to the sidecar: the inbox in the Dapr state store, and the sidecar's health."""
+"""Each user's inbox as one JSON document in the state store (the kit's DaprStateStore in the app)."""
 
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
-import httpx
-import structlog
-
 from notifications.domain import Inbox, MalformedInboxError, inbox_key
-from notifications.handlers import ConcurrencyConflictError, StoreUnavailableError, VersionedInbox
-from notifications.settings import Settings
+from notifications.handlers import VersionedInbox
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import StoreUnavailableError, Versioned
 
-log = structlog.get_logger("notifications.adapters")
-
-
-def sidecar_client(settings: Settings) -> httpx.AsyncClient:
-    """One pooled client to the sidecar for the app's lifetime."""
-    headers = {}
-    if settings.dapr_api_token is not None:
-        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
-    return httpx.AsyncClient(
-        base_url=f"http://{settings.dapr_host}:{settings.dapr_http_port}",
-        headers=headers,
-        timeout=httpx.Timeout(settings.state_timeout_seconds, connect=settings.sidecar_connect_timeout_seconds),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        trust_env=False,  # a proxy from the environment must never sit between an app and its sidecar
-    )
+log = get_logger(__name__)
 
 
-def _dapr_error(response: httpx.Response) -> str:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:300]
-    if isinstance(body, dict):
-        return f"{body.get('errorCode')}: {str(body.get('message'))[:300]}"
-    return response.text[:300]
+class DocumentStore(Protocol):
+    """What the inbox needs of a state store: sidecart_kit.state.DaprStateStore, or the kit's fake in tests."""
+
+    async def get(self, key: str) -> Versioned | None: ...
+
+    async def save(self, key: str, document: Any, etag: str | None) -> None: ...
 
 
-class DaprInboxRepository:
-    """Inboxes in a Dapr state store over the sidecar's HTTP state API, with ETags and first-write concurrency.
+class StoredInboxRepository:
+    """Inboxes in a state store, ETag-guarded; its lost races and outages are the store's errors, as they are."""
 
-    Works on any Dapr state store that supports ETags: no transactions, no store-specific queries.
-    """
-
-    def __init__(self, client: httpx.AsyncClient, store_name: str) -> None:
-        self._client = client
-        self._store = store_name
+    def __init__(self, store: DocumentStore) -> None:
+        self._store = store
 
     async def get(self, user_id: UUID) -> VersionedInbox:
         key = inbox_key(user_id)
-        try:
-            response = await self._client.get(f"/v1.0/state/{self._store}/{key}", params={"consistency": "strong"})
-        except httpx.HTTPError as exc:
-            raise StoreUnavailableError(f"reading {key}: {exc!r}") from exc
-        if response.status_code == 204 or (response.status_code == 200 and not response.content):
+        stored = await self._store.get(key)
+        if stored is None:
             return VersionedInbox(Inbox(), None)
-        if response.status_code != 200:
-            raise StoreUnavailableError(f"reading {key}: {response.status_code} {_dapr_error(response)}")
         try:
-            inbox = Inbox.from_document(response.json())
-        except (ValueError, MalformedInboxError) as exc:
+            inbox = Inbox.from_document(stored.document)
+        except MalformedInboxError as exc:
             # Retrying cannot repair it; the event ends in the dead-letter topic where someone will look.
             log.error("inbox_unreadable", key=key, error=str(exc))
             raise StoreUnavailableError(f"reading {key}: unreadable document") from exc
-        return VersionedInbox(inbox, response.headers.get("etag"))
+        return VersionedInbox(inbox, stored.etag)
 
     async def save(self, user_id: UUID, inbox: Inbox, etag: str | None) -> None:
-        key = inbox_key(user_id)
-        item: dict[str, Any] = {
-            "key": key,
-            "value": inbox.to_document(),
-            # first-write: with an ETag, only over that version; without one, only if the key does not exist.
-            "options": {"concurrency": "first-write", "consistency": "strong"},
-        }
-        if etag is not None:
-            item["etag"] = etag
-        try:
-            response = await self._client.post(f"/v1.0/state/{self._store}", json=[item])
-        except httpx.HTTPError as exc:
-            raise StoreUnavailableError(f"writing {key}: {exc!r}") from exc
-        if response.is_success:
-            return
-        if response.status_code == 409:  # Dapr's answer to an ETag mismatch
-            raise ConcurrencyConflictError(f"writing {key}: the stored version changed")
-        raise StoreUnavailableError(f"writing {key}: {response.status_code} {_dapr_error(response)}")
-
-
-class DaprSidecarHealth:
-    """Whether the sidecar is up and its components ready (GET /v1.0/healthz/outbound, 204 when so)."""
-
-    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
-        self._client = client
-        self._timeout = timeout
-
-    async def is_ready(self) -> bool:
-        try:
-            response = await self._client.get("/v1.0/healthz/outbound", timeout=self._timeout)
-        except httpx.HTTPError:
-            return False
-        return response.is_success
+        await self._store.save(inbox_key(user_id), inbox.to_document(), etag)

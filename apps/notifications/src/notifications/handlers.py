@@ -1,4 +1,5 @@
-"""Use cases: record the notice an event gives its user exactly once, and list a user's notices."""
+"""Use cases: record the notice an event gives its user exactly once, answer the sidecar for each delivery, and
+list a user's notices."""
 
 import asyncio
 import random
@@ -6,22 +7,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
-import structlog
+from prometheus_client import Counter
+from pydantic import ValidationError
 
 from notifications.domain import Inbox, Notice, NotifiableEvent, notice_for
+from sidecart_kit.events import CloudEvent, DeliveryStatus
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError
 
-log = structlog.get_logger("notifications.handlers")
-
-
-class StoreUnavailableError(Exception):
-    """The state store could not be read or written: a transient failure, worth redelivering the event."""
-
-
-class ConcurrencyConflictError(Exception):
-    """The inbox changed between read and write (stale ETag): read again and retry."""
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,12 +37,13 @@ class InboxRepository(Protocol):
     async def save(self, user_id: UUID, inbox: Inbox, etag: str | None) -> None:
         """Writes only if the stored document still has `etag` (None: only if none exists yet).
 
-        Raises ConcurrencyConflictError when it does not, StoreUnavailableError on any other failure.
+        Raises ConcurrencyConflictError when it does not (or lost the race to create it), StoreUnavailableError
+        on any other failure.
         """
         ...
 
 
-class SidecarHealth(Protocol):
+class HealthProbe(Protocol):
     async def is_ready(self) -> bool: ...
 
 
@@ -120,12 +118,67 @@ class Notifications:
                 await self._repository.save(user_id, updated, current.etag)
                 return Outcome.RECORDED
             except ConcurrencyConflictError:
-                pass
-            except StoreUnavailableError:
-                # Some stores (Redis among them) report a lost insert-only race as a plain failure, not a
-                # conflict. Whether the document exists now tells the two apart: if it does, retry as a conflict.
-                if current.etag is not None or (await self._repository.get(user_id)).etag is None:
-                    raise
-            log.info("inbox_conflict_retrying", user_id=str(user_id), event_id=notice.event_id, attempt=attempt + 1)
-            await self._sleep(self._retry.delay(attempt))
+                log.info("inbox_conflict_retrying", user_id=str(user_id), event_id=notice.event_id, attempt=attempt + 1)
+                await self._sleep(self._retry.delay(attempt))
         raise ConcurrencyConflictError(f"the inbox of {user_id} kept changing over {self._retry.attempts} attempts")
+
+
+def problems(exc: Exception) -> list[str] | str:
+    """What was wrong with an event, without the values (they may be personal data)."""
+    if isinstance(exc, ValidationError):
+        return [
+            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['type']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Deliveries:
+    """What the sidecar is answered for each delivered event, counted in `events` by route and outcome."""
+
+    def __init__(self, notifications: Notifications, events: Counter) -> None:
+        self._notifications = notifications
+        self._events = events
+
+    async def deliver(self, route: str, contract: type[NotifiableEvent], body: bytes) -> DeliveryStatus:
+        """Reads the envelope and its data and records the notice once: SUCCESS once recorded (or recorded before),
+        DROP when the event is malformed (redelivery cannot fix it), RETRY when the store fails."""
+        try:
+            event = CloudEvent.model_validate_json(body)
+            if not event.id:
+                raise ValueError("the CloudEvent has no id")
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            return self._drop(route, exc, event_id=None)
+        try:
+            data = contract.model_validate(event.payload())
+        except ValueError as exc:
+            return self._drop(route, exc, event_id=event.id)
+        log_context = {"event_id": event.id, "event_type": event.type, "user_id": str(data.user_id)}
+        try:
+            outcome = await self._notifications.record(RecordNotice(event_id=event.id, event=data))
+        except (StoreUnavailableError, ConcurrencyConflictError) as exc:
+            log.warning("event_retry", error=str(exc), **log_context)
+            self._events.labels(route, "retry").inc()
+            return DeliveryStatus.RETRY
+        log.info("event_handled", outcome=outcome.value, **log_context)
+        self._events.labels(route, outcome.value).inc()
+        return DeliveryStatus.SUCCESS
+
+    def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
+        """An event type this version does not handle (a future v2, say): acknowledged and logged, not lost
+        silently."""
+        attributes = envelope if isinstance(envelope, dict) else {}
+        log.warning(
+            "event_type_not_handled",
+            event_id=attributes.get("id"),
+            event_type=attributes.get("type"),
+            topic=attributes.get("topic"),
+            source=attributes.get("source"),
+        )
+        self._events.labels(route, "ignored").inc()
+        return DeliveryStatus.SUCCESS
+
+    def _drop(self, route: str, exc: Exception, event_id: str | None) -> DeliveryStatus:
+        log.error("event_dropped_malformed", route=route, event_id=event_id, problems=problems(exc))
+        self._events.labels(route, "dropped").inc()
+        return DeliveryStatus.DROP

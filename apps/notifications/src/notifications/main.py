@@ -1,29 +1,44 @@
-"""Builds the notifications app: clients open in the lifespan, nothing happens at import time."""
+"""Builds the notifications app, the one place its use cases and adapters are put together: clients open in the
+lifespan, nothing happens at import time."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
 
 from notifications import api
-from notifications.adapters import DaprInboxRepository, DaprSidecarHealth, sidecar_client
-from notifications.errors import install_error_handlers
-from notifications.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from notifications.adapters import DocumentStore, StoredInboxRepository
+from notifications.handlers import Deliveries, HealthProbe, Limits, Notifications, RetryPolicy
 from notifications.settings import Settings, get_settings
+from sidecart_kit.logs import configure_logging
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.state import DaprStateStore
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The notifications app, configured from `settings` (the environment by default)."""
+def create_app(
+    settings: Settings | None = None, *, store: DocumentStore | None = None, health: HealthProbe | None = None
+) -> FastAPI:
+    """The notifications app, configured from `settings` (the environment by default). Tests pass fakes of the
+    sidecar's state store and health probe."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
-    metrics = HttpMetrics(CollectorRegistry())
+    configure_logging(settings.log_level, "notifications")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with sidecar_client(settings) as client:
-            app.state.repository = DaprInboxRepository(client, settings.state_store_name)
-            app.state.sidecar_health = DaprSidecarHealth(client, settings.health_timeout_seconds)
+        async with create_sidecar_client(settings) as client:
+            repository = StoredInboxRepository(store or DaprStateStore(client, settings.state_store))
+            notifications = Notifications(
+                repository,
+                limits=Limits(settings.max_notices_per_user, settings.max_remembered_events_per_user),
+                retry=RetryPolicy(
+                    settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds
+                ),
+            )
+            app.state.notifications = notifications
+            app.state.deliveries = Deliveries(notifications, events)
+            app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
             yield
 
     app = FastAPI(
@@ -33,9 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = metrics
+    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
+    events = Counter(
+        "notifications_events_total",
+        "Events delivered by the sidecar, by how they ended.",
+        ["route", "outcome"],
+        registry=registry,
+    )
     app.include_router(api.router)
-    install_error_handlers(app)
-    api.install_domain_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -3,7 +3,7 @@
 import base64
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,23 +12,12 @@ from fastapi.testclient import TestClient
 from contracts.events import Event
 from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
-from notifications.api import (
-    ORDER_CANCELLED_ROUTE,
-    ORDER_COMPLETED_ROUTE,
-    USER_REGISTERED_ROUTE,
-    get_repository,
-    get_sidecar_health,
-)
+from notifications.api import ORDER_CANCELLED_ROUTE, ORDER_COMPLETED_ROUTE, USER_REGISTERED_ROUTE
 from notifications.main import create_app
 from notifications.settings import Settings
+from sidecart_kit.testing import FakeSidecarHealth
 
-
-class FakeSidecarHealth:
-    def __init__(self) -> None:
-        self.ready = True
-
-    async def is_ready(self) -> bool:
-        return self.ready
+from .conftest import InboxStore
 
 
 @pytest.fixture
@@ -37,11 +26,10 @@ def health() -> FakeSidecarHealth:
 
 
 @pytest.fixture
-def client(repository: Any, health: FakeSidecarHealth) -> TestClient:
-    app = create_app(Settings(pubsub_name="bus", dead_letter_topic="poison"))
-    app.dependency_overrides[get_repository] = lambda: repository
-    app.dependency_overrides[get_sidecar_health] = lambda: health
-    return TestClient(app, raise_server_exceptions=False)
+def client(store: InboxStore, health: FakeSidecarHealth) -> Iterator[TestClient]:
+    app = create_app(Settings(pubsub_name="bus", dead_letter_topic="poison"), store=store, health=health)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
 
 
 ORDER_ID = "1234abcd-2b0b-4bb8-9a57-6f0a1d2f9c11"
@@ -264,23 +252,23 @@ MALFORMED = [(kind, fault) for kind in EVENTS for fault in ENVELOPE_FAULTS] + [
 
 @pytest.mark.parametrize(("kind", "malformed"), MALFORMED)
 def test_malformed_event_is_dropped(
-    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str, malformed: Any
+    client: TestClient, store: InboxStore, user_id: uuid.UUID, kind: str, malformed: Any
 ) -> None:
     event = _cloud_event(user_id, kind=kind)
     malformed(event)
     response = _deliver_kind(client, event, kind)
     assert (response.status_code, response.json()) == (200, {"status": "DROP"})
-    assert repository.documents == {}
+    assert store.documents == {}
 
 
 @pytest.mark.parametrize(
     ("kind", "route"), [("order_cancelled", ORDER_COMPLETED_ROUTE), ("user_registered", ORDER_CANCELLED_ROUTE)]
 )
 def test_data_of_another_event_type_is_dropped(
-    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str, route: str
+    client: TestClient, store: InboxStore, user_id: uuid.UUID, kind: str, route: str
 ) -> None:
     assert _deliver(client, _cloud_event(user_id, kind=kind), route).json() == {"status": "DROP"}
-    assert repository.documents == {}
+    assert store.documents == {}
 
 
 @pytest.mark.parametrize("route", [USER_REGISTERED_ROUTE, ORDER_COMPLETED_ROUTE, ORDER_CANCELLED_ROUTE])
@@ -290,20 +278,20 @@ def test_unparseable_delivery_is_dropped(client: TestClient, body: bytes, route:
 
 
 @pytest.mark.parametrize("kind", list(EVENTS))
-def test_store_outage_asks_for_redelivery(client: TestClient, repository: Any, user_id: uuid.UUID, kind: str) -> None:
-    repository.available = False
+def test_store_outage_asks_for_redelivery(client: TestClient, store: InboxStore, user_id: uuid.UUID, kind: str) -> None:
+    store.available = False
     response = _deliver_kind(client, _cloud_event(user_id, kind=kind), kind)
     assert (response.status_code, response.json()) == (500, {"status": "RETRY"})
 
 
 @pytest.mark.parametrize("kind", list(EVENTS))
 def test_redelivery_after_an_outage_stores_the_notice(
-    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str
+    client: TestClient, store: InboxStore, user_id: uuid.UUID, kind: str
 ) -> None:
     event = _cloud_event(user_id, "evt-1", kind)
-    repository.available = False
+    store.available = False
     assert _deliver_kind(client, event, kind).status_code == 500
-    repository.available = True
+    store.available = True
     assert _deliver_kind(client, event, kind).json() == {"status": "SUCCESS"}
     assert len(_notices(client, user_id)) == 1
 
@@ -313,12 +301,12 @@ def test_redelivery_after_an_outage_stores_the_notice(
     [("user_registered", "sidecart.user.registered.v2"), ("order_completed", "sidecart.order.refunded.v1")],
 )
 def test_unhandled_event_type_is_acknowledged(
-    client: TestClient, repository: Any, user_id: uuid.UUID, kind: str, future_type: str
+    client: TestClient, store: InboxStore, user_id: uuid.UUID, kind: str, future_type: str
 ) -> None:
     event = _cloud_event(user_id, kind=kind, type=future_type)
     response = client.post("/events/unhandled", json=event)
     assert (response.status_code, response.json()) == (200, {"status": "SUCCESS"})
-    assert repository.documents == {}
+    assert store.documents == {}
     assert 'notifications_events_total{outcome="ignored",route="/events/unhandled"} 1.0' in client.get("/metrics").text
 
 
@@ -349,8 +337,8 @@ def test_invalid_user_id_is_422_naming_the_field(client: TestClient) -> None:
     assert error["details"][0]["field"] == "user_id"
 
 
-def test_listing_during_a_store_outage_is_503(client: TestClient, repository: Any) -> None:
-    repository.available = False
+def test_listing_during_a_store_outage_is_503(client: TestClient, store: InboxStore) -> None:
+    store.available = False
     response = client.get(f"/users/{uuid.uuid4()}/notifications", headers={"X-Request-ID": "req-1"})
     assert response.status_code == 503
     assert response.json()["error"] == {
@@ -375,29 +363,9 @@ def test_readyz_follows_the_sidecar(client: TestClient, health: FakeSidecarHealt
     assert (response.status_code, response.json()["error"]["code"]) == (503, "not_ready")
 
 
-def test_unknown_route_is_404_in_the_error_shape(client: TestClient) -> None:
-    response = client.get("/nope", headers={"X-Request-ID": "req-404"})
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
-    assert response.json()["error"]["request_id"] == "req-404"
-    assert response.headers["x-request-id"] == "req-404"
-
-
 def test_wrong_method_is_405_in_the_error_shape(client: TestClient) -> None:
     response = client.delete(f"/users/{uuid.uuid4()}/notifications")
     assert (response.status_code, response.json()["error"]["code"]) == (405, "method_not_allowed")
-
-
-def test_unexpected_exception_is_500_internal_error(client: TestClient) -> None:
-    class BrokenRepository:
-        async def get(self, user_id: uuid.UUID) -> Any:
-            raise RuntimeError("bug")
-
-    client.app.dependency_overrides[get_repository] = BrokenRepository  # type: ignore[attr-defined]
-    response = client.get(f"/users/{uuid.uuid4()}/notifications")
-    assert response.status_code == 500
-    assert response.json()["error"]["code"] == "internal_error"
-    assert "bug" not in response.text
 
 
 def test_log_lines_carry_the_request_id(

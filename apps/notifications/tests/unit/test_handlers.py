@@ -10,24 +10,24 @@ import pytest
 
 from contracts.orders import OrderCancelled, OrderCompleted, OrderLine
 from contracts.users import UserRegistered
+from notifications.adapters import StoredInboxRepository
 from notifications.domain import Inbox
-from notifications.handlers import (
-    ConcurrencyConflictError,
-    Limits,
-    Notifications,
-    Outcome,
-    RecordNotice,
-    RetryPolicy,
-    StoreUnavailableError,
-    VersionedInbox,
-)
+from notifications.handlers import Limits, Notifications, Outcome, RecordNotice, RetryPolicy, VersionedInbox
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError
+from sidecart_kit.testing import FakeSleep
+
+from .conftest import InboxStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def _service(repository: Any, sleep: Any, attempts: int = 8, limits: Limits | None = None) -> Notifications:
+def _service(store: InboxStore, sleep: FakeSleep, attempts: int = 8, limits: Limits | None = None) -> Notifications:
     return Notifications(
-        repository, limits=limits, retry=RetryPolicy(attempts=attempts), clock=lambda: NOW, sleep=sleep
+        StoredInboxRepository(store),
+        limits=limits,
+        retry=RetryPolicy(attempts=attempts),
+        clock=lambda: NOW,
+        sleep=sleep,
     )
 
 
@@ -49,37 +49,37 @@ def _cancelled(user_id: UUID, order_id: UUID, event_id: str) -> RecordNotice:
     return RecordNotice(event_id=event_id, event=order)
 
 
-async def test_first_delivery_records_a_welcome_notice(repository: Any, sleep: Any, user_id: UUID) -> None:
-    outcome = await _service(repository, sleep).record(_welcome(user_id, "evt-1"))
+async def test_first_delivery_records_a_welcome_notice(store: InboxStore, sleep: FakeSleep, user_id: UUID) -> None:
+    outcome = await _service(store, sleep).record(_welcome(user_id, "evt-1"))
     assert outcome is Outcome.RECORDED
-    [notice] = repository.inbox(user_id).notices
+    [notice] = store.inbox(user_id).notices
     assert (notice.event_id, notice.kind, notice.created_at) == ("evt-1", "welcome", NOW)
 
 
-async def test_the_same_event_twice_records_one_notice(repository: Any, sleep: Any, user_id: UUID) -> None:
-    service = _service(repository, sleep)
+async def test_the_same_event_twice_records_one_notice(store: InboxStore, sleep: FakeSleep, user_id: UUID) -> None:
+    service = _service(store, sleep)
     assert await service.record(_welcome(user_id, "evt-1")) is Outcome.RECORDED
     assert await service.record(_welcome(user_id, "evt-1")) is Outcome.ALREADY_HANDLED
-    assert len(repository.inbox(user_id).notices) == 1
-    assert repository.saves == 1
+    assert len(store.inbox(user_id).notices) == 1
+    assert store.writes == 1
 
 
 @pytest.mark.parametrize(("command", "kind"), [(_completed, "order_completed"), (_cancelled, "order_cancelled")])
 async def test_an_order_event_records_one_notice_naming_the_order(
-    repository: Any, sleep: Any, user_id: UUID, command: Any, kind: str
+    store: InboxStore, sleep: FakeSleep, user_id: UUID, command: Any, kind: str
 ) -> None:
     order_id = uuid.uuid4()
-    service = _service(repository, sleep)
+    service = _service(store, sleep)
     assert await service.record(command(user_id, order_id, "evt-o")) is Outcome.RECORDED
     assert await service.record(command(user_id, order_id, "evt-o")) is Outcome.ALREADY_HANDLED
-    [notice] = repository.inbox(user_id).notices
+    [notice] = store.inbox(user_id).notices
     assert (notice.event_id, notice.kind, notice.order_id, notice.created_at) == ("evt-o", kind, order_id, NOW)
 
 
 async def test_every_kind_of_event_lands_in_the_one_inbox_of_its_user(
-    repository: Any, sleep: Any, user_id: UUID
+    store: InboxStore, sleep: FakeSleep, user_id: UUID
 ) -> None:
-    service = _service(repository, sleep)
+    service = _service(store, sleep)
     order_id = uuid.uuid4()
     await service.record(_welcome(user_id, "evt-1"))
     await service.record(_completed(user_id, order_id, "evt-2"))
@@ -89,65 +89,57 @@ async def test_every_kind_of_event_lands_in_the_one_inbox_of_its_user(
     assert kinds == ["order_cancelled", "order_completed", "welcome"]
 
 
-async def test_two_events_record_two_notices_newest_first(repository: Any, sleep: Any, user_id: UUID) -> None:
-    service = _service(repository, sleep)
+async def test_two_events_record_two_notices_newest_first(store: InboxStore, sleep: FakeSleep, user_id: UUID) -> None:
+    service = _service(store, sleep)
     await service.record(_welcome(user_id, "evt-1"))
     await service.record(_welcome(user_id, "evt-2"))
     assert [notice.event_id for notice in await service.list_notices(user_id)] == ["evt-2", "evt-1"]
 
 
-async def test_concurrent_deliveries_lose_no_update(repository: Any, sleep: Any, user_id: UUID) -> None:
-    repository.interleave = True
-    service = _service(repository, sleep, attempts=50)
+async def test_concurrent_deliveries_lose_no_update(store: InboxStore, sleep: FakeSleep, user_id: UUID) -> None:
+    store.interleave = True
+    service = _service(store, sleep, attempts=50)
     event_ids = [f"evt-{number}" for number in range(20)]
     outcomes = await asyncio.gather(*(service.record(_welcome(user_id, event_id)) for event_id in event_ids))
     assert set(outcomes) == {Outcome.RECORDED}
-    assert repository.conflicts > 0  # the deliveries really raced
-    assert sorted(notice.event_id for notice in repository.inbox(user_id).notices) == sorted(event_ids)
+    assert store.conflicts > 0  # the deliveries really raced
+    assert sorted(notice.event_id for notice in store.inbox(user_id).notices) == sorted(event_ids)
 
 
-async def test_concurrent_redeliveries_of_one_event_record_it_once(repository: Any, sleep: Any, user_id: UUID) -> None:
-    repository.interleave = True
-    service = _service(repository, sleep)
+async def test_concurrent_redeliveries_of_one_event_record_it_once(
+    store: InboxStore, sleep: FakeSleep, user_id: UUID
+) -> None:
+    store.interleave = True
+    service = _service(store, sleep)
     outcomes = await asyncio.gather(*(service.record(_welcome(user_id, "evt-1")) for _ in range(5)))
     assert outcomes.count(Outcome.RECORDED) == 1
-    assert len(repository.inbox(user_id).notices) == 1
+    assert len(store.inbox(user_id).notices) == 1
 
 
-async def test_a_lost_insert_race_reported_as_a_failure_is_retried(repository: Any, sleep: Any, user_id: UUID) -> None:
-    # Dapr on Redis answers a first-write insert over an existing key with a 500, not a 409.
-    repository.interleave = True
-    repository.insert_race_as_failure = True
-    service = _service(repository, sleep)
-    await asyncio.gather(service.record(_welcome(user_id, "a")), service.record(_welcome(user_id, "b")))
-    assert repository.conflicts == 1
-    assert sorted(notice.event_id for notice in repository.inbox(user_id).notices) == ["a", "b"]
-
-
-async def test_a_store_outage_is_reported(repository: Any, sleep: Any, user_id: UUID) -> None:
-    repository.available = False
+async def test_a_store_outage_is_reported(store: InboxStore, sleep: FakeSleep, user_id: UUID) -> None:
+    store.available = False
     with pytest.raises(StoreUnavailableError):
-        await _service(repository, sleep).record(_welcome(user_id))
+        await _service(store, sleep).record(_welcome(user_id))
 
 
 async def test_a_failed_first_write_is_an_outage_when_nothing_was_stored(
-    repository: Any, sleep: Any, user_id: UUID
+    store: InboxStore, sleep: FakeSleep, user_id: UUID
 ) -> None:
-    repository.writable = False
+    store.writable = False
     with pytest.raises(StoreUnavailableError):
-        await _service(repository, sleep).record(_welcome(user_id))
+        await _service(store, sleep).record(_welcome(user_id))
     assert sleep.delays == []  # no point retrying here: the sidecar redelivers later
 
 
-async def test_a_failed_update_is_an_outage(repository: Any, sleep: Any, user_id: UUID) -> None:
-    service = _service(repository, sleep)
+async def test_a_failed_update_is_an_outage(store: InboxStore, sleep: FakeSleep, user_id: UUID) -> None:
+    service = _service(store, sleep)
     await service.record(_welcome(user_id))
-    repository.writable = False
+    store.writable = False
     with pytest.raises(StoreUnavailableError):
         await service.record(_welcome(user_id))
 
 
-async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any, user_id: UUID) -> None:
+async def test_endless_conflicts_give_up_after_the_attempts(sleep: FakeSleep, user_id: UUID) -> None:
     class AlwaysConflicting:
         async def get(self, user_id: UUID) -> VersionedInbox:
             return VersionedInbox(Inbox(), "1")
@@ -156,7 +148,7 @@ async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any, user_id:
             raise ConcurrencyConflictError("changed")
 
     with pytest.raises(ConcurrencyConflictError):
-        await _service(AlwaysConflicting(), sleep, attempts=4).record(_welcome(user_id))
+        await Notifications(AlwaysConflicting(), retry=RetryPolicy(attempts=4), sleep=sleep).record(_welcome(user_id))
     assert len(sleep.delays) == 4
 
 
@@ -168,12 +160,14 @@ def test_backoff_is_jittered_and_bounded() -> None:
     assert max(policy.delay(0) for _ in range(50)) <= 0.02
 
 
-async def test_notices_beyond_the_limit_are_dropped_oldest_first(repository: Any, sleep: Any, user_id: UUID) -> None:
-    service = _service(repository, sleep, limits=Limits(max_notices=2, max_remembered_events=10))
+async def test_notices_beyond_the_limit_are_dropped_oldest_first(
+    store: InboxStore, sleep: FakeSleep, user_id: UUID
+) -> None:
+    service = _service(store, sleep, limits=Limits(max_notices=2, max_remembered_events=10))
     for event_id in ("e1", "e2", "e3"):
         await service.record(_welcome(user_id, event_id))
     assert [notice.event_id for notice in await service.list_notices(user_id)] == ["e3", "e2"]
 
 
-async def test_a_user_without_notices_has_an_empty_list(repository: Any, sleep: Any) -> None:
-    assert await _service(repository, sleep).list_notices(uuid.uuid4()) == ()
+async def test_a_user_without_notices_has_an_empty_list(store: InboxStore, sleep: FakeSleep) -> None:
+    assert await _service(store, sleep).list_notices(uuid.uuid4()) == ()

@@ -1,5 +1,6 @@
-"""The only module that talks to the Dapr sidecar, over its HTTP API: state (ETags, first-write, the outbox
-transaction), service invocation of inventory and payments, the workflow API, and the sidecar's health.
+"""What orders reaches through its sidecar, over the kit's client: state (the kit's store for single documents, an
+outbox transaction for the final status), service invocation of inventory and payments, the workflow API and the
+sidecar's health; and the saga metrics, in the app's Prometheus registry.
 
 Plain httpx rather than the Dapr SDK clients: one async client, and the HTTP status codes this module maps
 (a refused first-write, an ETag conflict, a participant's 402) stay visible instead of hidden in gRPC errors.
@@ -12,66 +13,25 @@ from urllib.parse import quote
 from uuid import UUID
 
 import httpx
-import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.orders import OrderCancelled, OrderCompleted
-from orders.domain import (
-    IdempotencyClaim,
-    Line,
-    Order,
-    OrderStatus,
-    Product,
-    Reason,
-    RequestedLine,
-    SagaInput,
-    StepName,
-    StepRecord,
-    StepStatus,
-)
+from orders.domain import IdempotencyClaim, Line, Order, OrderStatus, Product, Reason, RequestedLine, StepRecord
 from orders.handlers import (
+    OutcomeUnknownError,
     ParticipantRefusedError,
     ParticipantUnavailableError,
     Reservation,
     StoredIndex,
     StoredOrder,
-    StoreUnavailableError,
 )
-from orders.observability import current_traceparent
-from orders.settings import Settings
+from orders.saga import SagaInput
 from orders.workflow import EngineStatus
-
-log = structlog.get_logger(__name__)
+from sidecart_kit.sidecar import SidecarHealth, dapr_error_code
+from sidecart_kit.state import FIRST_WRITE, ConcurrencyConflictError, DaprStateStore, StoreUnavailableError
 
 Record = TypeVar("Record", bound=BaseModel)
-
-FIRST_WRITE = {"concurrency": "first-write", "consistency": "strong"}
-
-
-def create_sidecar_client(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None, *, timeout: float | None = None
-) -> httpx.AsyncClient:
-    """One pooled client for calls to the sidecar's HTTP API (tests pass a fake sidecar as `transport`)."""
-    headers = {}
-    if settings.dapr_api_token is not None:
-        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
-    return httpx.AsyncClient(
-        base_url=f"{settings.sidecar_url}/v1.0",
-        headers=headers,
-        timeout=httpx.Timeout(
-            timeout or settings.state_timeout_seconds, connect=settings.sidecar_connect_timeout_seconds
-        ),
-        trust_env=False,  # the sidecar is on loopback: no proxies from the environment
-        event_hooks={"request": [_propagate_trace]},
-        transport=transport,
-    )
-
-
-async def _propagate_trace(request: httpx.Request) -> None:
-    """Continues the caller's W3C trace, so the sidecar's spans join the request that caused them."""
-    traceparent = current_traceparent.get()
-    if traceparent:
-        request.headers["traceparent"] = traceparent
 
 
 class SidecarError(StoreUnavailableError):
@@ -79,16 +39,8 @@ class SidecarError(StoreUnavailableError):
 
     def __init__(self, operation: str, response: httpx.Response) -> None:
         self.status = response.status_code
-        self.code = _dapr_error_code(response)
+        self.code = dapr_error_code(response) or "no error code"
         super().__init__(f"{operation}: {self.status} {self.code}")
-
-
-def _dapr_error_code(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return "no error code"
-    return str(body.get("errorCode", "no error code")) if isinstance(body, dict) else "no error code"
 
 
 async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -97,17 +49,11 @@ async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
         raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
     except httpx.HTTPError as error:
-        raise StoreUnavailableError(f"sidecar call failed: {error!r}", outcome_unknown=True) from error
+        raise OutcomeUnknownError(f"sidecar call failed: {error!r}") from error
 
 
-def _path(key: str) -> str:
-    return quote(key, safe="")
-
-
-def _parse(model: type[Record], data: bytes | str | Any) -> Record:
+def _parse(model: type[Record], data: Any) -> Record:
     try:
-        if isinstance(data, bytes | str):
-            return model.model_validate_json(data)
         return model.model_validate(data)
     except ValidationError as error:
         # Our own records: a bad one is a bug or corruption, not the caller's fault, so it stays a 500.
@@ -125,33 +71,16 @@ class _ClaimRecord(BaseModel):
     claimed_at: datetime
 
 
-class _LineRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    sku: str
-    quantity: int
-    unit_price_cents: int | None = None
-
-
-class _StepRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: StepName
-    status: StepStatus
-    at: datetime
-    detail: str = ""
-
-
 class _OrderRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     order_id: UUID
     user_id: UUID
     status: OrderStatus
-    lines: list[_LineRecord]
+    lines: list[Line]
     total_cents: int | None = None
     currency: str | None = None
-    steps: list[_StepRecord] = []
+    steps: list[StepRecord] = []
     reason: Reason | None = None
     detail: str = ""
     created_at: datetime
@@ -164,12 +93,10 @@ class _OrderRecord(BaseModel):
             order_id=order.id,
             user_id=order.user_id,
             status=order.status,
-            lines=[
-                _LineRecord(sku=x.sku, quantity=x.quantity, unit_price_cents=x.unit_price_cents) for x in order.lines
-            ],
+            lines=list(order.lines),
             total_cents=order.total_cents,
             currency=order.currency,
-            steps=[_StepRecord(name=s.name, status=s.status, at=s.at, detail=s.detail) for s in order.steps],
+            steps=list(order.steps),
             reason=order.reason,
             detail=order.detail,
             created_at=order.created_at,
@@ -182,10 +109,10 @@ class _OrderRecord(BaseModel):
             id=self.order_id,
             user_id=self.user_id,
             status=self.status,
-            lines=tuple(Line(x.sku, x.quantity, x.unit_price_cents) for x in self.lines),
+            lines=tuple(self.lines),
             total_cents=self.total_cents,
             currency=self.currency,
-            steps=tuple(StepRecord(s.name, s.status, s.at, s.detail) for s in self.steps),
+            steps=tuple(self.steps),
             reason=self.reason,
             detail=self.detail,
             created_at=self.created_at,
@@ -219,32 +146,32 @@ class DaprOrderRepository:
 
     def __init__(self, client: httpx.AsyncClient, store: str) -> None:
         self._client = client
-        self._store = store
+        self._state = DaprStateStore(client, store)
 
     async def get_claim(self, user_id: UUID, digest: str) -> IdempotencyClaim | None:
-        found = await self._get(claim_key(user_id, digest))
+        found = await self._state.get(claim_key(user_id, digest))
         if found is None:
             return None
-        record = _parse(_ClaimRecord, found[0])
+        record = _parse(_ClaimRecord, found.document)
         return IdempotencyClaim(
             order_id=record.order_id, request_hash=record.request_hash, claimed_at=record.claimed_at
         )
 
     async def create_claim(self, user_id: UUID, digest: str, claim: IdempotencyClaim) -> bool:
         record = _ClaimRecord(order_id=claim.order_id, request_hash=claim.request_hash, claimed_at=claim.claimed_at)
-        return await self._save(claim_key(user_id, digest), record.model_dump(mode="json"), etag=None)
+        return await self._save(claim_key(user_id, digest), record, etag=None)
 
     async def get_order(self, order_id: UUID) -> StoredOrder | None:
-        found = await self._get(order_key(order_id))
+        found = await self._state.get(order_key(order_id))
         if found is None:
             return None
-        return StoredOrder(_parse(_OrderRecord, found[0]).to_order(), found[1])
+        return StoredOrder(_parse(_OrderRecord, found.document).to_order(), found.etag or "")
 
     async def create_order(self, order: Order) -> bool:
-        return await self._save(order_key(order.id), _OrderRecord.of(order).model_dump(mode="json"), etag=None)
+        return await self._save(order_key(order.id), _OrderRecord.of(order), etag=None)
 
     async def save_order(self, order: Order, etag: str) -> bool:
-        return await self._save(order_key(order.id), _OrderRecord.of(order).model_dump(mode="json"), etag=etag)
+        return await self._save(order_key(order.id), _OrderRecord.of(order), etag=etag)
 
     async def finish_order(self, order: Order, event: OrderCompleted | OrderCancelled, etag: str) -> bool:
         key = order_key(order.id)
@@ -271,85 +198,39 @@ class DaprOrderRepository:
             },
         ]
         response = await _send(
-            self._client, "POST", f"/state/{self._store}/transaction", json={"operations": operations}
+            self._client, "POST", f"/state/{self._state.name}/transaction", json={"operations": operations}
         )
         if response.is_success:
             return True
         # An ETag mismatch fails the whole transaction (Redis answers 500, not 409): the caller re-reads.
         error = SidecarError("finish order (outbox transaction)", response)
-        current = await self.get_order(order.id)
+        current = await self._state.get(key)
         if current is not None and current.etag != etag:
             return False
         raise error
 
     async def get_orders(self, order_ids: Sequence[UUID]) -> list[Order]:
-        if not order_ids:
-            return []
-        response = await _send(
-            self._client,
-            "POST",
-            f"/state/{self._store}/bulk",
-            json={"keys": [order_key(order_id) for order_id in order_ids], "parallelism": 10},
-            params={"consistency": "strong"},
-        )
-        if not response.is_success:
-            raise SidecarError("get orders (bulk)", response)
-        orders = []
-        for item in response.json():
-            if not isinstance(item, dict) or item.get("error"):
-                raise StoreUnavailableError(
-                    f"get orders (bulk): {item.get('error') if isinstance(item, dict) else item}"
-                )
-            if item.get("data") is None:
-                continue
-            orders.append(_parse(_OrderRecord, item["data"]).to_order())
-        return orders
+        keys = [order_key(order_id) for order_id in order_ids]
+        found = await self._state.get_many(keys)
+        return [_parse(_OrderRecord, found[key].document).to_order() for key in keys if key in found]
 
     async def get_index(self, user_id: UUID) -> StoredIndex:
-        found = await self._get(index_key(user_id))
+        found = await self._state.get(index_key(user_id))
         if found is None:
             return StoredIndex((), None)
-        return StoredIndex(tuple(_parse(_IndexRecord, found[0]).order_ids), found[1])
+        return StoredIndex(tuple(_parse(_IndexRecord, found.document).order_ids), found.etag)
 
     async def save_index(self, user_id: UUID, order_ids: Sequence[UUID], etag: str | None) -> bool:
-        record = _IndexRecord(order_ids=list(order_ids)).model_dump(mode="json")
-        item: dict[str, Any] = {"key": index_key(user_id), "value": record, "options": FIRST_WRITE}
-        if etag is not None:
-            item["etag"] = etag
-        response = await _send(self._client, "POST", f"/state/{self._store}", json=[item])
-        if response.is_success:
-            return True
-        if response.status_code == httpx.codes.CONFLICT:
-            return False
-        raise SidecarError("save order index", response)
+        return await self._save(index_key(user_id), _IndexRecord(order_ids=list(order_ids)), etag=etag)
 
-    async def _save(self, key: str, value: dict[str, Any], *, etag: str | None) -> bool:
-        """First-write save: without etag only if `key` is new, with etag only over that version."""
-        item: dict[str, Any] = {"key": key, "value": value, "options": FIRST_WRITE}
-        if etag is not None:
-            item["etag"] = etag
-        response = await _send(self._client, "POST", f"/state/{self._store}", json=[item])
-        if response.is_success:
-            return True
-        if response.status_code == httpx.codes.CONFLICT:
-            return False  # ETag mismatch
-        # A refused first-write is not always a 409 (Redis answers 500 ERR_STATE_SAVE), and a broken store
-        # looks the same: what the key holds now tells the two apart.
-        error = SidecarError(f"save {key.split(':', 1)[0]}", response)
-        current = await self._get(key)
-        if current is not None and (etag is None or current[1] != etag):
+    async def _save(self, key: str, record: BaseModel, *, etag: str | None) -> bool:
+        """First-write save: without etag only if `key` is new, with etag only over that version; False when
+        another version is stored (a lost race, which the caller resolves by reading again)."""
+        try:
+            await self._state.save(key, record.model_dump(mode="json"), etag)
+        except ConcurrencyConflictError:
             return False
-        raise error
-
-    async def _get(self, key: str) -> tuple[bytes, str] | None:
-        response = await _send(
-            self._client, "GET", f"/state/{self._store}/{_path(key)}", params={"consistency": "strong"}
-        )
-        if not response.is_success:
-            raise SidecarError("get state", response)
-        if response.status_code == httpx.codes.NO_CONTENT or not response.content:
-            return None
-        return response.content, response.headers.get("etag", "")
+        return True
 
 
 # --- inventory and payments, through Dapr service invocation -------------------------------------------------
@@ -414,9 +295,7 @@ class _Participant:
                 f"{self._app_id}: sidecar unreachable ({type(error).__name__})"
             ) from error
         except httpx.HTTPError as error:
-            raise ParticipantUnavailableError(
-                f"{self._app_id}: no answer ({type(error).__name__})", outcome_unknown=True
-            ) from error
+            raise ParticipantUnavailableError(f"{self._app_id}: no answer ({type(error).__name__})") from error
         if response.is_success:
             try:
                 return response.json() if response.content else None
@@ -424,9 +303,7 @@ class _Participant:
                 raise ParticipantUnavailableError(f"{self._app_id}: answer is not JSON") from error
         code, message = _error_of(response)
         if response.status_code >= 500 or response.status_code in _TRANSIENT_STATUSES:
-            raise ParticipantUnavailableError(
-                f"{self._app_id} {method} {path}: {response.status_code} {code}", outcome_unknown=True
-            )
+            raise ParticipantUnavailableError(f"{self._app_id} {method} {path}: {response.status_code} {code}")
         raise ParticipantRefusedError(response.status_code, code, message)
 
 
@@ -451,7 +328,7 @@ class DaprInventory:
 
     async def get_product(self, sku: str) -> Product | None:
         try:
-            body = await self._app.call("GET", f"products/{_path(sku)}")
+            body = await self._app.call("GET", f"products/{quote(sku, safe='')}")
         except ParticipantRefusedError as refusal:
             if refusal.status in (404, 422):
                 return None
@@ -537,35 +414,29 @@ class DaprWorkflows:
             return
         if response.status_code >= 500:
             # The engine may have created the instance before failing: in doubt, so a retry checks first.
-            raise StoreUnavailableError(
-                f"start workflow: {response.status_code} {_dapr_error_code(response)}", outcome_unknown=True
-            )
+            code = dapr_error_code(response) or "no error code"
+            raise OutcomeUnknownError(f"start workflow: {response.status_code} {code}")
         raise SidecarError("start workflow", response)
 
 
 class DaprSidecarProbe:
-    """Ready when the sidecar's outbound side (components, API) answers; the metadata API tells how many
-    workflow workers it has connected and whether its actor runtime runs.
+    """Ready when the sidecar's outbound side (components, API) answers (the kit's probe); the metadata API tells
+    how many workflow workers it has connected and whether its actor runtime runs.
     """
 
     def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+        self._health = SidecarHealth(client, timeout)
         self._client = client
         self._timeout = timeout
 
     async def is_ready(self) -> bool:
-        try:
-            response = await self._client.get("/healthz/outbound", timeout=self._timeout)
-        except httpx.HTTPError as error:
-            log.debug("sidecar_not_ready", error=repr(error))
-            return False
-        return response.is_success
+        return await self._health.is_ready()
 
     async def engine_status(self) -> EngineStatus | None:
         try:
             response = await self._client.get("/metadata", timeout=self._timeout)
             body = response.json() if response.is_success else None
-        except (httpx.HTTPError, ValueError) as error:
-            log.debug("sidecar_metadata_unreadable", error=repr(error))
+        except (httpx.HTTPError, ValueError):
             return None
         if not isinstance(body, dict):
             return None
@@ -576,3 +447,26 @@ class DaprSidecarProbe:
             connected_workers=count if isinstance(count, int) else 0,
             actors_running=isinstance(actors, dict) and actors.get("runtimeStatus") == "RUNNING",
         )
+
+
+# --- business metrics -------------------------------------------------------------------------------------------
+
+
+class SagaMetrics:
+    """How sagas end (status and reason) and how long an order takes from acceptance to its final status."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.finished = Counter(
+            "orders_sagas_finished", "Order sagas that reached a final status.", ["status", "reason"], registry=registry
+        )
+        self.duration = Histogram(
+            "orders_saga_duration_seconds",
+            "Time from accepting an order to its final status.",
+            ["status"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+            registry=registry,
+        )
+
+    def saga_finished(self, order: Order) -> None:
+        self.finished.labels(order.status.value, order.reason.value if order.reason else "").inc()
+        self.duration.labels(order.status.value).observe((order.updated_at - order.created_at).total_seconds())

@@ -1,15 +1,12 @@
 """HTTP routes of orders (the gateway reaches them through Dapr service invocation, with the caller's verified
-user id in the path), health and readiness, and how domain errors leave as contracts.api.ErrorResponse.
+user id in the path), health and readiness, and how domain errors answer (in the kit's error shape).
 """
 
-import hmac
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 from uuid import UUID
 
-import structlog
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.api import ErrorDetail, ErrorResponse
@@ -25,11 +22,9 @@ from orders.domain import (
     duplicate_sku_positions,
     idempotency_key_is_valid,
 )
-from orders.errors import ApiError, error_response
-from orders.handlers import Orders, PlaceOrder, StoreUnavailableError
-from orders.settings import Settings
-
-log = structlog.get_logger(__name__)
+from orders.handlers import Orders, PlaceOrder
+from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.state import StoreUnavailableError
 
 # --- request and response bodies -----------------------------------------------------------------------------
 
@@ -104,7 +99,7 @@ class Status(BaseModel):
     status: str
 
 
-# --- dependencies --------------------------------------------------------------------------------------------
+# --- dependencies: what the lifespan built once, read from app.state -------------------------------------------
 
 
 class SidecarProbe(Protocol):
@@ -131,30 +126,9 @@ async def get_workflow_worker(request: Request) -> WorkflowWorkerState:
     return worker
 
 
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 OrdersDep = Annotated[Orders, Depends(get_orders)]
 SidecarProbeDep = Annotated[SidecarProbe, Depends(get_sidecar_probe)]
 WorkflowWorkerDep = Annotated[WorkflowWorkerState, Depends(get_workflow_worker)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-
-
-class UnauthorizedError(Exception):
-    """The call did not come through our sidecar (wrong or missing app token)."""
-
-
-async def require_app_token(
-    settings: SettingsDep, dapr_api_token: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> None:
-    """When APP_API_TOKEN is set, only the sidecar (which sends it as dapr-api-token) may call the app."""
-    expected = settings.app_api_token
-    if expected is None:
-        return
-    if dapr_api_token is None or not hmac.compare_digest(dapr_api_token, expected.get_secret_value()):
-        raise UnauthorizedError
 
 
 # --- routes --------------------------------------------------------------------------------------------------
@@ -164,8 +138,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
+# Probes are open; the rest answers only the sidecar when an app token is configured (the kit's guard).
 open_router = APIRouter()
-router = APIRouter(dependencies=[Depends(require_app_token)], responses=_errors(401, 422, 503))
+router = APIRouter(responses=_errors(401, 422, 503))
 
 
 @open_router.get("/healthz")
@@ -240,53 +215,22 @@ async def list_orders(user_id: str, orders: OrdersDep) -> OrderList:
     return OrderList(items=[OrderView.of(order) for order in await orders.list_orders(owner)])
 
 
-# --- errors --------------------------------------------------------------------------------------------------
+# --- how the domain's errors answer ----------------------------------------------------------------------------
 
 
-def _request_id(request: Request) -> str | None:
-    value = getattr(request.state, "request_id", None)
-    return value if isinstance(value, str) else None
+def _unknown_sku(error: Exception) -> ApiError:
+    assert isinstance(error, UnknownSkuError)
+    details = [ErrorDetail(field=f"items.{i}.sku", reason="No product with this sku.") for i in error.positions]
+    return ApiError(422, "unknown_sku", "Some items name unknown products.", details)
 
 
-async def _on_unknown_sku(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UnknownSkuError)
-    details = [ErrorDetail(field=f"items.{i}.sku", reason="No product with this sku.") for i in exc.positions]
-    return error_response(422, "unknown_sku", "Some items name unknown products.", _request_id(request), details)
-
-
-async def _on_key_reused(request: Request, _: Exception) -> JSONResponse:
-    return error_response(
-        409,
-        "idempotency_key_reused",
-        "This Idempotency-Key was already used with a different request body.",
-        _request_id(request),
-    )
-
-
-async def _on_order_not_found(request: Request, _: Exception) -> JSONResponse:
-    return error_response(404, "order_not_found", "No order with this id.", _request_id(request))
-
-
-async def _on_unauthorized(request: Request, _: Exception) -> JSONResponse:
-    return error_response(
-        401, "unauthorized", "This service is reached through its Dapr sidecar only.", _request_id(request)
-    )
-
-
-async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("unavailable", error=str(exc))
-    return error_response(
-        503,
-        "unavailable",
-        "The service is unavailable, try again shortly.",
-        _request_id(request),
-        headers={"Retry-After": "1"},
-    )
-
-
-def install_domain_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(UnknownSkuError, _on_unknown_sku)
-    app.add_exception_handler(IdempotencyKeyReusedError, _on_key_reused)
-    app.add_exception_handler(OrderNotFoundError, _on_order_not_found)
-    app.add_exception_handler(UnauthorizedError, _on_unauthorized)
-    app.add_exception_handler(StoreUnavailableError, _on_unavailable)
+DOMAIN_ERRORS: DomainErrors = {
+    UnknownSkuError: _unknown_sku,
+    IdempotencyKeyReusedError: lambda _: ApiError(
+        409, "idempotency_key_reused", "This Idempotency-Key was already used with a different request body."
+    ),
+    OrderNotFoundError: lambda _: ApiError(404, "order_not_found", "No order with this id."),
+    StoreUnavailableError: lambda _: ApiError(
+        503, "unavailable", "The service is unavailable, try again shortly.", headers={"Retry-After": "1"}
+    ),
+}

@@ -4,31 +4,24 @@ They reach the outside only through the ports declared here; adapters.py impleme
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID, uuid4
 
-import structlog
-
 from contracts.orders import OrderCancelled, OrderCompleted
 from orders.domain import (
-    Finish,
     IdempotencyClaim,
     IdempotencyKeyReusedError,
     Line,
     Order,
     OrderNotFoundError,
     OrderStatus,
-    Outcome,
     Product,
     RequestedLine,
-    SagaInput,
     StepName,
     StepRecord,
-    StepResult,
     StepStatus,
     UnknownSkuError,
     key_digest,
@@ -36,22 +29,20 @@ from orders.domain import (
     request_fingerprint,
     short,
 )
+from orders.saga import Finish, Outcome, SagaInput, StepResult
+from sidecart_kit.locks import KeyedLocks
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import StoreUnavailableError
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Rounds of read-modify-write under an ETag before giving up (each round re-reads what changed).
 _WRITE_ROUNDS = 5
 
 
-class StoreUnavailableError(Exception):
-    """The sidecar or the store behind it could not do what was asked: worth retrying later.
-
-    `outcome_unknown` is True when the request may have been carried out anyway (a timeout after sending it).
-    """
-
-    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
-        super().__init__(message)
-        self.outcome_unknown = outcome_unknown
+class OutcomeUnknownError(StoreUnavailableError):
+    """The call failed after reaching the sidecar (a timeout, a 5xx from the workflow engine): what it asked for
+    may have been done anyway."""
 
 
 class ParticipantUnavailableError(StoreUnavailableError):
@@ -300,7 +291,7 @@ class Orders:
         try:
             await self._workflows.start(order.id, _saga_input(order))
         except StoreUnavailableError as error:
-            if not error.outcome_unknown:
+            if not isinstance(error, OutcomeUnknownError):
                 await self._abandon_start(order.id)
             raise
         log.info("order_saga_started", order_id=str(order.id))
@@ -340,27 +331,6 @@ def _saga_input(order: Order) -> SagaInput:
 
 
 # --- the saga's steps ----------------------------------------------------------------------------------------
-
-
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 class SagaObserver(Protocol):

@@ -3,6 +3,7 @@ at import.
 """
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -10,11 +11,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import httpx
-import structlog
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_asgi_app
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orders import api
 from orders.adapters import (
@@ -23,17 +20,22 @@ from orders.adapters import (
     DaprPayments,
     DaprSidecarProbe,
     DaprWorkflows,
-    create_sidecar_client,
+    SagaMetrics,
 )
-from orders.errors import install_error_handlers
-from orders.handlers import KeyedLocks, Orders, SagaObserver, SagaSteps, StartTiming
-from orders.observability import HttpMetrics, RequestContextMiddleware, SagaMetrics
+from orders.handlers import Orders, SagaObserver, SagaSteps, StartTiming
 from orders.settings import Settings, get_settings
 from orders.workflow import WORKFLOW_NAME, Runtime, StepsFactory, WorkflowWorker, build_runtime
+from sidecart_kit.locks import KeyedLocks
+from sidecart_kit.logs import configure_logging, get_logger
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import create_sidecar_client
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 RuntimeFactory = Callable[[Settings, StepsFactory], Runtime]
+
+# The workflow SDK logs each registration and (re)connection at info, and every work item at debug.
+_WORKFLOW_SDK_LOGGERS = ("WorkflowRuntime", "DaprWorkflowContext", "durabletask-worker", "durabletask-client")
 
 
 def saga_steps_factory(settings: Settings, observer: SagaObserver | None) -> StepsFactory:
@@ -49,7 +51,11 @@ def saga_steps_factory(settings: Settings, observer: SagaObserver | None) -> Ste
         loop = asyncio.get_running_loop()
         client = clients.get(loop)
         if client is None:
-            client = clients[loop] = create_sidecar_client(settings, timeout=settings.invoke_timeout_seconds)
+            client = clients[loop] = create_sidecar_client(settings)
+            # Activities call inventory and payments, whose answers may take as long as Dapr's invoke timeout.
+            client.timeout = httpx.Timeout(
+                settings.invoke_timeout_seconds, connect=settings.sidecar_connect_timeout_seconds
+            )
         yield SagaSteps(
             DaprOrderRepository(client, settings.state_store),
             DaprInventory(client, settings.inventory_app_id),
@@ -63,6 +69,7 @@ def saga_steps_factory(settings: Settings, observer: SagaObserver | None) -> Ste
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The composition root: everything the routes use is built here, once, and kept on app.state."""
     settings: Settings = app.state.settings
     async with create_sidecar_client(settings, app.state.sidecar_transport) as client:
         app.state.orders = Orders(
@@ -94,16 +101,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await worker.stop()
 
 
-class _Endpoint:
-    """Serves an ASGI app at one exact path (a Mount would redirect /metrics to /metrics/)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -112,6 +109,9 @@ def create_app(
 ) -> FastAPI:
     """The app; tests pass a fake sidecar (`sidecar_transport`) and a fake workflow runtime."""
     settings = settings or get_settings()
+    configure_logging(settings.log_level, "orders")
+    for name in _WORKFLOW_SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     app = FastAPI(
         title="Sidecart orders",
         description="Accepts orders and runs each one's saga (reserve, charge, confirm) as a Dapr Workflow.",
@@ -122,14 +122,8 @@ def create_app(
     app.state.sidecar_transport = sidecar_transport
     factory: Any = runtime_factory or build_runtime
     app.state.runtime_factory = factory
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
     app.state.saga_metrics = SagaMetrics(registry)
-    app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
-    install_error_handlers(app)
-    api.install_domain_error_handlers(app)
     app.include_router(api.open_router)
     app.include_router(api.router)
-    app.router.routes.append(Route("/metrics", _Endpoint(make_asgi_app(registry)), include_in_schema=False))
     return app

@@ -1,29 +1,23 @@
-"""Configuration from the environment: ORDERS_* for this service, plus the ports the dapr CLI sets."""
+"""Configuration from the environment: ORDERS_* for this service, plus what the dapr CLI sets (sidecart_kit.sidecar)."""
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sidecart_kit.sidecar import ServiceSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORDERS_", frozen=True, extra="ignore")
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDERS_", frozen=True)
 
-    # Set by the dapr CLI (dapr run / dapr.yaml), so read without the prefix.
-    app_port: int = Field(default=8105, validation_alias=AliasChoices("APP_PORT"))
-    dapr_http_port: int = Field(default=3505, validation_alias=AliasChoices("DAPR_HTTP_PORT"))
-    dapr_grpc_port: int = Field(default=50051, validation_alias=AliasChoices("DAPR_GRPC_PORT"))
-    # Tokens between app and sidecar, when the deployment turns them on (standard Dapr variable names).
-    dapr_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DAPR_API_TOKEN"))
-    app_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("APP_API_TOKEN"))
-
-    sidecar_host: str = "127.0.0.1"
-    sidecar_connect_timeout_seconds: float = 2.0
-    # State calls; a component timeout in resiliency.yaml (5 s) answers first.
-    state_timeout_seconds: float = 10.0
+    app_port: int = 8105
+    dapr_http_port: int = 3505
+    dapr_grpc_port: int = 50051
+    # State and workflow calls; above the component timeout in resiliency.yaml (5 s), so the sidecar answers first.
+    sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
     # Calls to inventory and payments; Dapr's own invoke timeout and retries (resiliency.yaml) answer first.
     invoke_timeout_seconds: float = 30.0
-    health_timeout_seconds: float = 2.0
 
     state_store: str = "orders-store"
     inventory_app_id: str = "inventory"
@@ -52,12 +46,6 @@ class Settings(BaseSettings):
     workflow_check_interval_seconds: float = Field(default=2.0, gt=0)
     workflow_reconnect_after_seconds: float = Field(default=4.0, ge=0)
     max_concurrent_activities: int = Field(default=64, gt=0)
-
-    log_level: str = "INFO"
-
-    @property
-    def sidecar_url(self) -> str:
-        return f"http://{self.sidecar_host}:{self.dapr_http_port}"
 
 
 @lru_cache

@@ -1,6 +1,6 @@
 """The order saga as a Dapr Workflow (`order_saga`, instance id = order id) and the worker that runs it.
 
-The orchestrator only drives domain.Saga: it asks for the next command, runs it as an activity (or a durable
+The orchestrator only drives saga.Saga: it asks for the next command, runs it as an activity (or a durable
 timer) and reports the answer back. It does no I/O and reads time only from the workflow context, so replays
 take the same path. Activities are thin shells over handlers.SagaSteps.
 """
@@ -17,11 +17,13 @@ import structlog
 from dapr.ext.workflow import RetryPolicy, TaskFailedError, WorkflowRuntime
 from dapr.ext.workflow.logger import LoggerOptions
 
-from orders.domain import FinishOrder, RunStep, Saga, SagaInput, StepName, StepResult, Wait
+from orders.domain import StepName
 from orders.handlers import SagaSteps
+from orders.saga import FinishOrder, RunStep, Saga, SagaInput, StepResult, Wait
 from orders.settings import Settings
+from sidecart_kit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WORKFLOW_NAME = "order_saga"
 FINISH_ORDER = "finish_order"

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from contracts.orders import OrderCancelled, OrderCompleted
 from orders.api import get_orders, get_sidecar_probe, get_workflow_worker
-from orders.domain import IdempotencyClaim, Line, Order, Product, RequestedLine, SagaInput
+from orders.domain import IdempotencyClaim, Line, Order, Product, RequestedLine
 from orders.handlers import (
-    KeyedLocks,
     Orders,
+    OutcomeUnknownError,
     ParticipantRefusedError,
     ParticipantUnavailableError,
     Reservation,
@@ -26,10 +26,13 @@ from orders.handlers import (
     StartTiming,
     StoredIndex,
     StoredOrder,
-    StoreUnavailableError,
 )
 from orders.main import create_app
+from orders.saga import SagaInput
 from orders.settings import Settings
+from sidecart_kit.locks import KeyedLocks
+from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.testing import FakeSidecarHealth
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -152,7 +155,7 @@ class FakeInventory:
 
     def _check(self, name: str) -> None:
         if name in self.unavailable:
-            raise ParticipantUnavailableError(f"{name}: 503 (fake)", outcome_unknown=True)
+            raise ParticipantUnavailableError(f"{name}: 503 (fake)")
         if name in self.refuse:
             raise self.refuse[name]
 
@@ -186,7 +189,7 @@ class FakePayments:
 
     def _check(self, name: str) -> None:
         if name in self.unavailable:
-            raise ParticipantUnavailableError(f"{name}: 503 (fake)", outcome_unknown=True)
+            raise ParticipantUnavailableError(f"{name}: 503 (fake)")
         if name in self.refuse:
             raise self.refuse[name]
 
@@ -218,17 +221,9 @@ class FakeWorkflows:
         await asyncio.sleep(0)
         if self.fail_next_start is not None:
             unknown, self.fail_next_start = self.fail_next_start == "unknown", None
-            raise StoreUnavailableError("start workflow failed (fake)", outcome_unknown=unknown)
+            raise (OutcomeUnknownError if unknown else StoreUnavailableError)("start workflow failed (fake)")
         self.starts.append(order_id)
         self.instances[order_id] = saga
-
-
-@dataclass
-class FakeSidecarProbe:
-    ready: bool = True
-
-    async def is_ready(self) -> bool:
-        return self.ready
 
 
 @dataclass
@@ -238,7 +233,8 @@ class FakeWorkerState:
 
 @dataclass
 class FakeSleep:
-    """Advances the fake clock instead of sleeping, so waiting out a grace period takes no real time."""
+    """Advances the fake clock instead of sleeping, so waiting out a grace period takes no real time (the kit's
+    FakeSleep only records the delays)."""
 
     clock: FakeClock
     slept: list[float] = field(default_factory=list)
@@ -306,8 +302,8 @@ def steps(
 
 
 @pytest.fixture
-def probe() -> FakeSidecarProbe:
-    return FakeSidecarProbe()
+def probe() -> FakeSidecarHealth:
+    return FakeSidecarHealth()
 
 
 @pytest.fixture
@@ -316,7 +312,7 @@ def worker_state() -> FakeWorkerState:
 
 
 @pytest.fixture
-def make_app(orders: Orders, probe: FakeSidecarProbe, worker_state: FakeWorkerState) -> Callable[[Settings], FastAPI]:
+def make_app(orders: Orders, probe: FakeSidecarHealth, worker_state: FakeWorkerState) -> Callable[[Settings], FastAPI]:
     """The real app with fakes behind its dependencies; the lifespan (which dials the sidecar) never runs."""
 
     def make(settings: Settings) -> FastAPI:

@@ -1,17 +1,15 @@
-"""HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund, health, metrics."""
+"""HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund, health."""
 
-import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-import structlog
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.api import ErrorDetail, ErrorResponse
@@ -26,75 +24,51 @@ from payments.domain import (
     Wallet,
     WalletNotFoundError,
 )
-from payments.errors import error_response
-from payments.handlers import (
-    ChargePayment,
-    KeyLocks,
-    Payments,
-    RefundOutcome,
-    RetryPolicy,
-    SidecarHealth,
-    StateStore,
-    StoreUnavailableError,
-)
-from payments.observability import HttpMetrics
+from payments.handlers import ChargePayment, Payments, ReadinessProbe, RefundOutcome
 from payments.settings import Settings
+from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import StoreUnavailableError
 
-log = structlog.get_logger("payments.api")
+log = get_logger(__name__)
 router = APIRouter()
 
 USER_REGISTERED_ROUTE = "/events/user-registered"
 UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 
 
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+class PaymentsMetrics:
+    """How events and the saga's calls ended, beside the kit's HTTP metrics on the same registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "payments_events_total",
+            "Events delivered by the sidecar, by how they ended.",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.operations = Counter(
+            "payments_operations_total",
+            "Charges and refunds answered, by operation and outcome.",
+            ["operation", "outcome"],
+            registry=registry,
+        )
 
 
-async def get_store(request: Request) -> StateStore:
-    store: StateStore = request.app.state.store
-    return store
+def _app_state(name: str) -> Callable[[Request], Any]:
+    """A dependency answering what create_app's lifespan put on app.state under `name`."""
+
+    def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return read
 
 
-async def get_sidecar_health(request: Request) -> SidecarHealth:
-    health: SidecarHealth = request.app.state.sidecar_health
-    return health
-
-
-async def get_metrics(request: Request) -> HttpMetrics:
-    metrics: HttpMetrics = request.app.state.metrics
-    return metrics
-
-
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-StoreDep = Annotated[StateStore, Depends(get_store)]
-SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
-MetricsDep = Annotated[HttpMetrics, Depends(get_metrics)]
-
-
-async def get_locks(request: Request) -> KeyLocks:
-    locks: KeyLocks = request.app.state.locks
-    return locks
-
-
-LocksDep = Annotated[KeyLocks, Depends(get_locks)]
-
-
-async def get_payments(store: StoreDep, settings: SettingsDep, locks: LocksDep) -> Payments:
-    return Payments(
-        store,
-        currency=settings.currency,
-        starting_credit_cents=settings.starting_credit_cents,
-        max_entries=settings.max_wallet_entries,
-        retry=RetryPolicy(
-            settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
-        ),
-        locks=locks,
-    )
-
-
-PaymentsDep = Annotated[Payments, Depends(get_payments)]
+SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
+PaymentsDep = Annotated[Payments, Depends(_app_state("payments"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(_app_state("sidecar_health"))]
+MetricsDep = Annotated[PaymentsMetrics, Depends(_app_state("metrics"))]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": description}
@@ -109,13 +83,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @contextmanager
-def _counted(metrics: HttpMetrics, operation: str) -> Iterator[dict[str, str]]:
+def _counted(metrics: PaymentsMetrics, operation: str) -> Iterator[dict[str, str]]:
     """Counts how an operation ended: the outcome the route sets, or the refusal's error code."""
     ending = {"outcome": "ok"}
     try:
         yield ending
     except PaymentsError as exc:
-        metrics.operations.labels(operation, _refusal(exc)[1]).inc()
+        metrics.operations.labels(operation, _refusal(exc).code).inc()
         raise
     except StoreUnavailableError:
         metrics.operations.labels(operation, "unavailable").inc()
@@ -129,44 +103,20 @@ def _counted(metrics: HttpMetrics, operation: str) -> Iterator[dict[str, str]]:
 @router.get("/dapr/subscribe", tags=["dapr"])
 async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
-    return [
-        {
-            "pubsubname": settings.pubsub_name,
-            "topic": UserRegistered.TOPIC,
-            "routes": {
-                "rules": [
-                    {"match": f'event.type == "{UserRegistered.TYPE}"', "path": USER_REGISTERED_ROUTE},
-                ],
-                # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
-                "default": UNHANDLED_EVENT_ROUTE,
-            },
-            "deadLetterTopic": settings.dead_letter_topic,
-        }
-    ]
+    user_registered = Subscription(
+        pubsub=settings.pubsub_name,
+        topic=UserRegistered.TOPIC,
+        routes_by_type={UserRegistered.TYPE: USER_REGISTERED_ROUTE},
+        # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
+        default_route=UNHANDLED_EVENT_ROUTE,
+        dead_letter_topic=settings.dead_letter_topic,
+    )
+    return [user_registered.to_dapr()]
 
 
-class CloudEvent(BaseModel):
-    """The envelope the sidecar delivers; only what this app reads. Unknown attributes are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
+class IdentifiedCloudEvent(CloudEvent):
+    # Without an id a delivery cannot be told from its redeliveries: such an event is malformed.
     id: str = Field(min_length=1)
-    type: str = ""
-    source: str = ""
-    data: Any = None
-    data_base64: str | None = None
-
-    def payload(self) -> Any:
-        """The event data, whether the sidecar sent it as JSON, as a JSON string or base64-encoded."""
-        if self.data is None and self.data_base64 is not None:
-            return json.loads(base64.b64decode(self.data_base64, validate=True))
-        if isinstance(self.data, str | bytes):
-            return json.loads(self.data)
-        return self.data
-
-
-def _status(outcome: str, status_code: int = 200) -> JSONResponse:
-    return JSONResponse({"status": outcome}, status_code=status_code)
 
 
 def _problems(exc: Exception) -> list[str] | str:
@@ -179,18 +129,18 @@ def _problems(exc: Exception) -> list[str] | str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _drop(metrics: HttpMetrics, exc: Exception, event_id: str | None) -> JSONResponse:
+def _drop(metrics: PaymentsMetrics, exc: Exception, event_id: str | None) -> JSONResponse:
     # Redelivery cannot fix a malformed event: drop it, loudly.
     log.error("event_dropped_malformed", route=USER_REGISTERED_ROUTE, event_id=event_id, problems=_problems(exc))
     metrics.events.labels(USER_REGISTERED_ROUTE, "dropped").inc()
-    return _status("DROP")
+    return delivery_answer(DeliveryStatus.DROP)
 
 
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
 async def on_user_registered(request: Request, payments: PaymentsDep, metrics: MetricsDep) -> JSONResponse:
     """Delivery of `user.registered`: the user's wallet gets the starting credit, once per user."""
     try:
-        event = CloudEvent.model_validate_json(await request.body())
+        event = IdentifiedCloudEvent.model_validate_json(await request.body())
     except ValidationError as exc:
         return _drop(metrics, exc, event_id=None)
     try:
@@ -203,10 +153,11 @@ async def on_user_registered(request: Request, payments: PaymentsDep, metrics: M
     except StoreUnavailableError as exc:
         log.warning("event_retry", error=str(exc), **log_context)
         metrics.events.labels(USER_REGISTERED_ROUTE, "retry").inc()
-        return _status("RETRY", 500)  # any non-2xx makes the sidecar redeliver; the body says why
+        # Any non-2xx makes the sidecar redeliver; the body says why.
+        return JSONResponse({"status": DeliveryStatus.RETRY.value}, status_code=500)
     log.info("event_handled", outcome=outcome.value, **log_context)
     metrics.events.labels(USER_REGISTERED_ROUTE, outcome.value).inc()
-    return _status("SUCCESS")
+    return delivery_answer(DeliveryStatus.SUCCESS)
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
@@ -226,7 +177,7 @@ async def on_unhandled_event(request: Request, metrics: MetricsDep) -> JSONRespo
         source=attributes.get("source"),
     )
     metrics.events.labels(UNHANDLED_EVENT_ROUTE, "ignored").inc()
-    return _status("SUCCESS")
+    return delivery_answer(DeliveryStatus.SUCCESS)
 
 
 # --- Wallets ---------------------------------------------------------------------------------------------------
@@ -331,59 +282,40 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"], responses={503: {"description": "Not ready", "model": ErrorResponse}})
-async def readyz(health: SidecarHealthDep, request: Request) -> JSONResponse:
+async def readyz(health: ReadinessDep) -> dict[str, str]:
     """Readiness: this app's sidecar is up and its components are ready."""
-    if await health.is_ready():
-        return JSONResponse({"status": "ready"})
-    return error_response(503, "not_ready", "The Dapr sidecar is not ready.", request.state.request_id)
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(http_metrics: MetricsDep) -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(http_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if not await health.is_ready():
+        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
+    return {"status": "ready"}
 
 
 # --- Refusals as HTTP answers ----------------------------------------------------------------------------------
 
 
-def _refusal(exc: PaymentsError) -> tuple[int, str, str, list[ErrorDetail]]:
+def _refusal(exc: Exception) -> ApiError:
     """Status, stable code, message and details for each refusal."""
     match exc:
         case WalletNotFoundError():
-            return 404, "wallet_not_found", "The user has no wallet yet.", []
+            return ApiError(404, "wallet_not_found", "The user has no wallet yet.")
         case InsufficientFundsError():
             detail = ErrorDetail(
                 field="amount_cents", reason=f"balance {exc.balance_cents} < amount {exc.amount_cents}"
             )
-            return 402, "insufficient_funds", "The wallet's balance does not cover the amount.", [detail]
+            return ApiError(402, "insufficient_funds", "The wallet's balance does not cover the amount.", [detail])
         case ChargeVoidedError():
-            return 409, "charge_voided", "The order was refunded or voided; it is not charged.", []
+            return ApiError(409, "charge_voided", "The order was refunded or voided; it is not charged.")
         case ChargeMismatchError():
-            return 409, "charge_mismatch", "The order was charged before to another user or amount.", []
+            return ApiError(409, "charge_mismatch", "The order was charged before to another user or amount.")
         case CurrencyMismatchError():
             detail = ErrorDetail(field="currency", reason=f"wallets hold {exc.expected}")
-            return 422, "currency_mismatch", f"Charges must be in {exc.expected}.", [detail]
-    return 409, "conflict", str(exc), []
+            return ApiError(422, "currency_mismatch", f"Charges must be in {exc.expected}.", [detail])
+    return ApiError(409, "conflict", str(exc))
 
 
-async def _on_refusal(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, PaymentsError)
-    status, code, message, details = _refusal(exc)
-    return error_response(status, code, message, request.state.request_id, details)
-
-
-async def _on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("store_unavailable", error=str(exc))
-    return error_response(
-        503,
-        "unavailable",
-        "Payments cannot be read or changed right now; retry.",
-        request.state.request_id,
-        headers={"retry-after": "1"},
+def _store_unavailable(exc: Exception) -> ApiError:
+    return ApiError(
+        503, "unavailable", "Payments cannot be read or changed right now; retry.", headers={"retry-after": "1"}
     )
 
 
-def install_domain_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(PaymentsError, _on_refusal)
-    app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)
+DOMAIN_ERRORS: DomainErrors = {PaymentsError: _refusal, StoreUnavailableError: _store_unavailable}

@@ -1,35 +1,49 @@
-"""Builds the payments app: clients open in the lifespan, nothing happens at import time."""
+"""Builds the payments app, its one composition root: clients and use cases open in the lifespan, nothing happens
+at import time."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from payments import api
-from payments.adapters import DaprSidecarHealth, DaprStateStore, sidecar_client
-from payments.errors import install_error_handlers
-from payments.handlers import KeyLocks
-from payments.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from payments.handlers import Payments, ReadinessProbe, RetryPolicy, StateStore
 from payments.settings import Settings, get_settings
+from sidecart_kit.logs import configure_logging
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.state import DaprStateStore
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The payments app, configured from `settings` (the environment by default)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: StateStore | None = None,
+    sidecar_health: ReadinessProbe | None = None,
+) -> FastAPI:
+    """The payments app, configured from `settings` (the environment by default); tests pass fake adapters."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
-    metrics = HttpMetrics(CollectorRegistry())
+    configure_logging(settings.log_level, "payments")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with sidecar_client(settings) as client:
-            app.state.store = DaprStateStore(
-                client,
-                settings.state_store_name,
-                max_concurrent_calls=settings.sidecar_max_concurrent_calls,
-                queue_timeout=settings.state_timeout_seconds,
+        async with create_sidecar_client(settings) as client:
+            app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
+            app.state.payments = Payments(
+                store
+                or DaprStateStore(
+                    client,
+                    settings.state_store,
+                    max_concurrent_calls=settings.sidecar_max_concurrent_calls,
+                    queue_timeout=settings.state_timeout_seconds,
+                ),
+                currency=settings.currency,
+                starting_credit_cents=settings.starting_credit_cents,
+                max_entries=settings.max_wallet_entries,
+                retry=RetryPolicy(
+                    settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
+                ),
             )
-            app.state.sidecar_health = DaprSidecarHealth(client, settings.health_timeout_seconds)
             yield
 
     app = FastAPI(
@@ -39,10 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.locks = KeyLocks()
+    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
+    app.state.metrics = api.PaymentsMetrics(registry)
     app.include_router(api.router)
-    install_error_handlers(app)
-    api.install_domain_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -1,23 +1,11 @@
 """`python -m users`: serves the app on loopback, beside its Dapr sidecar (dapr.yaml starts it this way)."""
 
-import uvicorn
-
-from users.main import create_app
-from users.observability import configure_logging
+from sidecart_kit.service import serve
 from users.settings import get_settings
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host="127.0.0.1",
-        port=settings.app_port,
-        log_config=None,  # keep the JSON logging configured above
-        access_log=False,  # RequestContextMiddleware logs each request with its id
-        proxy_headers=False,
-    )
+    serve("users.main:create_app", get_settings())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""The only module that talks to the Dapr sidecar, through its HTTP API (state, secrets, health).
+"""The only module that talks to the Dapr sidecar, through its HTTP API (state, secrets), over the kit's client.
 
 Plain httpx rather than the Dapr SDK: the SDK's client blocks the event loop while it waits for the sidecar,
 and its gRPC errors hide the HTTP status codes this module maps (409 etag mismatch versus a failed write).
+The state calls are written here rather than through sidecart_kit.state.DaprStateStore because its messages and
+log lines quote state keys, and the e-mail claims' keys are e-mail addresses.
 """
 
 from datetime import datetime
@@ -10,42 +12,18 @@ from urllib.parse import quote
 from uuid import UUID
 
 import httpx
-import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.users import UserRegistered
+from sidecart_kit.sidecar import dapr_error_code
+from sidecart_kit.state import FIRST_WRITE, StoreUnavailableError, Versioned, state_key_path
 from users.domain import EmailClaim, User
-from users.handlers import StoredClaim, StoreUnavailableError
-from users.observability import current_traceparent
-from users.settings import Settings
-
-log = structlog.get_logger(__name__)
+from users.handlers import OutcomeUnknownError, StoredClaim
 
 Record = TypeVar("Record", bound=BaseModel)
 
-FIRST_WRITE = {"concurrency": "first-write"}
-
-
-def create_sidecar_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """One pooled client for every call to the sidecar's HTTP API (tests pass a fake sidecar as `transport`)."""
-    headers = {}
-    if settings.dapr_api_token is not None:
-        headers["dapr-api-token"] = settings.dapr_api_token.get_secret_value()
-    return httpx.AsyncClient(
-        base_url=f"{settings.sidecar_url}/v1.0",
-        headers=headers,
-        timeout=settings.sidecar_timeout_seconds,
-        trust_env=False,  # the sidecar is on loopback: no proxies from the environment
-        event_hooks={"request": [_propagate_trace]},
-        transport=transport,
-    )
-
-
-async def _propagate_trace(request: httpx.Request) -> None:
-    """Continues the caller's W3C trace, so the sidecar's spans join the request that caused them."""
-    traceparent = current_traceparent.get()
-    if traceparent:
-        request.headers["traceparent"] = traceparent
+# Strong consistency: a write is acknowledged by the store's quorum, a read sees it.
+STRONG = {"consistency": "strong"}
 
 
 class SidecarError(StoreUnavailableError):
@@ -53,17 +31,9 @@ class SidecarError(StoreUnavailableError):
 
     def __init__(self, operation: str, response: httpx.Response) -> None:
         self.status = response.status_code
-        self.code = _dapr_error_code(response)
+        self.code = dapr_error_code(response) or "no error code"
         # Dapr's own message is left out on purpose: it quotes state keys, and those hold e-mail addresses.
         super().__init__(f"{operation}: {self.status} {self.code}")
-
-
-def _dapr_error_code(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return "no error code"
-    return str(body.get("errorCode", "no error code")) if isinstance(body, dict) else "no error code"
 
 
 async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -73,7 +43,7 @@ async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any)
         # Never reached the sidecar: nothing was done.
         raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
     except httpx.HTTPError as error:
-        raise StoreUnavailableError(f"sidecar call failed: {error!r}", outcome_unknown=True) from error
+        raise OutcomeUnknownError(f"sidecar call failed: {error!r}") from error
 
 
 class _UserRecord(BaseModel):
@@ -112,9 +82,9 @@ class DaprUserRepository:
         found = await self._get(claim_key(email))
         if found is None:
             return None
-        data, etag = found
-        record = _parse(_ClaimRecord, data)
-        return StoredClaim(EmailClaim(email=email, user_id=record.user_id, claimed_at=record.claimed_at), etag)
+        record = _parse(_ClaimRecord, found.document)
+        claim = EmailClaim(email=email, user_id=record.user_id, claimed_at=record.claimed_at)
+        return StoredClaim(claim, found.etag or "")
 
     async def save_claim(self, claim: EmailClaim, *, etag: str | None) -> bool:
         item: dict[str, Any] = {
@@ -143,7 +113,7 @@ class DaprUserRepository:
         response = await _send(
             self._client,
             "DELETE",
-            f"/state/{self._store}/{_path(claim_key(email))}",
+            state_key_path(self._store, claim_key(email)),
             params=FIRST_WRITE,
             headers={"If-Match": etag},
         )
@@ -156,8 +126,7 @@ class DaprUserRepository:
         found = await self._get(user_key(user_id))
         if found is None:
             return None
-        record = _parse(_UserRecord, found[0])
-        return User(**record.model_dump())
+        return User(**_parse(_UserRecord, found.document).model_dump())
 
     async def add_user(self, user: User, event: UserRegistered) -> None:
         key = user_key(user.id)
@@ -166,7 +135,7 @@ class DaprUserRepository:
             # The record, stored; its metadata becomes the CloudEvent's type when the outbox publishes.
             {
                 "operation": "upsert",
-                "request": {"key": key, "value": record, "metadata": {"type": event.TYPE}},
+                "request": {"key": key, "value": record, "options": STRONG, "metadata": {"type": event.TYPE}},
             },
             # The projection: published instead of the record (which holds the password hash), never stored.
             {
@@ -184,20 +153,13 @@ class DaprUserRepository:
         if not response.is_success:
             raise SidecarError("save user (outbox transaction)", response)
 
-    async def _get(self, key: str) -> tuple[bytes, str] | None:
-        response = await _send(
-            self._client, "GET", f"/state/{self._store}/{_path(key)}", params={"consistency": "strong"}
-        )
+    async def _get(self, key: str) -> Versioned | None:
+        response = await _send(self._client, "GET", state_key_path(self._store, key), params=STRONG)
         if not response.is_success:
             raise SidecarError("get state", response)
         if response.status_code == httpx.codes.NO_CONTENT or not response.content:
             return None
-        return response.content, response.headers.get("etag", "")
-
-
-def _path(key: str) -> str:
-    # E-mail addresses may hold /, ?, #, % and +: encode everything so the key reaches the store unchanged.
-    return quote(key, safe="")
+        return Versioned(response.content, response.headers.get("etag"))
 
 
 def _parse(model: type[Record], data: bytes) -> Record:
@@ -225,18 +187,3 @@ class DaprSecretKeySource:
             raise StoreUnavailableError(f"secret {self._name!r} missing from secret store {self._store!r}")
         pem: str = secrets[self._name]
         return pem
-
-
-class DaprSidecarProbe:
-    """Ready when the sidecar's outbound side (components, API) answers."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    async def is_ready(self) -> bool:
-        try:
-            response = await self._client.get("/healthz/outbound")
-        except httpx.HTTPError as error:
-            log.warning("sidecar_not_ready", error=repr(error))
-            return False
-        return response.is_success

@@ -1,15 +1,10 @@
-"""HTTP routes of users (the gateway reaches them through Dapr service invocation) and their error shape."""
+"""HTTP routes of users (the gateway reaches them through Dapr service invocation) and how its errors answer."""
 
-import hmac
-from collections.abc import Mapping
 from datetime import datetime
-from http import HTTPStatus
 from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request, status
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -19,9 +14,10 @@ from pydantic import (
     Field,
     StringConstraints,
 )
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts.api import ErrorBody, ErrorDetail, ErrorResponse
+from contracts.api import ErrorResponse
+from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.state import StoreUnavailableError
 from users.domain import (
     NAME_MAX_LENGTH,
     PASSWORD_MAX_LENGTH,
@@ -32,8 +28,7 @@ from users.domain import (
     UserNotFoundError,
     normalise_email,
 )
-from users.handlers import LogIn, RegisterUser, StoreUnavailableError, Users
-from users.settings import Settings
+from users.handlers import LogIn, RegisterUser, Users
 
 # --- request and response bodies -----------------------------------------------------------------------
 
@@ -87,7 +82,7 @@ class Jwks(BaseModel):
     keys: list[dict[str, str]]
 
 
-# --- dependencies --------------------------------------------------------------------------------------
+# --- dependencies: what the lifespan built once, read from app.state -----------------------------------
 
 
 class KeySet(Protocol):
@@ -113,30 +108,9 @@ async def get_sidecar_probe(request: Request) -> SidecarProbe:
     return probe
 
 
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 UsersDep = Annotated[Users, Depends(get_users)]
 KeySetDep = Annotated[KeySet, Depends(get_key_set)]
 SidecarProbeDep = Annotated[SidecarProbe, Depends(get_sidecar_probe)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-
-
-class UnauthorizedError(Exception):
-    """The call did not come through our sidecar (wrong or missing app token)."""
-
-
-async def require_app_token(
-    settings: SettingsDep, dapr_api_token: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> None:
-    """When APP_API_TOKEN is set, only the sidecar (which sends it as dapr-api-token) may call the app."""
-    expected = settings.app_api_token
-    if expected is None:
-        return
-    if dapr_api_token is None or not hmac.compare_digest(dapr_api_token, expected.get_secret_value()):
-        raise UnauthorizedError
 
 
 # --- routes --------------------------------------------------------------------------------------------
@@ -146,9 +120,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-# Probes and public keys answer anyone; the rest only the sidecar when an app token is configured.
+# Probes are open; the rest answers only the sidecar when an app token is configured (the kit's guard).
 open_router = APIRouter()
-router = APIRouter(dependencies=[Depends(require_app_token)], responses=_errors(401, 422, 503))
+router = APIRouter(responses=_errors(401, 422, 503))
 
 
 @open_router.get("/healthz")
@@ -190,105 +164,21 @@ async def get_user(user_id: str, users: UsersDep) -> UserProfile:
     return UserProfile(id=user.id, email=user.email, name=user.name, created_at=user.created_at)
 
 
-@open_router.get("/.well-known/jwks.json")
+@router.get("/.well-known/jwks.json")
 async def jwks(key_set: KeySetDep) -> Jwks:
     """The public keys that verify this service's tokens (JWKS, RFC 7517)."""
     return Jwks.model_validate(key_set.jwks())
 
 
-# --- errors --------------------------------------------------------------------------------------------
+# --- how the domain's errors answer --------------------------------------------------------------------
 
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
+DOMAIN_ERRORS: DomainErrors = {
+    EmailTakenError: lambda _: ApiError(409, "email_taken", "A user with this e-mail address already exists."),
+    InvalidCredentialsError: lambda _: ApiError(
+        401, "invalid_credentials", "The e-mail or password is incorrect.", headers={"WWW-Authenticate": "Bearer"}
+    ),
+    UserNotFoundError: lambda _: ApiError(404, "user_not_found", "No user with this id."),
+    StoreUnavailableError: lambda _: ApiError(
+        503, "unavailable", "The service is unavailable, try again shortly.", headers={"Retry-After": "1"}
+    ),
 }
-_REQUEST_PARTS = frozenset({"body", "query", "path", "header", "cookie"})
-
-
-def error_response(
-    request: Request,
-    status_code: int,
-    code: str,
-    message: str,
-    details: list[ErrorDetail] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", None)
-    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or [], request_id=request_id))
-    return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
-
-
-def _detail(error: dict[str, Any]) -> ErrorDetail:
-    if error.get("type") == "json_invalid":
-        return ErrorDetail(field=None, reason="The request body is not valid JSON.")
-    location = [str(part) for part in error.get("loc", ())]
-    if location and location[0] in _REQUEST_PARTS:
-        location = location[1:]
-    if not location:
-        if error.get("type") == "missing":
-            return ErrorDetail(field=None, reason="A JSON request body is required.")
-        return ErrorDetail(field=None, reason="The request body must be a JSON object.")
-    return ErrorDetail(field=".".join(location), reason=str(error.get("msg", "Invalid value.")))
-
-
-async def _on_validation_error(request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, RequestValidationError)
-    details = [_detail(e) for e in error.errors()]
-    return error_response(request, 422, "validation_error", "The request is not valid.", details)
-
-
-async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, StarletteHTTPException)
-    code = _CODES.get(error.status_code, "internal_error" if error.status_code >= 500 else "bad_request")
-    message = HTTPStatus(error.status_code).phrase + "."
-    return error_response(request, error.status_code, code, message, headers=error.headers)
-
-
-async def _on_email_taken(request: Request, _: Exception) -> JSONResponse:
-    return error_response(request, 409, "email_taken", "A user with this e-mail address already exists.")
-
-
-async def _on_invalid_credentials(request: Request, _: Exception) -> JSONResponse:
-    return error_response(
-        request,
-        401,
-        "invalid_credentials",
-        "The e-mail or password is incorrect.",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
-async def _on_user_not_found(request: Request, _: Exception) -> JSONResponse:
-    return error_response(request, 404, "user_not_found", "No user with this id.")
-
-
-async def _on_unauthorized(request: Request, _: Exception) -> JSONResponse:
-    return error_response(request, 401, "unauthorized", "This service is reached through its Dapr sidecar only.")
-
-
-async def _on_unavailable(request: Request, _: Exception) -> JSONResponse:
-    return error_response(
-        request,
-        503,
-        "unavailable",
-        "The service is unavailable, try again shortly.",
-        headers={"Retry-After": "1"},
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error, whoever raises it, leaves in the one contracts.api.ErrorResponse shape."""
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(EmailTakenError, _on_email_taken)
-    app.add_exception_handler(InvalidCredentialsError, _on_invalid_credentials)
-    app.add_exception_handler(UserNotFoundError, _on_user_not_found)
-    app.add_exception_handler(UnauthorizedError, _on_unauthorized)
-    app.add_exception_handler(StoreUnavailableError, _on_unavailable)

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
-import structlog
-
 from contracts.users import UserRegistered
+from sidecart_kit.logs import get_logger
+from sidecart_kit.state import StoreUnavailableError
 from users.domain import (
     EmailClaim,
     EmailTakenError,
@@ -18,21 +18,14 @@ from users.domain import (
     normalise_email,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Each round re-reads the claim after losing a write race; three rounds outlast any realistic interleaving.
 _CLAIM_ROUNDS = 3
 
 
-class StoreUnavailableError(Exception):
-    """The sidecar or the store behind it could not do what was asked.
-
-    `outcome_unknown` is True when the request may have been carried out anyway (a timeout after sending it).
-    """
-
-    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
-        super().__init__(message)
-        self.outcome_unknown = outcome_unknown
+class OutcomeUnknownError(StoreUnavailableError):
+    """The request reached the sidecar but no answer came back (a timeout): it may have been carried out anyway."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +117,7 @@ class Users:
         try:
             await self._repository.add_user(user, user.registered_event())
         except StoreUnavailableError as error:
-            if error.outcome_unknown:
+            if isinstance(error, OutcomeUnknownError):
                 # The save may yet land: keep the claim. If it never does, a later sign-up takes it over.
                 log.warning("user_save_outcome_unknown", user_id=str(user.id), error=str(error))
             else:

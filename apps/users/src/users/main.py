@@ -1,4 +1,4 @@
-"""The users app: create_app() wires settings, sidecar client, keys and routes; nothing runs at import."""
+"""The users app: create_app() wires settings, the sidecar client, keys and routes; nothing runs at import."""
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -7,20 +7,19 @@ from datetime import timedelta
 from typing import TypeVar
 
 import httpx
-import structlog
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_asgi_app
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecart_kit.logs import configure_logging, get_logger
+from sidecart_kit.service import install_plumbing
+from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.state import StoreUnavailableError
 from users import api
-from users.adapters import DaprSecretKeySource, DaprSidecarProbe, DaprUserRepository, create_sidecar_client
-from users.handlers import StoreUnavailableError, Users
-from users.observability import HttpMetrics, RequestContextMiddleware
+from users.adapters import DaprSecretKeySource, DaprUserRepository
+from users.handlers import Users
 from users.security import Argon2PasswordHasher, RsaTokenSigner
 from users.settings import Settings, get_settings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Result = TypeVar("Result")
 
@@ -43,6 +42,7 @@ async def _retry_until(deadline_seconds: float, attempt: Callable[[], Awaitable[
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The composition root: everything the routes use is built here, once, and kept on app.state."""
     settings: Settings = app.state.settings
     async with create_sidecar_client(settings, app.state.sidecar_transport) as client:
         key_source = DaprSecretKeySource(client, settings.secret_store, settings.signing_key_secret)
@@ -61,19 +61,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             claim_grace=timedelta(seconds=settings.claim_grace_seconds),
         )
         app.state.key_set = signer
-        app.state.sidecar_probe = DaprSidecarProbe(client)
+        app.state.sidecar_probe = SidecarHealth(client, settings.health_timeout_seconds)
         log.info("users_started", kid=signer.kid, state_store=settings.state_store)
         yield
-
-
-class _Endpoint:
-    """Serves an ASGI app at one exact path (a Mount would redirect /metrics to /metrics/)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)
 
 
 def create_app(
@@ -81,6 +71,7 @@ def create_app(
 ) -> FastAPI:
     """The app; `sidecar_transport` replaces the network to the sidecar (tests pass a fake sidecar)."""
     settings = settings or get_settings()
+    configure_logging(settings.log_level, "users")
     app = FastAPI(
         title="Sidecart users",
         description="Sign-up, login (RS256 JWTs) and profiles, reached through Dapr service invocation.",
@@ -89,12 +80,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sidecar_transport = sidecar_transport
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
-    api.install_error_handlers(app)
+    install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
     app.include_router(api.open_router)
     app.include_router(api.router)
-    app.router.routes.append(Route("/metrics", _Endpoint(make_asgi_app(registry)), include_in_schema=False))
     return app

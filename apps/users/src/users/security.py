@@ -13,16 +13,16 @@ from uuid import uuid4
 
 import argon2
 import jwt
-import structlog
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import RSAAlgorithm
 
+from sidecart_kit.logs import get_logger
 from users.domain import User
 from users.handlers import IssuedToken, utc_now
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Result = TypeVar("Result")
 

@@ -1,24 +1,22 @@
-"""Configuration from the environment: USERS_* for this service, plus the ports the dapr CLI sets."""
+"""Configuration from the environment: USERS_* for this service, plus what the dapr CLI sets (sidecart_kit.sidecar)."""
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sidecart_kit.sidecar import ServiceSettings
 
 
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="USERS_", frozen=True)
 
-    # Set by the dapr CLI (dapr run / dapr.yaml), so read without the prefix.
-    app_port: int = Field(default=8101, validation_alias=AliasChoices("APP_PORT"))
-    dapr_http_port: int = Field(default=3501, validation_alias=AliasChoices("DAPR_HTTP_PORT"))
-    dapr_grpc_port: int = Field(default=50011, validation_alias=AliasChoices("DAPR_GRPC_PORT"))
-    # Tokens between app and sidecar, when the deployment turns them on (standard Dapr variable names).
-    dapr_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DAPR_API_TOKEN"))
-    app_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("APP_API_TOKEN"))
-
-    sidecar_host: str = "127.0.0.1"
-    sidecar_timeout_seconds: float = 10.0
+    app_port: int = 8101
+    dapr_http_port: int = 3501
+    dapr_grpc_port: int = 50011
+    # Above the state store's own timeout in resiliency.yaml (5 s), so the sidecar's answer comes first.
+    sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long the app waits at start for its sidecar to hand over the signing key.
     startup_timeout_seconds: float = 60.0
 
     state_store: str = "users-store"
@@ -33,12 +31,6 @@ class Settings(BaseSettings):
     claim_grace_seconds: float = Field(default=30.0, ge=0)
     # Concurrent argon2 computations (64 MiB each): more requests wait instead of exhausting memory.
     hash_concurrency: int = Field(default=4, gt=0)
-
-    log_level: str = "INFO"
-
-    @property
-    def sidecar_url(self) -> str:
-        return f"http://{self.sidecar_host}:{self.dapr_http_port}"
 
 
 @lru_cache

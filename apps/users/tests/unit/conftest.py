@@ -4,11 +4,15 @@ Tests receive the fakes through fixtures (with --import-mode=importlib a test ca
 """
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
 from uuid import UUID
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -16,14 +20,17 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from contracts.users import UserRegistered
+from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.testing import FakeSidecarHealth
 from users.api import get_key_set, get_sidecar_probe, get_users
 from users.domain import EmailClaim, User
-from users.handlers import IssuedToken, StoredClaim, StoreUnavailableError, Users
+from users.handlers import IssuedToken, StoredClaim, Users
 from users.main import create_app
 from users.security import RsaTokenSigner
 from users.settings import Settings
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+STORE = "users-store"
 GRACE = timedelta(seconds=30)
 
 
@@ -104,12 +111,72 @@ class FakeTokenIssuer:
         return IssuedToken(access_token=f"token-for-{user.id}", expires_in=60)
 
 
-@dataclass
-class FakeSidecarProbe:
-    ready: bool = True
+def dapr_error(status: int, code: str) -> httpx.Response:
+    return httpx.Response(status, json={"errorCode": code, "message": f"{code} from the fake sidecar"})
 
-    async def is_ready(self) -> bool:
-        return self.ready
+
+class FakeSidecar:
+    """The slice of daprd's HTTP API the adapters use, with the Redis state store's answers.
+
+    A first-write save without etag on an existing key fails with 500 ERR_STATE_SAVE (not 409), as daprd does.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[str, tuple[Any, int]] = {}
+        self.transactions: list[list[dict[str, Any]]] = []
+        self.requests: list[httpx.Request] = []
+        self.secrets = {"jwt-signing-key": "-----BEGIN PRIVATE KEY-----\n..."}
+        self.failing: set[str] = set()  # "save", "transaction"
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        parts = [unquote(part) for part in request.url.raw_path.decode().split("?")[0].split("/")[2:]]
+        match request.method, parts:
+            case "GET", ["healthz", "outbound"]:
+                return httpx.Response(204)
+            case "GET", ["secrets", "secretstore", name]:
+                if name not in self.secrets:
+                    return dapr_error(500, "ERR_SECRET_GET")
+                return httpx.Response(200, json={name: self.secrets[name]})
+            case "POST", ["state", store, "transaction"] if store == STORE:
+                return self._transaction(json.loads(request.content)["operations"])
+            case "POST", ["state", store] if store == STORE:
+                return self._save(json.loads(request.content))
+            case "GET", ["state", store, key] if store == STORE:
+                if key not in self.state:
+                    return httpx.Response(204)
+                value, version = self.state[key]
+                return httpx.Response(200, json=value, headers={"etag": str(version)})
+            case "DELETE", ["state", store, key] if store == STORE:
+                if key in self.state and request.headers.get("if-match") != str(self.state[key][1]):
+                    return dapr_error(409, "ERR_STATE_DELETE")
+                self.state.pop(key, None)
+                return httpx.Response(204)
+        return httpx.Response(404, text="404 page not found")
+
+    def _save(self, items: list[dict[str, Any]]) -> httpx.Response:
+        if "save" in self.failing:
+            return dapr_error(500, "ERR_STATE_SAVE")
+        for item in items:
+            current = self.state.get(item["key"])
+            etag = item.get("etag")
+            if etag is None and current is not None and item["options"]["concurrency"] == "first-write":
+                return dapr_error(500, "ERR_STATE_SAVE")
+            if etag is not None and (current is None or str(current[1]) != etag):
+                return dapr_error(409, "ERR_STATE_SAVE")
+            self.state[item["key"]] = (item["value"], current[1] + 1 if current else 1)
+        return httpx.Response(204)
+
+    def _transaction(self, operations: list[dict[str, Any]]) -> httpx.Response:
+        if "transaction" in self.failing:
+            return dapr_error(500, "ERR_STATE_TRANSACTION")
+        self.transactions.append(operations)
+        for operation in operations:
+            request = operation["request"]
+            if request.get("metadata", {}).get("outbox.projection") != "true":
+                current = self.state.get(request["key"])
+                self.state[request["key"]] = (request["value"], current[1] + 1 if current else 1)
+        return httpx.Response(204)
 
 
 @pytest.fixture
@@ -148,8 +215,8 @@ def signer(private_key: RSAPrivateKey) -> RsaTokenSigner:
 
 
 @pytest.fixture
-def probe() -> FakeSidecarProbe:
-    return FakeSidecarProbe()
+def probe() -> FakeSidecarHealth:
+    return FakeSidecarHealth()
 
 
 @pytest.fixture
@@ -157,7 +224,7 @@ def make_app(
     repository: FakeUserRepository,
     passwords: FakePasswordHasher,
     signer: RsaTokenSigner,
-    probe: FakeSidecarProbe,
+    probe: FakeSidecarHealth,
 ) -> Callable[[Settings], FastAPI]:
     """The real app with fakes behind its dependencies; the lifespan (which dials the sidecar) never runs."""
 
@@ -181,3 +248,8 @@ def app(make_app: Callable[[Settings], FastAPI]) -> FastAPI:
 def client(app: FastAPI) -> TestClient:
     # Not entered as a context manager: that would run the lifespan, which needs a sidecar.
     return TestClient(app)
+
+
+@pytest.fixture
+def sidecar() -> FakeSidecar:
+    return FakeSidecar()

@@ -8,6 +8,7 @@ import threading
 
 from devstack import conformance
 from devstack.bench_ingest import run as run_bench_ingest
+from devstack.bench_kit import run as run_bench_kit
 from devstack.bench_saga import run as run_bench_saga
 from devstack.footprint import run as run_footprint
 from devstack.layout import Layout
@@ -48,9 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--clients", default="1,4", help="comma-separated concurrency levels")
     ingest.add_argument("--batch", type=int, default=1000)
     ingest.add_argument("--seconds", type=float, default=20)
+    sub.add_parser(
+        "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
+    )
     args = parser.parse_args(argv)
 
     layout = Layout.discover()
+    if args.command == "bench-kit":
+        install(layout, [])
+        run_bench_kit(layout)
+        return 0
     if args.command == "conformance":
         profiles = args.profiles.replace(",", " ").split() or available_profiles(layout)
         install(layout, profiles)

@@ -7,8 +7,9 @@ from uuid import uuid4
 
 import pytest
 
+from sidecart_kit.state import StoreUnavailableError
 from users.domain import EmailTakenError, InvalidCredentialsError, User, UserNotFoundError
-from users.handlers import LogIn, RegisterUser, StoreUnavailableError, Users
+from users.handlers import LogIn, OutcomeUnknownError, RegisterUser, Users
 
 ANN = RegisterUser(email="Ann@Example.com", password="correct horse", name="Ann")
 
@@ -97,7 +98,7 @@ async def test_a_failed_save_releases_the_claim_and_publishes_nothing(users: Use
 
 async def test_a_save_with_an_unknown_outcome_keeps_the_claim(users: Users, repository: Any) -> None:
     # The transaction may still land; releasing the claim could hand its e-mail to a second user.
-    repository.add_user_error = StoreUnavailableError("timed out", outcome_unknown=True)
+    repository.add_user_error = OutcomeUnknownError("timed out")
 
     with pytest.raises(StoreUnavailableError):
         await users.register(ANN)

@@ -10,29 +10,14 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from orders.adapters import (
-    DaprInventory,
-    DaprOrderRepository,
-    DaprPayments,
-    DaprSidecarProbe,
-    DaprWorkflows,
-    create_sidecar_client,
-)
-from orders.domain import (
-    IdempotencyClaim,
-    Line,
-    Order,
-    Reason,
-    RequestedLine,
-    SagaInput,
-    StepName,
-    StepRecord,
-    StepStatus,
-)
-from orders.handlers import ParticipantRefusedError, ParticipantUnavailableError, StoreUnavailableError
-from orders.observability import current_traceparent
+from orders.adapters import DaprInventory, DaprOrderRepository, DaprPayments, DaprSidecarProbe, DaprWorkflows
+from orders.domain import IdempotencyClaim, Line, Order, Reason, RequestedLine, StepName, StepRecord, StepStatus
+from orders.handlers import OutcomeUnknownError, ParticipantRefusedError, ParticipantUnavailableError
+from orders.saga import SagaInput
 from orders.settings import Settings
 from orders.workflow import EngineStatus
+from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.testing import fake_sidecar_client
 
 STORE = "orders-store"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -139,7 +124,7 @@ def sidecar() -> FakeSidecar:
 
 @pytest.fixture
 async def client(sidecar: FakeSidecar) -> AsyncIterator[httpx.AsyncClient]:
-    async with create_sidecar_client(Settings(), httpx.MockTransport(sidecar)) as opened:
+    async with fake_sidecar_client(sidecar, Settings()) as opened:
         yield opened
 
 
@@ -252,17 +237,9 @@ async def test_the_index_is_saved_under_its_etag(repository: DaprOrderRepository
     assert not await repository.save_index(user, ids, index.etag)
 
 
-async def test_keys_are_url_encoded_and_trace_context_is_passed_on(
-    repository: DaprOrderRepository, sidecar: FakeSidecar
-) -> None:
-    token = current_traceparent.set("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-    try:
-        await repository.get_claim(uuid4(), "a/b?c")
-    finally:
-        current_traceparent.reset(token)
-    request = sidecar.requests[-1]
-    assert "a%2Fb%3Fc" in request.url.raw_path.decode()
-    assert request.headers["traceparent"].startswith("00-0af7651916cd43dd")
+async def test_keys_are_url_encoded(repository: DaprOrderRepository, sidecar: FakeSidecar) -> None:
+    await repository.get_claim(uuid4(), "a/b?c")
+    assert "a%2Fb%3Fc" in sidecar.requests[-1].url.raw_path.decode()
 
 
 # --- inventory and payments ------------------------------------------------------------------------------------
@@ -416,7 +393,7 @@ RUNNING = {"runtimeStatus": "RUNNING", "placement": "placement: connected"}
     ],
 )
 async def test_the_workflow_engine_from_the_metadata_api(answer: httpx.Response, status: EngineStatus | None) -> None:
-    async with create_sidecar_client(Settings(), httpx.MockTransport(lambda _: answer)) as client:
+    async with fake_sidecar_client(lambda _: answer) as client:
         assert await DaprSidecarProbe(client, 1.0).engine_status() == status
 
 
@@ -424,21 +401,16 @@ async def test_probe_without_a_sidecar() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused")
 
-    async with create_sidecar_client(Settings(), httpx.MockTransport(refuse)) as client:
+    async with fake_sidecar_client(refuse) as client:
         assert not await DaprSidecarProbe(client, 1.0).is_ready()
-
-
-def test_api_token_is_sent_when_configured() -> None:
-    client = create_sidecar_client(Settings(DAPR_API_TOKEN="t0k3n"))
-    assert client.headers["dapr-api-token"] == "t0k3n"
 
 
 @pytest.mark.parametrize(("status", "in_doubt"), [(500, True), (503, True), (400, False)])
 async def test_a_failed_workflow_start_says_whether_it_may_have_started(status: int, in_doubt: bool) -> None:
     answer = dapr_error(status, "ERR_START_WORKFLOW")
-    async with create_sidecar_client(Settings(), httpx.MockTransport(lambda _: answer)) as client:
+    async with fake_sidecar_client(lambda _: answer) as client:
         with pytest.raises(StoreUnavailableError) as raised:
             await DaprWorkflows(client, "order_saga").start(
                 uuid4(), SagaInput(uuid4(), uuid4(), (RequestedLine("A", 1),))
             )
-    assert raised.value.outcome_unknown is in_doubt
+    assert isinstance(raised.value, OutcomeUnknownError) is in_doubt

@@ -15,8 +15,9 @@ import pytest
 from dapr.ext.workflow import TaskFailedError
 from dapr.ext.workflow._durabletask.internal import protos
 
-from orders.domain import Outcome, RequestedLine, SagaInput, StepResult
+from orders.domain import RequestedLine
 from orders.handlers import SagaSteps
+from orders.saga import Outcome, SagaInput, StepResult
 from orders.settings import Settings
 from orders.workflow import (
     EngineStatus,
@@ -91,7 +92,7 @@ def test_the_happy_path_runs_three_steps_then_finishes() -> None:
     charge_input = tasks[1][2]
     assert (charge_input["total_cents"], charge_input["currency"]) == (1000, "EUR")
     assert tasks[-1][2]["finish"] == {"status": "completed", "reason": None, "detail": ""}
-    assert tasks[-1][2]["at"] == NOW.isoformat()  # the workflow's clock, never the wall clock
+    assert datetime.fromisoformat(tasks[-1][2]["at"]) == NOW  # the workflow's clock, never the wall clock
 
 
 def test_forward_steps_and_compensations_get_their_own_retry_policies() -> None:
@@ -121,13 +122,8 @@ def test_a_step_the_retry_policy_gave_up_on_is_compensated_with_step_failed() ->
     assert names(tasks) == ["reserve_stock", "charge_payment", "refund_payment", "release_stock", "finish_order"]
     assert output == {"status": "cancelled", "reason": "step_failed"}
     refund_input = tasks[2][2]
-    assert refund_input["failures"] == [
-        {
-            "name": "charge_payment",
-            "status": "failed",
-            "at": NOW.isoformat(),
-            "detail": "payments: no answer (ReadTimeout)",
-        }
+    assert [{**step, "at": datetime.fromisoformat(step["at"])} for step in refund_input["failures"]] == [
+        {"name": "charge_payment", "status": "failed", "at": NOW, "detail": "payments: no answer (ReadTimeout)"}
     ]
     assert tasks[-1][2]["finish"]["detail"] == "charge_payment: payments: no answer (ReadTimeout)"
 

@@ -10,15 +10,12 @@ import pytest
 
 from contracts.orders import OrderCancelled, OrderCompleted
 from orders.domain import (
-    Finish,
     IdempotencyKeyReusedError,
     Order,
     OrderNotFoundError,
     OrderStatus,
-    Outcome,
     Reason,
     RequestedLine,
-    SagaInput,
     StepName,
     StepRecord,
     StepStatus,
@@ -31,8 +28,9 @@ from orders.handlers import (
     PlaceOrder,
     SagaSteps,
     StartTiming,
-    StoreUnavailableError,
 )
+from orders.saga import Finish, Outcome, SagaInput
+from sidecart_kit.state import StoreUnavailableError
 
 USER = UUID("6f1d0a8e-4a8b-4d8e-9a53-0c6b1a2b3c4d")
 LINES = (RequestedLine("SKU-A", 2), RequestedLine("SKU-B", 1))

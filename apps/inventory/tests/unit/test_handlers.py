@@ -36,9 +36,9 @@ from inventory.handlers import (
     Inventory,
     ReserveStock,
     RetryPolicy,
-    StoreUnavailableError,
-    Versioned,
 )
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.testing import FakeStateStore, SimulatedCrash
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -97,10 +97,10 @@ async def test_an_unknown_product_is_not_found(store: Any, sleep: Any) -> None:
         await _inventory(store, sleep).get_product("NOPE")
 
 
-async def test_a_listed_sku_without_its_product_is_skipped(store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_listed_sku_without_its_product_is_skipped(store: Any, sleep: Any) -> None:
     inventory = _inventory(store, sleep)
     store.crash_after_writes = 1  # the catalogue is written, the product is not
-    with pytest.raises(crash):
+    with pytest.raises(SimulatedCrash):
         await _product(inventory, "A-1", 4)
     assert await inventory.list_products() == []
     await _product(inventory, "A-1", 4)  # the retry completes it
@@ -363,9 +363,7 @@ async def test_a_stale_duplicate_reservation_does_not_sell_twice(store: Any, sle
 
 
 async def _crash_everywhere(
-    new_store: Callable[[], Any],
     sleep: Any,
-    crash: Any,
     setup: Callable[[Inventory, Any], Awaitable[object]],
     action: Callable[[Inventory], Awaitable[object]],
     recover: Callable[[Inventory], Awaitable[object]],
@@ -374,13 +372,13 @@ async def _crash_everywhere(
     """Runs `action` crashing before its 1st, 2nd, ... write, then `recover`, and checks the outcome each time."""
     crash_point = 0
     while True:
-        store = new_store()
+        store = FakeStateStore()
         inventory = _inventory(store, sleep)
         await setup(inventory, store)
         store.crash_after_writes = crash_point
         try:
             await action(inventory)
-        except crash:
+        except SimulatedCrash:
             pass
         else:
             return crash_point  # the action finished: every write was a crash point
@@ -405,28 +403,26 @@ def _held(store: Any) -> tuple[int, int]:
     return _stock(store, "A-1").reserved, _stock(store, "B-1").reserved
 
 
-async def test_a_crashed_reservation_is_completed_by_its_retry(new_store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_crashed_reservation_is_completed_by_its_retry(sleep: Any) -> None:
     def check(store: Any) -> None:
         assert _held(store) == (2, 1)
         assert _status(store, ORDER_ID) is ReservationStatus.RESERVED
 
     points = await _crash_everywhere(
-        new_store, sleep, crash, _two_products, lambda i: i.reserve(TWO_LINES), lambda i: i.reserve(TWO_LINES), check
+        sleep, _two_products, lambda i: i.reserve(TWO_LINES), lambda i: i.reserve(TWO_LINES), check
     )
     assert points == 4  # record, two holds, reserved
 
 
-async def test_a_crashed_reservation_is_undone_by_the_compensation(new_store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_crashed_reservation_is_undone_by_the_compensation(sleep: Any) -> None:
     def check(store: Any) -> None:
         assert _held(store) == (0, 0)
         assert _status(store, ORDER_ID) is ReservationStatus.RELEASED
 
-    await _crash_everywhere(
-        new_store, sleep, crash, _two_products, lambda i: i.reserve(TWO_LINES), lambda i: i.release(ORDER_ID), check
-    )
+    await _crash_everywhere(sleep, _two_products, lambda i: i.reserve(TWO_LINES), lambda i: i.release(ORDER_ID), check)
 
 
-async def test_a_crashed_release_is_completed_by_its_retry(new_store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_crashed_release_is_completed_by_its_retry(sleep: Any) -> None:
     async def reserved(inventory: Inventory, store: Any) -> None:
         await _two_products(inventory, store)
         await inventory.reserve(TWO_LINES)
@@ -436,12 +432,12 @@ async def test_a_crashed_release_is_completed_by_its_retry(new_store: Any, sleep
         assert (_stock(store, "A-1").available, _stock(store, "B-1").available) == (5, 5)
 
     points = await _crash_everywhere(
-        new_store, sleep, crash, reserved, lambda i: i.release(ORDER_ID), lambda i: i.release(ORDER_ID), check
+        sleep, reserved, lambda i: i.release(ORDER_ID), lambda i: i.release(ORDER_ID), check
     )
     assert points == 3  # released, two products
 
 
-async def test_a_crashed_commit_is_completed_by_its_retry(new_store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_crashed_commit_is_completed_by_its_retry(sleep: Any) -> None:
     async def reserved(inventory: Inventory, store: Any) -> None:
         await _two_products(inventory, store)
         await inventory.reserve(TWO_LINES)
@@ -450,14 +446,10 @@ async def test_a_crashed_commit_is_completed_by_its_retry(new_store: Any, sleep:
         assert _held(store) == (0, 0)
         assert (_stock(store, "A-1").sold, _stock(store, "B-1").sold) == (2, 1)
 
-    await _crash_everywhere(
-        new_store, sleep, crash, reserved, lambda i: i.commit(ORDER_ID), lambda i: i.commit(ORDER_ID), check
-    )
+    await _crash_everywhere(sleep, reserved, lambda i: i.commit(ORDER_ID), lambda i: i.commit(ORDER_ID), check)
 
 
-async def test_a_crash_while_undoing_a_refusal_is_repaired_by_the_reconciler(
-    new_store: Any, sleep: Any, crash: Any
-) -> None:
+async def test_a_crash_while_undoing_a_refusal_is_repaired_by_the_reconciler(sleep: Any) -> None:
     async def short_at_hold_time(inventory: Inventory, store: Any) -> None:
         await _product(inventory, "A-1", 5)
         await _product(inventory, "B-1", 0)
@@ -488,16 +480,14 @@ async def test_a_crash_while_undoing_a_refusal_is_repaired_by_the_reconciler(
         assert _held(store) == (0, 0)
         assert _status(store, ORDER_ID) is ReservationStatus.REFUSED
 
-    await _crash_everywhere(new_store, sleep, crash, short_at_hold_time, reserve_refused, recover, check)
+    await _crash_everywhere(sleep, short_at_hold_time, reserve_refused, recover, check)
     assert repaired_by_reconciler == 1  # the crash between the refusal and giving A-1 back
 
 
 # --- reconciler, outages, contention ---------------------------------------------------------------------------
 
 
-async def test_the_reconciler_finishes_decisions_and_leaves_live_holds_alone(
-    store: Any, sleep: Any, crash: Any
-) -> None:
+async def test_the_reconciler_finishes_decisions_and_leaves_live_holds_alone(store: Any, sleep: Any) -> None:
     inventory = _inventory(store, sleep)
     await _product(inventory, "A-1", 10)
     live, released, committed = _order(("A-1", 1)), _order(("A-1", 2)), _order(("A-1", 3))
@@ -506,7 +496,7 @@ async def test_the_reconciler_finishes_decisions_and_leaves_live_holds_alone(
     await inventory.commit(committed.order_id)
     # Decisions written, effects lost (a crash right after each decision):
     store.crash_after_writes = 1
-    with pytest.raises(crash):
+    with pytest.raises(SimulatedCrash):
         await inventory.release(released.order_id)
     assert _stock(store, "A-1").holds[str(released.order_id)].quantity == 2
     assert await inventory.reconcile() == 1
@@ -543,8 +533,6 @@ async def test_a_store_outage_is_reported(store: Any, sleep: Any) -> None:
 
 
 async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any) -> None:
-    from inventory.handlers import ConcurrencyConflictError
-
     class AlwaysConflicting:
         async def get(self, key: str) -> Versioned | None:
             return None

@@ -1,22 +1,27 @@
 """The HTTP contract with the order saga and the tests' admin calls, via TestClient over a fake store."""
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from inventory.api import get_sidecar_health, get_store
 from inventory.main import create_app
 from inventory.settings import Settings
+from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore
 
 
 @pytest.fixture
-def client(store: Any, health: Any) -> TestClient:
-    app = create_app(Settings(seed_demo_catalogue=False, reconcile_interval_seconds=0))
-    app.dependency_overrides[get_store] = lambda: store
-    app.dependency_overrides[get_sidecar_health] = lambda: health
-    return TestClient(app, raise_server_exceptions=False)
+def health() -> FakeSidecarHealth:
+    return FakeSidecarHealth()
+
+
+@pytest.fixture
+def client(store: FakeStateStore, health: FakeSidecarHealth) -> Iterator[TestClient]:
+    settings = Settings(seed_demo_catalogue=False, reconcile_interval_seconds=0)
+    with TestClient(create_app(settings, store=store, sidecar_health=health), raise_server_exceptions=False) as client:
+        yield client
 
 
 def _create(client: TestClient, sku: str, stock: int, price_cents: int = 1200, **extra: Any) -> Any:

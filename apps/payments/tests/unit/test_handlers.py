@@ -29,9 +29,9 @@ from payments.handlers import (
     Payments,
     RefundOutcome,
     RetryPolicy,
-    StoreUnavailableError,
-    Versioned,
 )
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.testing import FakeStateStore, SimulatedCrash
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 USER = uuid.UUID("6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11")
@@ -224,9 +224,7 @@ async def test_charges_and_refunds_racing_keep_no_money_of_a_refunded_order(stor
 
 
 async def _crash_everywhere(
-    new_store: Callable[[], Any],
     sleep: Any,
-    crash: Any,
     action: Callable[[Payments], Awaitable[object]],
     recover: Callable[[Payments], Awaitable[object]],
     check: Callable[[Any], None],
@@ -235,7 +233,7 @@ async def _crash_everywhere(
     """Runs `action` crashing before its 1st, 2nd, ... write, then `recover`, and checks the outcome each time."""
     crash_point = 0
     while True:
-        store = new_store()
+        store = FakeStateStore()
         payments = _payments(store, sleep)
         await payments.grant_starting_credit(USER)
         if setup is not None:
@@ -243,7 +241,7 @@ async def _crash_everywhere(
         store.crash_after_writes = crash_point
         try:
             await action(payments)
-        except crash:
+        except SimulatedCrash:
             pass
         else:
             return crash_point
@@ -255,17 +253,15 @@ async def _crash_everywhere(
         crash_point += 1
 
 
-async def test_a_crashed_charge_is_completed_by_its_retry(new_store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_crashed_charge_is_completed_by_its_retry(sleep: Any) -> None:
     def check(store: Any) -> None:
         assert (_wallet(store).balance_cents, _wallet(store).captured_cents) == (7500, 2500)
 
-    points = await _crash_everywhere(
-        new_store, sleep, crash, lambda p: p.charge(_charge()), lambda p: p.charge(_charge()), check
-    )
+    points = await _crash_everywhere(sleep, lambda p: p.charge(_charge()), lambda p: p.charge(_charge()), check)
     assert points == 3  # index, wallet, status copy
 
 
-async def test_a_crashed_charge_is_undone_by_the_refund(new_store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_crashed_charge_is_undone_by_the_refund(sleep: Any) -> None:
     async def refund_then_late_charge(payments: Payments) -> None:
         await payments.refund(ORDER)
         with pytest.raises(ChargeVoidedError):
@@ -274,10 +270,10 @@ async def test_a_crashed_charge_is_undone_by_the_refund(new_store: Any, sleep: A
     def check(store: Any) -> None:
         assert (_wallet(store).balance_cents, _wallet(store).captured_cents) == (10_000, 0)
 
-    await _crash_everywhere(new_store, sleep, crash, lambda p: p.charge(_charge()), refund_then_late_charge, check)
+    await _crash_everywhere(sleep, lambda p: p.charge(_charge()), refund_then_late_charge, check)
 
 
-async def test_a_crashed_refund_is_completed_by_its_retry(new_store: Any, sleep: Any, crash: Any) -> None:
+async def test_a_crashed_refund_is_completed_by_its_retry(sleep: Any) -> None:
     async def charged(payments: Payments) -> None:
         await payments.charge(_charge())
 
@@ -285,9 +281,7 @@ async def test_a_crashed_refund_is_completed_by_its_retry(new_store: Any, sleep:
         assert (_wallet(store).balance_cents, _wallet(store).captured_cents) == (10_000, 0)
         assert [entry.kind.value for entry in _wallet(store).entries] == ["refund", "charge", "credit"]
 
-    points = await _crash_everywhere(
-        new_store, sleep, crash, lambda p: p.refund(ORDER), lambda p: p.refund(ORDER), check, setup=charged
-    )
+    points = await _crash_everywhere(sleep, lambda p: p.refund(ORDER), lambda p: p.refund(ORDER), check, setup=charged)
     assert points == 2  # wallet, status copy
 
 
@@ -323,8 +317,6 @@ async def test_a_failed_status_copy_does_not_fail_the_charge(store: Any, sleep: 
 
 
 async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any) -> None:
-    from payments.handlers import ConcurrencyConflictError
-
     class AlwaysConflicting:
         async def get(self, key: str) -> Versioned | None:
             return None

@@ -3,23 +3,29 @@
 import base64
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from contracts.users import UserRegistered
-from payments.api import get_sidecar_health, get_store
 from payments.main import create_app
 from payments.settings import Settings
+from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore
 
 
 @pytest.fixture
-def client(store: Any, health: Any) -> TestClient:
-    app = create_app(Settings(pubsub_name="bus", dead_letter_topic="poison", starting_credit_cents=10_000))
-    app.dependency_overrides[get_store] = lambda: store
-    app.dependency_overrides[get_sidecar_health] = lambda: health
-    return TestClient(app, raise_server_exceptions=False)
+def health() -> FakeSidecarHealth:
+    return FakeSidecarHealth()
+
+
+@pytest.fixture
+def client(store: FakeStateStore, health: FakeSidecarHealth) -> Iterator[TestClient]:
+    settings = Settings(pubsub_name="bus", dead_letter_topic="poison", starting_credit_cents=10_000)
+    app = create_app(settings, store=store, sidecar_health=health)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
 
 
 @pytest.fixture

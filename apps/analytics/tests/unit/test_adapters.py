@@ -1,0 +1,89 @@
+"""The adapters against a fake sidecar (httpx.MockTransport): bounded bulk reads, publishing, and the settings."""
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from analytics.adapters import BoundedBulkStateStore, DaprPublisher
+from analytics.handlers import PublishFailedError
+from analytics.settings import Settings
+from sidecart_kit.state import Versioned
+from sidecart_kit.testing import fake_sidecar_client
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+async def test_bulk_reads_go_in_chunks_a_few_at_a_time() -> None:
+    in_flight, most, sizes = 0, 0, []
+
+    async def sidecar(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        keys = json.loads(request.content)["keys"]
+        sizes.append(len(keys))
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(200, json=[{"key": key, "data": {"n": 1}, "etag": "1"} for key in keys])
+
+    store = BoundedBulkStateStore(fake_sidecar_client(sidecar), "analytics-store", bulk_chunk=2, bulk_parallelism=2)
+    keys = [f"t:{n}" for n in range(9)]
+    found = await store.get_many(keys)
+    assert found == {key: Versioned({"n": 1}, "1") for key in keys}
+    assert sorted(sizes) == [1, 2, 2, 2, 2]
+    assert most == 2
+
+
+async def test_a_dead_letter_is_published_as_the_cloud_event_it_is() -> None:
+    seen: list[httpx.Request] = []
+
+    def sidecar(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    event = {"specversion": "1.0", "id": "e-1", "type": "t", "source": "s", "data": {"a": 1}}
+    await DaprPublisher(fake_sidecar_client(sidecar), "pubsub").publish("telemetry-deadletter", event)
+    [request] = seen
+    assert (request.method, request.url.path) == ("POST", "/v1.0/publish/pubsub/telemetry-deadletter")
+    assert request.headers["content-type"] == "application/cloudevents+json"
+    assert json.loads(request.content) == event
+
+
+def _raise(exc: Exception) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        lambda request: httpx.Response(500, json={"errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE", "message": "down"}),
+        lambda request: httpx.Response(403, json={"errorCode": "ERR_PUBSUB_FORBIDDEN", "message": "no"}),
+        _raise(httpx.ConnectError("refused")),
+    ],
+)
+async def test_a_failed_publish_is_reported(handler: Handler) -> None:
+    with pytest.raises(PublishFailedError):
+        await DaprPublisher(fake_sidecar_client(handler), "pubsub").publish("deadletter", {"id": "e-1"})
+
+
+def test_settings_defaults_and_the_variables_they_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("APP_PORT", "DAPR_HTTP_PORT", "DAPR_GRPC_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8107, 3507, 50071)
+    assert (settings.state_store, settings.sidecar_timeout_seconds) == ("analytics-store", 20.0)
+    monkeypatch.setenv("APP_PORT", "9107")
+    monkeypatch.setenv("ANALYTICS_STATE_STORE", "other-store")
+    monkeypatch.setenv("ANALYTICS_MALFORMED_ENTRY_ACTION", "publish")
+    settings = Settings()
+    assert (settings.app_port, settings.state_store, settings.malformed_entry_action) == (
+        9107,
+        "other-store",
+        "publish",
+    )

@@ -1,0 +1,36 @@
+"""The composition root: the whole app, started (lifespan included) against the fake sidecar."""
+
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from fastapi.testclient import TestClient
+
+from users.main import create_app
+from users.settings import Settings
+
+
+def test_the_app_starts_with_the_key_from_the_secret_store_and_serves_a_sign_up(
+    sidecar: Any, private_key: RSAPrivateKey
+) -> None:
+    sidecar.secrets["jwt-signing-key"] = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    app = create_app(Settings(), sidecar_transport=httpx.MockTransport(sidecar))
+
+    with TestClient(app) as client:  # runs the lifespan: key, hasher, adapters
+        signed_up = client.post("/users", json={"email": "ann@example.com", "password": "correct horse", "name": "A"})
+        token = client.post("/auth/token", json={"email": "ann@example.com", "password": "correct horse"})
+        jwks = client.get("/.well-known/jwks.json").json()
+        ready = client.get("/readyz")
+
+    assert signed_up.status_code == 201, signed_up.text
+    assert token.status_code == 200, token.text
+    assert ready.json() == {"status": "ready"}
+    [operations] = sidecar.transactions
+    assert operations[1]["request"]["value"]["user_id"] == signed_up.json()["id"]
+    public_key = jwt.PyJWKSet.from_dict(jwks).keys[0]
+    claims = jwt.decode(token.json()["access_token"], public_key, algorithms=["RS256"], audience="sidecart")
+    assert (claims["sub"], claims["iss"]) == (signed_up.json()["id"], "sidecart-users")

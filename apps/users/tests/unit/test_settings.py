@@ -1,0 +1,30 @@
+"""The environment users reads: USERS_* for its own settings, the dapr CLI's variables without the prefix."""
+
+from datetime import timedelta
+
+import pytest
+
+from users.settings import Settings
+
+
+def test_the_defaults_match_dapr_yaml() -> None:
+    settings = Settings()
+    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8101, 3501, 50011)
+    assert (settings.state_store, settings.sidecar_timeout_seconds) == ("users-store", 10.0)
+
+
+def test_variables_are_read_with_and_without_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_PORT", "9101")
+    monkeypatch.setenv("APP_API_TOKEN", "from-the-cli")
+    monkeypatch.setenv("USERS_STATE_STORE", "other-store")
+    monkeypatch.setenv("USERS_SIDECAR_TIMEOUT_SECONDS", "3")
+
+    settings = Settings()
+
+    assert (settings.app_port, settings.state_store, settings.sidecar_timeout_seconds) == (9101, "other-store", 3.0)
+    assert settings.app_api_token is not None
+    assert settings.app_api_token.get_secret_value() == "from-the-cli"
+
+
+def test_the_default_token_lifetime_is_an_hour() -> None:
+    assert timedelta(seconds=Settings().token_ttl_seconds) == timedelta(hours=1)
