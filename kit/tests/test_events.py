@@ -4,8 +4,18 @@ import base64
 import json
 
 import pytest
+from pydantic import ValidationError
 
-from sidecart_kit.events import BulkDelivery, BulkSettings, CloudEvent, DeliveryStatus, Subscription, bulk_answer
+from sidecart_kit.events import (
+    BulkDelivery,
+    BulkSettings,
+    CloudEvent,
+    DeliveryStatus,
+    Subscription,
+    bulk_answer,
+    delivery_answer,
+    problems,
+)
 
 
 def test_a_subscription_routes_by_event_type_with_a_default_and_dead_letters() -> None:
@@ -66,3 +76,21 @@ def test_bulk_answer_has_one_status_per_entry() -> None:
     assert json.loads(bytes(answer.body)) == {
         "statuses": [{"entryId": "1", "status": "SUCCESS"}, {"entryId": "2", "status": "RETRY"}]
     }
+
+
+def test_a_retry_is_answered_500_so_the_sidecar_redelivers() -> None:
+    assert delivery_answer(DeliveryStatus.RETRY).status_code == 500
+    assert delivery_answer(DeliveryStatus.SUCCESS).status_code == 200
+    assert json.loads(bytes(delivery_answer(DeliveryStatus.DROP).body)) == {"status": "DROP"}
+
+
+def test_problems_name_the_fields_not_the_values() -> None:
+    with pytest.raises(ValidationError) as raised:
+        CloudEvent.model_validate({"id": ["not", "a", "string"], "type": "t"})
+    assert problems(raised.value) == ["id: string_type"]
+    assert problems(ValueError("bad base64")) == "ValueError: bad base64"
+
+
+def test_a_subscription_with_only_a_default_route_has_no_rules() -> None:
+    declared = Subscription("pubsub", "telemetry-deadletter", default_route="/events/dead-letter").to_dapr()
+    assert declared["routes"] == {"default": "/events/dead-letter"}

@@ -3,11 +3,11 @@ the trace context passed on to the sidecar."""
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -15,7 +15,7 @@ from pydantic_settings import SettingsConfigDict
 from sidecart_kit.errors import ApiError
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import from_app_state, install_plumbing
 from sidecart_kit.sidecar import ServiceSettings
 from sidecart_kit.testing import fake_sidecar_client
 
@@ -234,3 +234,16 @@ def test_the_app_token_guard() -> None:
             assert refused.json()["error"]["request_id"] == refused.headers[REQUEST_ID_HEADER]
         assert client.get("/healthz").status_code == 200
         assert client.get("/metrics").status_code == 200
+
+
+def test_from_app_state_reads_what_the_lifespan_put_there() -> None:
+    app = FastAPI()
+    install_plumbing(app)
+    app.state.greeting = "hello"
+
+    @app.get("/greet")
+    async def greet(greeting: Annotated[str, Depends(from_app_state("greeting"))]) -> dict[str, str]:
+        return {"greeting": greeting}
+
+    with TestClient(app) as client:
+        assert client.get("/greet").json() == {"greeting": "hello"}

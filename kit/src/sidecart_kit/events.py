@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class DeliveryStatus(StrEnum):
@@ -20,8 +20,19 @@ class DeliveryStatus(StrEnum):
 
 
 def delivery_answer(status: DeliveryStatus) -> JSONResponse:
-    """The answer to one delivered event (200 with its status: Dapr acts on the status, not the HTTP code)."""
-    return JSONResponse({"status": status.value})
+    """The answer to one delivered event: its status, with 200, or 500 for RETRY (any non-2xx makes the sidecar
+    redeliver as well; the body says why)."""
+    return JSONResponse({"status": status.value}, status_code=500 if status is DeliveryStatus.RETRY else 200)
+
+
+def problems(exc: Exception) -> list[str] | str:
+    """What was wrong with an event or envelope, without the values (they may be personal data)."""
+    if isinstance(exc, ValidationError):
+        return [
+            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['type']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def bulk_answer(statuses: dict[str, DeliveryStatus]) -> JSONResponse:
@@ -50,12 +61,12 @@ class Subscription:
     bulk: BulkSettings | None = None
 
     def to_dapr(self) -> dict[str, Any]:
-        routes: dict[str, Any] = {
-            "rules": [
+        routes: dict[str, Any] = {}
+        if self.routes_by_type:
+            routes["rules"] = [
                 {"match": f'event.type == "{event_type}"', "path": path}
                 for event_type, path in self.routes_by_type.items()
             ]
-        }
         if self.default_route is not None:
             routes["default"] = self.default_route
         declared: dict[str, Any] = {"pubsubname": self.pubsub, "topic": self.topic, "routes": routes}

@@ -3,11 +3,13 @@ metrics at /metrics, the error shape; and `serve`, the one way a service's `__ma
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from time import perf_counter
+from typing import Any
 
 import uvicorn
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from pydantic import SecretStr
@@ -91,6 +93,15 @@ class AppTokenMiddleware:
             return
         response = error_response(401, "unauthorized", "This app answers its Dapr sidecar only.")
         await response(scope, receive, send)
+
+
+def from_app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency that reads what the service's lifespan put on app.state: `Depends(from_app_state("orders"))`."""
+
+    async def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return read
 
 
 def install_plumbing(

@@ -2,7 +2,7 @@
 API, Dapr's error codes, and the sidecar health probe."""
 
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -112,6 +112,12 @@ def dapr_error(response: httpx.Response) -> str:
     if isinstance(body, dict):
         return f"{response.status_code} {body.get('errorCode')}: {str(body.get('message'))[:300]}"
     return f"{response.status_code} {response.text[:300]}"
+
+
+class ReadinessProbe(Protocol):
+    """What readiness depends on: SidecarHealth in the app, FakeSidecarHealth in tests."""
+
+    async def is_ready(self) -> bool: ...
 
 
 class SidecarHealth:

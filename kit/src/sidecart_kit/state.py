@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -41,6 +41,18 @@ class Versioned:
     etag: str | None
 
 
+class StateStore(Protocol):
+    """Documents with ETags: what handlers depend on (DaprStateStore in the app, FakeStateStore in tests)."""
+
+    async def get(self, key: str) -> Versioned | None: ...
+
+    async def save(self, key: str, document: Any, etag: str | None) -> None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Versioned]: ...
+
+    async def delete(self, key: str, etag: str | None = None) -> None: ...
+
+
 def state_key_path(store: str, key: str) -> str:
     return f"/state/{store}/{quote(key, safe='')}"
 
@@ -57,12 +69,14 @@ class DaprStateStore:
         max_concurrent_calls: int = 64,
         queue_timeout: float = 5.0,
         bulk_chunk: int = 500,
+        bulk_parallelism: int = 16,
     ) -> None:
         self._client = client
         self._store = store_name
         self._slots = asyncio.Semaphore(max_concurrent_calls)
         self._queue_timeout = queue_timeout
         self._bulk_chunk = bulk_chunk
+        self._bulk_parallelism = bulk_parallelism
 
     @property
     def name(self) -> str:
@@ -159,7 +173,9 @@ class DaprStateStore:
         """POST /v1.0/state/{store}/bulk: [{"key", "data", "etag"} | {"key", "error"}] in one round trip."""
         try:
             async with self._slot(f"reading {len(keys)} keys"):
-                response = await self._client.post(f"/state/{self._store}/bulk", json={"keys": keys, "parallelism": 16})
+                response = await self._client.post(
+                    f"/state/{self._store}/bulk", json={"keys": keys, "parallelism": self._bulk_parallelism}
+                )
         except httpx.HTTPError as exc:
             raise StoreUnavailableError(f"reading {len(keys)} keys: {exc!r}") from exc
         if response.status_code != 200:

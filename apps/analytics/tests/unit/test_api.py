@@ -95,7 +95,7 @@ def test_subscription_document(client: TestClient) -> None:
     assert subscriptions["orders"]["deadLetterTopic"] == subscriptions["users"]["deadLetterTopic"] == "deadletter"
     assert "bulkSubscribe" not in subscriptions["orders"]
     # An empty rule list is what daprd makes of no rules (pkg/runtime/pubsub/subscriptions.go, 1.18.2).
-    assert subscriptions["telemetry-deadletter"]["routes"] == {"rules": [], "default": "/events/dead-letter"}
+    assert subscriptions["telemetry-deadletter"]["routes"] == {"default": "/events/dead-letter"}
 
 
 def test_bulk_delivery_answers_each_entry_and_counts_once(client: TestClient) -> None:
