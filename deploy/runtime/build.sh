@@ -51,7 +51,7 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 
 # dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
 # a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
-# Three fixes go into the copy too (the "-p3" in its name: the number of fixes), each applied by a checked edit:
+# Four fixes go into the copy too (the "-p4" in its name: the number of fixes), each applied by a checked edit:
 # 1. dapr 1.18.2's outbox builds its retry backoff without `Stop`, so once its 10 s are up it retries with no delay,
 #    forever. A redelivered internal outbox message whose state is already gone (published and deleted, but its
 #    offset not yet committed when a sidecar stopped) then spins a core against the state store and, on Kafka, blocks
@@ -71,7 +71,11 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 #    (the wedge dapr fixed after 1.18 with a pending-work tracker, dapr/dapr#10408). The app ids here run one worker
 #    per sidecar, so the fix keeps the types registered once a worker has connected: work for a worker that is gone
 #    waits in the sidecar until it reconnects, and the restarted worker's stream takes it.
-src="$cache/dapr-src-$dapr_version-p3"
+# 4. The outbox sleeps 1 s before it first looks for the state of each internal message (then retries from 500 ms).
+#    A broker that delivers one message at a time per partition (Kafka) thereby caps every app's outbox at one event
+#    per second: notifications handled order events at exactly 1.0/s, and a backlog left by an earlier run delayed
+#    the next run's notices by minutes. The fix looks after 50 ms, then retries from 100 ms (same 10 s limit).
+src="$cache/dapr-src-$dapr_version-p4"
 if [[ ! -f "$src/.complete" ]]; then
   say "preparing dapr $dapr_version sources in $src"
   rm -rf "$src"
@@ -82,6 +86,11 @@ if [[ ! -f "$src/.complete" ]]; then
   outbox="$src/pkg/runtime/pubsub/outbox.go"
   [[ $(grep -c 'RandomizationFactor: 0.1,$' "$outbox") == 1 ]] || { say "outbox.go is not the one the fix is for"; exit 1; }
   sed -i 's/^\(\s*\)RandomizationFactor: 0.1,$/&\n\1Stop:                backoff.Stop,/' "$outbox"
+  [[ $(grep -c 'defaultStateScanDelay            = time.Second \* 1$' "$outbox") == 1 ]] \
+    && [[ $(grep -c 'InitialInterval:     time.Millisecond \* 500,$' "$outbox") == 1 ]] \
+    || { say "outbox.go is not the one the fix is for"; exit 1; }
+  sed -i -e 's/defaultStateScanDelay            = time.Second \* 1$/defaultStateScanDelay            = time.Millisecond * 50/' \
+    -e 's/InitialInterval:     time.Millisecond \* 500,$/InitialInterval:     time.Millisecond * 100,/' "$outbox"
   wfengine="$src/pkg/runtime/wfengine/wfengine.go"
   [[ $(grep -c $'^\t\t\t\t\twfe.getWorkItemsCount.Add(-1)$' "$wfengine") == 1 ]] \
     || { say "wfengine.go is not the one the fix is for"; exit 1; }

@@ -2,7 +2,6 @@
 health."""
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ValidationError
 
 from analytics.domain import BusinessEvent
-from analytics.handlers import Analytics, Deliveries, HealthProbe, problems
+from analytics.handlers import Analytics, Deliveries
 from analytics.settings import Settings
 from contracts.api import ErrorDetail, ErrorResponse
 from contracts.orders import OrderCancelled, OrderCompleted
@@ -21,12 +20,14 @@ from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.events import (
     BulkDelivery,
     BulkSettings,
-    DeliveryStatus,
     Subscription,
     bulk_answer,
     delivery_answer,
+    problems,
 )
 from sidecart_kit.logs import get_logger
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -53,26 +54,10 @@ DOMAIN_ERRORS: DomainErrors = {
 }
 
 
-def _state(name: str) -> Callable[[Request], Awaitable[Any]]:
-    """A dependency reading what the lifespan put on app.state."""
-
-    async def read(request: Request) -> Any:
-        return getattr(request.app.state, name)
-
-    return read
-
-
-SettingsDep = Annotated[Settings, Depends(_state("settings"))]
-AnalyticsDep = Annotated[Analytics, Depends(_state("analytics"))]
-DeliveriesDep = Annotated[Deliveries, Depends(_state("deliveries"))]
-HealthDep = Annotated[HealthProbe, Depends(_state("sidecar_health"))]
-
-
-def _answer(status: DeliveryStatus) -> JSONResponse:
-    answer = delivery_answer(status)
-    if status is DeliveryStatus.RETRY:
-        answer.status_code = 500  # any non-2xx makes the sidecar redeliver too; the body says why
-    return answer
+SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
+AnalyticsDep = Annotated[Analytics, Depends(from_app_state("analytics"))]
+DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
+HealthDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 
 # --- Subscriptions (the contract with the sidecar) --------------------------------------------------------------
@@ -131,19 +116,19 @@ async def on_telemetry(request: Request, deliveries: DeliveriesDep) -> JSONRespo
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
 async def on_user_registered(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `user.registered`: one sign-up, once per event."""
-    return _answer(await deliveries.business(USER_REGISTERED_ROUTE, UserRegistered, await request.body()))
+    return delivery_answer(await deliveries.business(USER_REGISTERED_ROUTE, UserRegistered, await request.body()))
 
 
 @router.post(ORDER_COMPLETED_ROUTE, tags=["dapr"])
 async def on_order_completed(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `order.completed`: one completed order and its revenue, once per event."""
-    return _answer(await deliveries.business(ORDER_COMPLETED_ROUTE, OrderCompleted, await request.body()))
+    return delivery_answer(await deliveries.business(ORDER_COMPLETED_ROUTE, OrderCompleted, await request.body()))
 
 
 @router.post(ORDER_CANCELLED_ROUTE, tags=["dapr"])
 async def on_order_cancelled(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `order.cancelled`: one cancelled order, once per event."""
-    return _answer(await deliveries.business(ORDER_CANCELLED_ROUTE, OrderCancelled, await request.body()))
+    return delivery_answer(await deliveries.business(ORDER_CANCELLED_ROUTE, OrderCancelled, await request.body()))
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
@@ -155,13 +140,13 @@ async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSO
         body = None
     if isinstance(body, dict) and isinstance(body.get("entries"), list):
         return bulk_answer(deliveries.ignore_bulk(UNHANDLED_EVENT_ROUTE, body["entries"]))
-    return _answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, body))
+    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, body))
 
 
 @router.post(DEAD_LETTER_ROUTE, tags=["dapr"])
 async def on_dead_letter(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """A message that could not be processed: kept (id, type, when, an excerpt) in a bounded list."""
-    return _answer(await deliveries.dead_letter(DEAD_LETTER_ROUTE, await request.body()))
+    return delivery_answer(await deliveries.dead_letter(DEAD_LETTER_ROUTE, await request.body()))
 
 
 # --- Reports ----------------------------------------------------------------------------------------------------

@@ -3,14 +3,12 @@ included), and answer reports."""
 
 import asyncio
 import json
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
 
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from analytics.domain import (
     BUSINESS_INDEX_KEY,
@@ -36,10 +34,11 @@ from analytics.domain import (
     top_products,
 )
 from contracts.telemetry import TelemetryEvent
-from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliveryStatus
+from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliveryStatus, problems
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.retry import RetryPolicy
+from sidecart_kit.state import ConcurrencyConflictError, StateStore, StoreUnavailableError
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -50,35 +49,10 @@ class PublishFailedError(Exception):
     """The sidecar did not publish a message."""
 
 
-class StateStore(Protocol):
-    """sidecart_kit.state.DaprStateStore as the use cases need it (the kit's fake store in tests)."""
-
-    async def get(self, key: str) -> Versioned | None: ...
-
-    async def save(self, key: str, document: Any, etag: str | None) -> None: ...
-
-    async def get_many(self, keys: Sequence[str]) -> dict[str, Versioned]: ...
-
-
 class MessagePublisher(Protocol):
     async def publish(self, topic: str, cloud_event: Mapping[str, Any]) -> None:
         """Publishes a complete CloudEvent as is; raises PublishFailedError."""
         ...
-
-
-class HealthProbe(Protocol):
-    async def is_ready(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    backoff_seconds: float = 0.02
-    backoff_max_seconds: float = 0.5
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter, so deliveries that collided once do not collide again in lockstep.
-        return random.uniform(0, min(self.backoff_max_seconds, self.backoff_seconds * 2**attempt))  # noqa: S311
 
 
 @dataclass(frozen=True)
@@ -283,16 +257,6 @@ class Analytics:
         shards = await self._telemetry_shards(minute_of(start), minute_of(end))
         inside = [(minute, shard) for minute, shard in shards if start <= parse_minute(minute) < end]
         return timeseries(inside, event_type)
-
-
-def problems(exc: Exception) -> list[str] | str:
-    """What was wrong with a message, without the values (they may be personal data)."""
-    if isinstance(exc, ValidationError):
-        return [
-            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['type']}"
-            for error in exc.errors(include_input=False, include_url=False)
-        ]
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _dead_letter_envelope(raw: Any, fallback_id: str) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from prometheus_client import Counter
 
 from analytics import api
 from analytics.adapters import BoundedBulkStateStore, DaprPublisher
-from analytics.handlers import Analytics, Deliveries, HealthProbe, MessagePublisher, RetryPolicy, StateStore
+from analytics.handlers import Analytics, Deliveries, MessagePublisher
 from analytics.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import install_plumbing
-from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
+from sidecart_kit.state import StateStore
 
 
 def create_app(
@@ -22,7 +24,7 @@ def create_app(
     *,
     store: StateStore | None = None,
     publisher: MessagePublisher | None = None,
-    health: HealthProbe | None = None,
+    health: ReadinessProbe | None = None,
 ) -> FastAPI:
     """The analytics app, configured from `settings` (the environment by default). Tests pass fakes of the
     sidecar's state store, pub/sub and health probe."""

@@ -156,6 +156,12 @@ def test_dead_letters_are_listed_newest_first(client: TestClient) -> None:
     assert len(items[0]["excerpt"]) == 200
 
 
+def test_a_single_delivery_the_store_cannot_take_is_answered_500(client: TestClient, store: DocumentStore) -> None:
+    store.available = False
+    response = client.post("/events/dead-letter", content=json.dumps({"id": "dl-1", "type": "t"}))
+    assert (response.status_code, response.json()) == (500, {"status": "RETRY"})  # the sidecar redelivers it
+
+
 def test_business_events_feed_the_reports(client: TestClient, publisher: FakePublisher) -> None:
     now = datetime.now(UTC)
     order = {

@@ -9,10 +9,11 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from analytics.domain import DEAD_LETTERS_KEY, TELEMETRY_INDEX_KEY, Outcome, TelemetryShard, telemetry_key_of
-from analytics.handlers import Analytics, Deliveries, RetryPolicy, TelemetryEntry
+from analytics.handlers import Analytics, Deliveries, TelemetryEntry
 from contracts.orders import OrderCancelled
 from contracts.users import UserRegistered
 from sidecart_kit.events import BulkDelivery, DeliveryStatus
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.testing import FakeSleep
 
 from .conftest import NOW, DocumentStore, FakePublisher, telemetry

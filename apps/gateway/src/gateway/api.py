@@ -23,44 +23,19 @@ from gateway.domain import (
 from gateway.handlers import ApiKeys, Authenticator, Gateway
 from gateway.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.sidecar import SidecarHealth
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 
 router = APIRouter()
 
 
 # --- What the lifespan built (main.py), read from app.state -------------------------------------------------
 
-
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def get_gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-async def get_authenticator(request: Request) -> Authenticator:
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator
-
-
-async def get_api_keys(request: Request) -> ApiKeys:
-    api_keys: ApiKeys = request.app.state.api_keys
-    return api_keys
-
-
-async def get_sidecar_health(request: Request) -> SidecarHealth:
-    health: SidecarHealth = request.app.state.sidecar_health
-    return health
-
-
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
-ApiKeysDep = Annotated[ApiKeys, Depends(get_api_keys)]
-SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
+SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
+GatewayDep = Annotated[Gateway, Depends(from_app_state("gateway"))]
+AuthenticatorDep = Annotated[Authenticator, Depends(from_app_state("authenticator"))]
+ApiKeysDep = Annotated[ApiKeys, Depends(from_app_state("api_keys"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 # --- What each request brings ---------------------------------------------------------------------------------
 
@@ -262,7 +237,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: SidecarHealthDep) -> dict[str, str]:
+async def readyz(health: ReadinessDep) -> dict[str, str]:
     """Readiness: the gateway's sidecar is up and its components are ready."""
     if not await health.is_ready():
         raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")

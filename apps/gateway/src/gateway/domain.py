@@ -248,17 +248,6 @@ def forwarded_query(pairs: Iterable[tuple[str, str]], allowed: Collection[str]) 
     return urlencode([(name, value) for name, value in pairs if name in allowed])
 
 
-# --- Errors -----------------------------------------------------------------------------------------------
-
-# Statuses an app may answer outside the error shape that the kit's table does not name (it would say
-# "client_error"); the gateway has always named them.
-_MORE_ERROR_CODES = {410: "gone", 414: "uri_too_long"}
-
-
-def _error_code(status: int) -> str:
-    return _MORE_ERROR_CODES.get(status) or error_code_for_status(status)
-
-
 # --- Forwarding -----------------------------------------------------------------------------------------------
 
 # Allow-lists, not deny-lists: hop-by-hop headers, cookies, credentials and anything aimed at the sidecar
@@ -325,9 +314,7 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class BadUpstreamResponseError(UpstreamError):
-    status = 502
-    code = "bad_gateway"
-    message = "The service behind the gateway gave no usable answer."
+    """The app answered, but not usably (a 5xx outside the error shape, an unreadable success): 502 bad_gateway."""
 
 
 def forwarded_request_headers(incoming: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -352,7 +339,9 @@ def client_response(upstream: UpstreamResponse, request_id: str | None) -> Upstr
     if upstream.status >= 500:
         raise BadUpstreamResponseError(f"the app answered {upstream.status} outside the error shape")
     wrapped = ErrorResponse(
-        error=ErrorBody(code=_error_code(upstream.status), message="The request was refused.", request_id=request_id)
+        error=ErrorBody(
+            code=error_code_for_status(upstream.status), message="The request was refused.", request_id=request_id
+        )
     )
     headers["content-type"] = "application/json"
     return UpstreamResponse(upstream.status, headers, wrapped.model_dump_json().encode())

@@ -4,6 +4,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 from urllib.parse import quote
 
@@ -182,6 +183,7 @@ class Authenticator:
         return verify_token(token, key, self._policy)
 
 
+@dataclass(frozen=True)
 class Gateway:
     """The public routes, each mapped to the app and method that serve it.
 
@@ -190,65 +192,54 @@ class Gateway:
     No query string travels, except the allowed parameters of the analytics reports.
     """
 
-    def __init__(
-        self,
-        upstream: Upstream,
-        *,
-        users_app_id: str,
-        notifications_app_id: str,
-        inventory_app_id: str,
-        payments_app_id: str,
-        orders_app_id: str,
-        ingest_app_id: str = "ingest",
-        analytics_app_id: str = "analytics",
-    ) -> None:
-        self._upstream = upstream
-        self._users = users_app_id
-        self._notifications = notifications_app_id
-        self._inventory = inventory_app_id
-        self._payments = payments_app_id
-        self._orders = orders_app_id
-        self._ingest = ingest_app_id
-        self._analytics = analytics_app_id
+    upstream: Upstream
+    _: KW_ONLY
+    users_app_id: str
+    notifications_app_id: str
+    inventory_app_id: str
+    payments_app_id: str
+    orders_app_id: str
+    ingest_app_id: str = "ingest"
+    analytics_app_id: str = "analytics"
 
     async def sign_up(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        return await self._call(self._users, UpstreamRequest("POST", "users", headers, body))
+        return await self._call(self.users_app_id, UpstreamRequest("POST", "users", headers, body))
 
     async def issue_token(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        return await self._call(self._users, UpstreamRequest("POST", "auth/token", headers, body))
+        return await self._call(self.users_app_id, UpstreamRequest("POST", "auth/token", headers, body))
 
     async def get_profile(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
-        return await self._call(self._users, UpstreamRequest("GET", _user_path(caller), headers))
+        return await self._call(self.users_app_id, UpstreamRequest("GET", _user_path(caller), headers))
 
     async def list_notifications(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
         path = f"{_user_path(caller)}/notifications"
-        return await self._call(self._notifications, UpstreamRequest("GET", path, headers))
+        return await self._call(self.notifications_app_id, UpstreamRequest("GET", path, headers))
 
     async def list_products(self, headers: Mapping[str, str]) -> UpstreamResponse:
-        return await self._call(self._inventory, UpstreamRequest("GET", "products", headers))
+        return await self._call(self.inventory_app_id, UpstreamRequest("GET", "products", headers))
 
     async def get_product(self, sku: str, headers: Mapping[str, str]) -> UpstreamResponse:
         path = f"products/{quote(parse_sku(sku), safe='')}"
-        return await self._call(self._inventory, UpstreamRequest("GET", path, headers))
+        return await self._call(self.inventory_app_id, UpstreamRequest("GET", path, headers))
 
     async def get_wallet(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
         path = f"wallets/{quote(caller.subject, safe='')}"
-        return await self._call(self._payments, UpstreamRequest("GET", path, headers))
+        return await self._call(self.payments_app_id, UpstreamRequest("GET", path, headers))
 
     async def place_order(self, caller: Principal, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         path = f"{_user_path(caller)}/orders"
-        return await self._call(self._orders, UpstreamRequest("POST", path, headers, body))
+        return await self._call(self.orders_app_id, UpstreamRequest("POST", path, headers, body))
 
     async def list_orders(self, caller: Principal, headers: Mapping[str, str]) -> UpstreamResponse:
         path = f"{_user_path(caller)}/orders"
-        return await self._call(self._orders, UpstreamRequest("GET", path, headers))
+        return await self._call(self.orders_app_id, UpstreamRequest("GET", path, headers))
 
     async def get_order(self, caller: Principal, order_id: str, headers: Mapping[str, str]) -> UpstreamResponse:
         path = f"{_user_path(caller)}/orders/{parse_order_id(order_id)}"
-        return await self._call(self._orders, UpstreamRequest("GET", path, headers))
+        return await self._call(self.orders_app_id, UpstreamRequest("GET", path, headers))
 
     async def send_events(self, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        return await self._call(self._ingest, UpstreamRequest("POST", "events", headers, body))
+        return await self._call(self.ingest_app_id, UpstreamRequest("POST", "events", headers, body))
 
     async def get_report(
         self, report: AnalyticsReport, query: Iterable[tuple[str, str]], headers: Mapping[str, str]
@@ -256,10 +247,10 @@ class Gateway:
         request = UpstreamRequest(
             "GET", f"reports/{report.value}", headers, query=forwarded_query(query, ANALYTICS_QUERY_PARAMETERS)
         )
-        return await self._call(self._analytics, request)
+        return await self._call(self.analytics_app_id, request)
 
     async def _call(self, app_id: str, request: UpstreamRequest) -> UpstreamResponse:
-        response = await self._upstream.invoke(app_id, request)
+        response = await self.upstream.invoke(app_id, request)
         return client_response(response, current_request_id())
 
 

@@ -12,8 +12,7 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     app_port: int = 8080
-    dapr_http_port: int = 3500
-    dapr_grpc_port: int = 50001
+    # The sidecar's ports are the kit's defaults: 3500 (HTTP) and 50001 (gRPC).
     # Longer than the resiliency policy's 10 s invoke timeout, so the sidecar's own answer arrives first.
     sidecar_timeout_seconds: float = Field(default=15.0, gt=0)
 

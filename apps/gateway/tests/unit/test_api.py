@@ -10,7 +10,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.api import get_api_keys, get_authenticator, get_gateway, get_sidecar_health
 from gateway.domain import (
     InvocationFailedError,
     SidecarUnreachableError,
@@ -43,10 +42,11 @@ def client(gateway: Gateway, jwks_source: Any, key_source: Any, clock: Any, heal
         TokenPolicy(issuer="sidecart-users", audience="sidecart", leeway_seconds=10),
     )
     api_keys = ApiKeys(key_source, ttl=60, retry_interval=2, clock=clock)
-    app.dependency_overrides[get_gateway] = lambda: gateway
-    app.dependency_overrides[get_authenticator] = lambda: authenticator
-    app.dependency_overrides[get_api_keys] = lambda: api_keys
-    app.dependency_overrides[get_sidecar_health] = lambda: health
+    # What the lifespan would build (the client is not entered, so the lifespan does not run): fakes instead.
+    app.state.gateway = gateway
+    app.state.authenticator = authenticator
+    app.state.api_keys = api_keys
+    app.state.sidecar_health = health
     return TestClient(app, raise_server_exceptions=False)
 
 

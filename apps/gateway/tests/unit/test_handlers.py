@@ -1,6 +1,7 @@
 """The signing-key cache, the API key cache, the authenticator and the route-to-app mapping, with fake ports."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -303,16 +304,8 @@ async def test_other_routes_forward_no_query(upstream: Any, gateway: Gateway) ->
     assert upstream.calls[0][1].query == ""
 
 
-async def test_analytics_app_id_comes_from_configuration(upstream: Any) -> None:
-    gateway = Gateway(
-        upstream,
-        users_app_id="users",
-        notifications_app_id="notifications",
-        inventory_app_id="inventory",
-        payments_app_id="payments",
-        orders_app_id="orders",
-        analytics_app_id="analytics-blue",
-    )
+async def test_analytics_app_id_comes_from_configuration(upstream: Any, gateway: Gateway) -> None:
+    gateway = replace(gateway, analytics_app_id="analytics-blue")
     await gateway.get_report(AnalyticsReport.FUNNEL, [], HEADERS)
     assert upstream.calls[0][0] == "analytics-blue"
 

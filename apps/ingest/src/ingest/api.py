@@ -10,32 +10,17 @@ from ingest.domain import MalformedBatchError, TooManyEventsError, is_json_media
 from ingest.handlers import Ingest, IngestBatch, PublishFailedError
 from ingest.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.sidecar import SidecarHealth
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 
 router = APIRouter()
 
 
 # --- What the lifespan built (main.py), read from app.state -------------------------------------------------
 
-
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def get_ingest(request: Request) -> Ingest:
-    ingest: Ingest = request.app.state.ingest
-    return ingest
-
-
-async def get_sidecar_health(request: Request) -> SidecarHealth:
-    health: SidecarHealth = request.app.state.sidecar_health
-    return health
-
-
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-IngestDep = Annotated[Ingest, Depends(get_ingest)]
-SidecarHealthDep = Annotated[SidecarHealth, Depends(get_sidecar_health)]
+SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
+IngestDep = Annotated[Ingest, Depends(from_app_state("ingest"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 
 async def read_json_body(request: Request, settings: SettingsDep) -> bytes:
@@ -87,7 +72,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: SidecarHealthDep) -> dict[str, str]:
+async def readyz(health: ReadinessDep) -> dict[str, str]:
     """Readiness: this app's sidecar is up and its components are ready."""
     if not await health.is_ready():
         raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")

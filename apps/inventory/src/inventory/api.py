@@ -1,11 +1,11 @@
 """HTTP routes: the catalogue, stock administration, the saga's reservation steps, health."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -29,9 +29,11 @@ from inventory.domain import (
     ReservationReleasedError,
     UnknownSkuError,
 )
-from inventory.handlers import CreateProduct, Inventory, ReadinessProbe, ReserveStock
+from inventory.handlers import CreateProduct, Inventory, ReserveStock
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.logs import get_logger
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -50,19 +52,10 @@ class InventoryMetrics:
         )
 
 
-def _app_state(name: str) -> Callable[[Request], Any]:
-    """A dependency answering what create_app's lifespan put on app.state under `name`."""
-
-    def read(request: Request) -> Any:
-        return getattr(request.app.state, name)
-
-    return read
-
-
-InventoryDep = Annotated[Inventory, Depends(_app_state("inventory"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(_app_state("sidecar_health"))]
-MetricsDep = Annotated[InventoryMetrics, Depends(_app_state("metrics"))]
-SeededDep = Annotated[bool, Depends(_app_state("seeded"))]
+InventoryDep = Annotated[Inventory, Depends(from_app_state("inventory"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
+MetricsDep = Annotated[InventoryMetrics, Depends(from_app_state("metrics"))]
+SeededDep = Annotated[bool, Depends(from_app_state("seeded"))]
 
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="1 to 64 of A-Z a-z 0-9 . _ -")]

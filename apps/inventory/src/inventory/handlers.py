@@ -13,7 +13,6 @@ what was decided, and every later call for the order (or the reconciler) finishe
 """
 
 import asyncio
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,47 +46,14 @@ from inventory.domain import (
 )
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.retry import RetryPolicy
+from sidecart_kit.state import ConcurrencyConflictError, StateStore, StoreUnavailableError
 
 log = get_logger(__name__)
 
 
 class ContentionError(StoreUnavailableError):
     """A document kept changing over every attempt: transient too (the caller retries the idempotent call)."""
-
-
-class StateStore(Protocol):
-    async def get(self, key: str) -> Versioned | None:
-        """The document under `key`, or None. Raises StoreUnavailableError."""
-        ...
-
-    async def get_many(self, keys: Sequence[str]) -> Mapping[str, Versioned]:
-        """The documents found among `keys` (absent keys are left out). Raises StoreUnavailableError."""
-        ...
-
-    async def save(self, key: str, document: Mapping[str, Any], etag: str | None) -> None:
-        """Writes only over version `etag`, or only if the key is absent when `etag` is None.
-
-        Raises ConcurrencyConflictError when the stored version is not that one, StoreUnavailableError otherwise.
-        """
-        ...
-
-
-class ReadinessProbe(Protocol):
-    """Whether the sidecar is up with its components ready (sidecart_kit.sidecar.SidecarHealth)."""
-
-    async def is_ready(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 40
-    backoff_seconds: float = 0.01
-    backoff_max_seconds: float = 0.25
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter, so writers that collided once do not collide again in lockstep.
-        return random.uniform(0, min(self.backoff_max_seconds, self.backoff_seconds * 2**attempt))  # noqa: S311
 
 
 @dataclass(frozen=True)
@@ -103,6 +69,10 @@ class CreateProduct:
 class ReserveStock:
     order_id: UUID
     lines: tuple[RequestedLine, ...]
+
+
+# The settings' defaults, for an Inventory built without them (in tests).
+DEFAULT_RETRY = RetryPolicy(attempts=40, backoff_seconds=0.01, backoff_max_seconds=0.25)
 
 
 class _Document(Protocol):
@@ -123,12 +93,12 @@ class Inventory:
         self,
         store: StateStore,
         *,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         # n calls racing on one document cost O(n^2) optimistic rounds; queued per key here, O(n) per replica.
         self._locks = KeyedLocks()
         self._clock = clock

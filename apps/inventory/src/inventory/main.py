@@ -10,12 +10,13 @@ from fastapi import FastAPI
 
 from inventory import api
 from inventory.domain import DEMO_CATALOGUE
-from inventory.handlers import Inventory, ReadinessProbe, RetryPolicy, StateStore
+from inventory.handlers import Inventory
 from inventory.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging, get_logger
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import install_plumbing
-from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
-from sidecart_kit.state import DaprStateStore
+from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
+from sidecart_kit.state import DaprStateStore, StateStore
 
 log = get_logger(__name__)
 

@@ -1,28 +1,19 @@
 """Each user's inbox as one JSON document in the state store (the kit's DaprStateStore in the app)."""
 
-from typing import Any, Protocol
 from uuid import UUID
 
 from notifications.domain import Inbox, MalformedInboxError, inbox_key
 from notifications.handlers import VersionedInbox
 from sidecart_kit.logs import get_logger
-from sidecart_kit.state import StoreUnavailableError, Versioned
+from sidecart_kit.state import StateStore, StoreUnavailableError
 
 log = get_logger(__name__)
-
-
-class DocumentStore(Protocol):
-    """What the inbox needs of a state store: sidecart_kit.state.DaprStateStore, or the kit's fake in tests."""
-
-    async def get(self, key: str) -> Versioned | None: ...
-
-    async def save(self, key: str, document: Any, etag: str | None) -> None: ...
 
 
 class StoredInboxRepository:
     """Inboxes in a state store, ETag-guarded; its lost races and outages are the store's errors, as they are."""
 
-    def __init__(self, store: DocumentStore) -> None:
+    def __init__(self, store: StateStore) -> None:
         self._store = store
 
     async def get(self, user_id: UUID) -> VersionedInbox:

@@ -1,7 +1,6 @@
 """HTTP routes: the Dapr subscription and event deliveries, the notices of a user, health."""
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -13,10 +12,12 @@ from pydantic import BaseModel
 from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
 from notifications.domain import NotifiableEvent
-from notifications.handlers import Deliveries, HealthProbe, Notifications
+from notifications.handlers import Deliveries, Notifications
 from notifications.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.events import DeliveryStatus, Subscription, delivery_answer
+from sidecart_kit.events import Subscription, delivery_answer
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 router = APIRouter()
@@ -41,26 +42,10 @@ DOMAIN_ERRORS: DomainErrors = {
 }
 
 
-def _state(name: str) -> Callable[[Request], Awaitable[Any]]:
-    """A dependency reading what the lifespan put on app.state."""
-
-    async def read(request: Request) -> Any:
-        return getattr(request.app.state, name)
-
-    return read
-
-
-SettingsDep = Annotated[Settings, Depends(_state("settings"))]
-NotificationsDep = Annotated[Notifications, Depends(_state("notifications"))]
-DeliveriesDep = Annotated[Deliveries, Depends(_state("deliveries"))]
-HealthDep = Annotated[HealthProbe, Depends(_state("sidecar_health"))]
-
-
-def _answer(status: DeliveryStatus) -> JSONResponse:
-    answer = delivery_answer(status)
-    if status is DeliveryStatus.RETRY:
-        answer.status_code = 500  # any non-2xx makes the sidecar redeliver too; the body says why
-    return answer
+SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
+NotificationsDep = Annotated[Notifications, Depends(from_app_state("notifications"))]
+DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
+HealthDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 
 # --- Subscriptions and deliveries (the contract with the sidecar) -----------------------------------------------
@@ -88,19 +73,19 @@ async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
 async def on_user_registered(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `user.registered`: welcome the new user, once per event."""
-    return _answer(await deliveries.deliver(USER_REGISTERED_ROUTE, UserRegistered, await request.body()))
+    return delivery_answer(await deliveries.deliver(USER_REGISTERED_ROUTE, UserRegistered, await request.body()))
 
 
 @router.post(ORDER_COMPLETED_ROUTE, tags=["dapr"])
 async def on_order_completed(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `order.completed`: tell the buyer their order is confirmed, once per event."""
-    return _answer(await deliveries.deliver(ORDER_COMPLETED_ROUTE, OrderCompleted, await request.body()))
+    return delivery_answer(await deliveries.deliver(ORDER_COMPLETED_ROUTE, OrderCompleted, await request.body()))
 
 
 @router.post(ORDER_CANCELLED_ROUTE, tags=["dapr"])
 async def on_order_cancelled(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `order.cancelled`: tell the buyer their order was cancelled and why, once per event."""
-    return _answer(await deliveries.deliver(ORDER_CANCELLED_ROUTE, OrderCancelled, await request.body()))
+    return delivery_answer(await deliveries.deliver(ORDER_CANCELLED_ROUTE, OrderCancelled, await request.body()))
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
@@ -110,7 +95,7 @@ async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSO
         envelope: Any = json.loads(await request.body())
     except ValueError:
         envelope = None
-    return _answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope))
+    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope))
 
 
 # --- Queries ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 list a user's notices."""
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,11 +10,11 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from notifications.domain import Inbox, Notice, NotifiableEvent, notice_for
-from sidecart_kit.events import CloudEvent, DeliveryStatus
+from sidecart_kit.events import CloudEvent, DeliveryStatus, problems
 from sidecart_kit.logs import get_logger
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError
 
 log = get_logger(__name__)
@@ -43,10 +42,6 @@ class InboxRepository(Protocol):
         ...
 
 
-class HealthProbe(Protocol):
-    async def is_ready(self) -> bool: ...
-
-
 class Outcome(StrEnum):
     RECORDED = "recorded"
     ALREADY_HANDLED = "already_handled"
@@ -64,17 +59,6 @@ class RecordNotice:
 class Limits:
     max_notices: int = 100
     max_remembered_events: int = 500
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    backoff_seconds: float = 0.02
-    backoff_max_seconds: float = 0.5
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter, so deliveries that collided once do not collide again in lockstep.
-        return random.uniform(0, min(self.backoff_max_seconds, self.backoff_seconds * 2**attempt))  # noqa: S311
 
 
 class Notifications:
@@ -121,16 +105,6 @@ class Notifications:
                 log.info("inbox_conflict_retrying", user_id=str(user_id), event_id=notice.event_id, attempt=attempt + 1)
                 await self._sleep(self._retry.delay(attempt))
         raise ConcurrencyConflictError(f"the inbox of {user_id} kept changing over {self._retry.attempts} attempts")
-
-
-def problems(exc: Exception) -> list[str] | str:
-    """What was wrong with an event, without the values (they may be personal data)."""
-    if isinstance(exc, ValidationError):
-        return [
-            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['type']}"
-            for error in exc.errors(include_input=False, include_url=False)
-        ]
-    return f"{type(exc).__name__}: {exc}"
 
 
 class Deliveries:

@@ -8,17 +8,18 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 from notifications import api
-from notifications.adapters import DocumentStore, StoredInboxRepository
-from notifications.handlers import Deliveries, HealthProbe, Limits, Notifications, RetryPolicy
+from notifications.adapters import StoredInboxRepository
+from notifications.handlers import Deliveries, Limits, Notifications
 from notifications.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import install_plumbing
-from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
-from sidecart_kit.state import DaprStateStore
+from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
+from sidecart_kit.state import DaprStateStore, StateStore
 
 
 def create_app(
-    settings: Settings | None = None, *, store: DocumentStore | None = None, health: HealthProbe | None = None
+    settings: Settings | None = None, *, store: StateStore | None = None, health: ReadinessProbe | None = None
 ) -> FastAPI:
     """The notifications app, configured from `settings` (the environment by default). Tests pass fakes of the
     sidecar's state store and health probe."""

@@ -1,4 +1,4 @@
-"""The kit's fakes of the sidecar's state store and sleep, and the inbox over them (no network, nothing patched)."""
+"""The kit's fakes of the sidecar's state store and sleep (no network, nothing patched)."""
 
 import uuid
 from typing import Any
@@ -6,7 +6,6 @@ from uuid import UUID
 
 import pytest
 
-from notifications.adapters import StoredInboxRepository
 from notifications.domain import Inbox, inbox_key
 from sidecart_kit.state import StoreUnavailableError
 from sidecart_kit.testing import FakeSleep, FakeStateStore
@@ -31,11 +30,6 @@ class InboxStore(FakeStateStore):
 @pytest.fixture
 def store() -> InboxStore:
     return InboxStore()
-
-
-@pytest.fixture
-def repository(store: InboxStore) -> StoredInboxRepository:
-    return StoredInboxRepository(store)
 
 
 @pytest.fixture

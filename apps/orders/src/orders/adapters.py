@@ -33,23 +33,26 @@ from sidecart_kit.state import FIRST_WRITE, ConcurrencyConflictError, DaprStateS
 
 Record = TypeVar("Record", bound=BaseModel)
 
+# An outbox transaction's operation with this metadata is published instead of the state it names, never stored.
+_OUTBOX_PROJECTION = {"outbox.projection": "true", "contentType": "application/json"}
 
-class SidecarError(StoreUnavailableError):
-    """The sidecar answered with an error status: the request was refused or failed, not left in doubt."""
 
-    def __init__(self, operation: str, response: httpx.Response) -> None:
-        self.status = response.status_code
-        self.code = dapr_error_code(response) or "no error code"
-        super().__init__(f"{operation}: {self.status} {self.code}")
+# Failures before a request reached the sidecar: nothing was done.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
         return await client.request(method, url, **kwargs)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+    except _UNSENT as error:
         raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
     except httpx.HTTPError as error:
         raise OutcomeUnknownError(f"sidecar call failed: {error!r}") from error
+
+
+def _failed(operation: str, response: httpx.Response) -> str:
+    """What the sidecar answered to a refused or failed call (Dapr's error code, not its message)."""
+    return f"{operation}: {response.status_code} {dapr_error_code(response) or 'no error code'}"
 
 
 def _parse(model: type[Record], data: Any) -> Record:
@@ -175,39 +178,22 @@ class DaprOrderRepository:
 
     async def finish_order(self, order: Order, event: OrderCompleted | OrderCancelled, etag: str) -> bool:
         key = order_key(order.id)
-        operations = [
-            # The record, stored under its ETag; its metadata becomes the CloudEvent's type when published.
-            {
-                "operation": "upsert",
-                "request": {
-                    "key": key,
-                    "value": _OrderRecord.of(order).model_dump(mode="json"),
-                    "etag": etag,
-                    "options": FIRST_WRITE,
-                    "metadata": {"type": event.TYPE},
-                },
-            },
-            # The projection: published on the outbox topic instead of the record, never stored.
-            {
-                "operation": "upsert",
-                "request": {
-                    "key": key,
-                    "value": event.model_dump(mode="json"),
-                    "metadata": {"outbox.projection": "true", "contentType": "application/json"},
-                },
-            },
-        ]
+        record = _OrderRecord.of(order).model_dump(mode="json")
+        # Both upserted in one transaction: the record, stored under its ETag (its metadata becomes the CloudEvent's
+        # type when published), and the projection, published on the outbox topic instead of it, never stored.
+        stored = {"key": key, "value": record, "etag": etag, "options": FIRST_WRITE, "metadata": {"type": event.TYPE}}
+        projection = {"key": key, "value": event.model_dump(mode="json"), "metadata": _OUTBOX_PROJECTION}
+        operations = [{"operation": "upsert", "request": request} for request in (stored, projection)]
         response = await _send(
             self._client, "POST", f"/state/{self._state.name}/transaction", json={"operations": operations}
         )
         if response.is_success:
             return True
         # An ETag mismatch fails the whole transaction (Redis answers 500, not 409): the caller re-reads.
-        error = SidecarError("finish order (outbox transaction)", response)
         current = await self._state.get(key)
         if current is not None and current.etag != etag:
             return False
-        raise error
+        raise StoreUnavailableError(_failed("finish order (outbox transaction)", response))
 
     async def get_orders(self, order_ids: Sequence[UUID]) -> list[Order]:
         keys = [order_key(order_id) for order_id in order_ids]
@@ -290,7 +276,7 @@ class _Participant:
         url = f"/invoke/{self._app_id}/method/{path.lstrip('/')}"
         try:
             response = await self._client.request(method, url, json=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+        except _UNSENT as error:
             raise ParticipantUnavailableError(
                 f"{self._app_id}: sidecar unreachable ({type(error).__name__})"
             ) from error
@@ -400,7 +386,7 @@ class DaprWorkflows:
             return True
         if response.status_code == httpx.codes.NOT_FOUND:
             return False
-        raise SidecarError("get workflow", response)
+        raise StoreUnavailableError(_failed("get workflow", response))
 
     async def start(self, order_id: UUID, saga: SagaInput) -> None:
         response = await _send(
@@ -412,11 +398,11 @@ class DaprWorkflows:
         )
         if response.is_success:
             return
+        failure = _failed("start workflow", response)
         if response.status_code >= 500:
             # The engine may have created the instance before failing: in doubt, so a retry checks first.
-            code = dapr_error_code(response) or "no error code"
-            raise OutcomeUnknownError(f"start workflow: {response.status_code} {code}")
-        raise SidecarError("start workflow", response)
+            raise OutcomeUnknownError(failure)
+        raise StoreUnavailableError(failure)
 
 
 class DaprSidecarProbe:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Protocol
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.api import ErrorDetail, ErrorResponse
@@ -24,6 +24,8 @@ from orders.domain import (
 )
 from orders.handlers import Orders, PlaceOrder
 from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 # --- request and response bodies -----------------------------------------------------------------------------
@@ -102,33 +104,14 @@ class Status(BaseModel):
 # --- dependencies: what the lifespan built once, read from app.state -------------------------------------------
 
 
-class SidecarProbe(Protocol):
-    async def is_ready(self) -> bool: ...
-
-
 class WorkflowWorkerState(Protocol):
     @property
     def connected(self) -> bool: ...
 
 
-async def get_orders(request: Request) -> Orders:
-    orders: Orders = request.app.state.orders
-    return orders
-
-
-async def get_sidecar_probe(request: Request) -> SidecarProbe:
-    probe: SidecarProbe = request.app.state.sidecar_probe
-    return probe
-
-
-async def get_workflow_worker(request: Request) -> WorkflowWorkerState:
-    worker: WorkflowWorkerState = request.app.state.workflow_worker
-    return worker
-
-
-OrdersDep = Annotated[Orders, Depends(get_orders)]
-SidecarProbeDep = Annotated[SidecarProbe, Depends(get_sidecar_probe)]
-WorkflowWorkerDep = Annotated[WorkflowWorkerState, Depends(get_workflow_worker)]
+OrdersDep = Annotated[Orders, Depends(from_app_state("orders"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_probe"))]
+WorkflowWorkerDep = Annotated[WorkflowWorkerState, Depends(from_app_state("workflow_worker"))]
 
 
 # --- routes --------------------------------------------------------------------------------------------------
@@ -150,7 +133,7 @@ async def healthz() -> Status:
 
 
 @open_router.get("/readyz", responses=_errors(503))
-async def readyz(probe: SidecarProbeDep, worker: WorkflowWorkerDep) -> Status:
+async def readyz(probe: ReadinessDep, worker: WorkflowWorkerDep) -> Status:
     """Readiness: the Dapr sidecar answers and the workflow worker is connected to it."""
     problems = []
     if not await probe.is_ready():

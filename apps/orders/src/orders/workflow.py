@@ -22,6 +22,7 @@ from orders.handlers import SagaSteps
 from orders.saga import FinishOrder, RunStep, Saga, SagaInput, StepResult, Wait
 from orders.settings import Settings
 from sidecart_kit.logs import get_logger
+from sidecart_kit.sidecar import ReadinessProbe
 
 log = get_logger(__name__)
 
@@ -162,9 +163,7 @@ class EngineStatus:
     actors_running: bool
 
 
-class SidecarWatch(Protocol):
-    async def is_ready(self) -> bool: ...
-
+class SidecarWatch(ReadinessProbe, Protocol):
     async def engine_status(self) -> EngineStatus | None:
         """The sidecar's workflow engine as its metadata describes it (None: the sidecar did not say)."""
         ...

@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from contracts.orders import OrderCancelled, OrderCompleted
-from orders.api import get_orders, get_sidecar_probe, get_workflow_worker
 from orders.domain import IdempotencyClaim, Line, Order, Product, RequestedLine
 from orders.handlers import (
     Orders,
@@ -39,13 +38,22 @@ START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 @dataclass
 class FakeClock:
+    """The handlers' clock and sleep: sleeping advances the clock at once, so waiting out a grace period takes no
+    real time (the kit's FakeSleep only records the delays)."""
+
     now: datetime = START
+    slept: list[float] = field(default_factory=list)
 
     def __call__(self) -> datetime:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
 
 
 @dataclass
@@ -231,20 +239,6 @@ class FakeWorkerState:
     connected: bool = True
 
 
-@dataclass
-class FakeSleep:
-    """Advances the fake clock instead of sleeping, so waiting out a grace period takes no real time (the kit's
-    FakeSleep only records the delays)."""
-
-    clock: FakeClock
-    slept: list[float] = field(default_factory=list)
-
-    async def __call__(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.clock.advance(seconds)
-        await asyncio.sleep(0)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -271,17 +265,11 @@ def workflows() -> FakeWorkflows:
 
 
 @pytest.fixture
-def fake_sleep(clock: FakeClock) -> FakeSleep:
-    return FakeSleep(clock)
-
-
-@pytest.fixture
 def orders(
     repository: FakeOrderRepository,
     inventory: FakeInventory,
     workflows: FakeWorkflows,
     clock: FakeClock,
-    fake_sleep: FakeSleep,
 ) -> Orders:
     return Orders(
         repository,
@@ -290,7 +278,7 @@ def orders(
         index_limit=3,
         timing=StartTiming(grace=timedelta(seconds=15), wait=timedelta(seconds=3), poll_seconds=0.25),
         clock=clock,
-        sleep=fake_sleep,
+        sleep=clock.sleep,
     )
 
 
@@ -313,24 +301,20 @@ def worker_state() -> FakeWorkerState:
 
 @pytest.fixture
 def make_app(orders: Orders, probe: FakeSidecarHealth, worker_state: FakeWorkerState) -> Callable[[Settings], FastAPI]:
-    """The real app with fakes behind its dependencies; the lifespan (which dials the sidecar) never runs."""
+    """The real app with fakes on app.state, where its lifespan would put the real ones (it dials the sidecar, so it
+    never runs)."""
 
     def make(settings: Settings) -> FastAPI:
         application = create_app(settings)
-        application.dependency_overrides[get_orders] = lambda: orders
-        application.dependency_overrides[get_sidecar_probe] = lambda: probe
-        application.dependency_overrides[get_workflow_worker] = lambda: worker_state
+        application.state.orders = orders
+        application.state.sidecar_probe = probe
+        application.state.workflow_worker = worker_state
         return application
 
     return make
 
 
 @pytest.fixture
-def app(make_app: Callable[[Settings], FastAPI]) -> FastAPI:
-    return make_app(Settings())
-
-
-@pytest.fixture
-def client(app: FastAPI) -> TestClient:
+def client(make_app: Callable[[Settings], FastAPI]) -> TestClient:
     # Not entered as a context manager: that would run the lifespan, which needs a sidecar.
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(make_app(Settings()), raise_server_exceptions=False)

@@ -48,8 +48,7 @@ class FakeSidecar:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        parts = [unquote(part) for part in request.url.raw_path.decode().split("?")[0].split("/")[2:]]
-        match request.method, parts:
+        match request.method, [unquote(part) for part in request.url.raw_path.decode().split("?")[0].split("/")[2:]]:
             case "GET", ["healthz", "outbound"]:
                 return httpx.Response(204)
             case "POST", ["state", store, "transaction"] if store == STORE:
@@ -92,29 +91,30 @@ class FakeSidecar:
     def _save(self, items: list[dict[str, Any]]) -> httpx.Response:
         if "save" in self.failing:
             return dapr_error(500, "ERR_STATE_SAVE")
-        for item in items:
-            current = self.state.get(item["key"])
-            etag = item.get("etag")
-            if etag is None and current is not None and item["options"]["concurrency"] == "first-write":
-                return dapr_error(500, "ERR_STATE_SAVE")
-            if etag is not None and (current is None or str(current[1]) != etag):
-                return dapr_error(409, "ERR_STATE_SAVE")
-            self.state[item["key"]] = (item["value"], current[1] + 1 if current else 1)
+        for item in items:  # first-write, as the kit's store always writes
+            if self._stale(item["key"], item.get("etag")):
+                return dapr_error(409 if "etag" in item else 500, "ERR_STATE_SAVE")
+            self._put(item["key"], item["value"])
         return httpx.Response(204)
 
     def _transaction(self, operations: list[dict[str, Any]]) -> httpx.Response:
         self.transactions.append(operations)
-        stored = [op for op in operations if op["request"].get("metadata", {}).get("outbox.projection") != "true"]
-        for op in stored:
-            current = self.state.get(op["request"]["key"])
-            etag = op["request"].get("etag")
-            if etag is not None and (current is None or str(current[1]) != etag):
-                return dapr_error(500, "ERR_STATE_TRANSACTION")
-        for op in stored:
-            key = op["request"]["key"]
-            current = self.state.get(key)
-            self.state[key] = (op["request"]["value"], current[1] + 1 if current else 1)
+        requests = [op["request"] for op in operations]
+        stored = [request for request in requests if request.get("metadata", {}).get("outbox.projection") != "true"]
+        if any("etag" in request and self._stale(request["key"], request["etag"]) for request in stored):
+            return dapr_error(500, "ERR_STATE_TRANSACTION")
+        for request in stored:
+            self._put(request["key"], request["value"])
         return httpx.Response(204)
+
+    def _stale(self, key: str, etag: str | None) -> bool:
+        """First-write: without an ETag, only a key that holds nothing may be written; with one, only that version."""
+        current = self.state.get(key)
+        return current is not None if etag is None else current is None or str(current[1]) != etag
+
+    def _put(self, key: str, value: Any) -> None:
+        current = self.state.get(key)
+        self.state[key] = (value, current[1] + 1 if current else 1)
 
 
 @pytest.fixture

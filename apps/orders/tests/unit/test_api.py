@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from contracts.api import ErrorDetail, ErrorResponse
 from orders.domain import RequestedLine
 from orders.saga import SagaInput
 from orders.settings import Settings
@@ -18,16 +19,14 @@ USER = str(uuid4())
 BODY = {"items": [{"sku": "SKU-A", "quantity": 2}, {"sku": "SKU-B", "quantity": 1}]}
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> list[dict[str, Any]]:
-    """The one error shape: {"error": {code, message, details, request_id}}, request id echoed in the header."""
+def assert_error(response: httpx.Response, status: int, code: str) -> list[ErrorDetail]:
+    """The one error shape, the contract's ErrorResponse to the letter, with the request id echoed in the header."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert error["message"]
-    assert error["request_id"] == response.headers["x-request-id"]
-    details: list[dict[str, Any]] = error["details"]
-    return details
+    error = ErrorResponse.model_validate_json(response.content).error
+    assert {"error": error.model_dump(mode="json")} == response.json()
+    assert (error.code, error.request_id) == (code, response.headers["x-request-id"])
+    assert error.message
+    return error.details
 
 
 def post(
@@ -92,7 +91,7 @@ def test_an_invalid_idempotency_key_is_400(client: TestClient, key: str) -> None
 )
 def test_invalid_bodies_are_422_naming_the_field(client: TestClient, body: Any, field: str) -> None:
     details = assert_error(post(client, body), 422, "validation_error")
-    assert field in [detail["field"] for detail in details]
+    assert field in [detail.field for detail in details]
 
 
 def test_a_duplicate_sku_is_422_naming_the_repeated_line(client: TestClient, workflows: Any) -> None:
@@ -100,21 +99,21 @@ def test_a_duplicate_sku_is_422_naming_the_repeated_line(client: TestClient, wor
         "items": [{"sku": "SKU-A", "quantity": 1}, {"sku": "SKU-B", "quantity": 1}, {"sku": "SKU-A", "quantity": 2}]
     }
     details = assert_error(post(client, body), 422, "validation_error")
-    assert [detail["field"] for detail in details] == ["items.2.sku"]
+    assert [detail.field for detail in details] == ["items.2.sku"]
     assert workflows.starts == []
 
 
 def test_an_unknown_sku_is_422_before_any_saga(client: TestClient, workflows: Any, repository: Any) -> None:
     body = {"items": [{"sku": "SKU-A", "quantity": 1}, {"sku": "NOPE", "quantity": 1}]}
     details = assert_error(post(client, body), 422, "unknown_sku")
-    assert [detail["field"] for detail in details] == ["items.1.sku"]
+    assert [detail.field for detail in details] == ["items.1.sku"]
     assert workflows.starts == []
     assert repository.claims == {}
 
 
 def test_a_user_id_that_is_not_a_uuid_is_422(client: TestClient) -> None:
     details = assert_error(post(client, user="not-a-uuid"), 422, "validation_error")
-    assert details[0]["field"] == "user_id"
+    assert details[0].field == "user_id"
 
 
 def test_a_store_outage_is_503_with_retry_after(client: TestClient, repository: Any) -> None:
@@ -200,7 +199,7 @@ def test_readyz_needs_the_sidecar_and_the_workflow_worker(client: TestClient, pr
 
     worker_state.connected = False
     details = assert_error(client.get("/readyz"), 503, "not_ready")
-    assert ["workflow worker" in detail["reason"] for detail in details] == [True]
+    assert ["workflow worker" in detail.reason for detail in details] == [True]
 
     probe.ready = False
     assert len(assert_error(client.get("/readyz"), 503, "not_ready")) == 2

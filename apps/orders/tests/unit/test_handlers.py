@@ -120,9 +120,7 @@ async def test_a_retry_finishes_what_a_crashed_request_left(
     assert repository.indexes[USER][0] == (order.id,)
 
 
-async def test_a_failed_start_lets_the_retry_start_the_saga_at_once(
-    orders: Orders, workflows: Any, fake_sleep: Any
-) -> None:
+async def test_a_failed_start_lets_the_retry_start_the_saga_at_once(orders: Orders, workflows: Any, clock: Any) -> None:
     workflows.fail_next_start = "refused"
     with pytest.raises(StoreUnavailableError):
         await orders.place(place())
@@ -130,11 +128,11 @@ async def test_a_failed_start_lets_the_retry_start_the_saga_at_once(
     order = await orders.place(place())
 
     assert workflows.starts == [order.id]
-    assert fake_sleep.slept == []
+    assert clock.slept == []
 
 
 async def test_a_retry_starts_the_saga_a_crash_left_unstarted_once_the_grace_is_over(
-    orders: Orders, repository: Any, workflows: Any, clock: Any, fake_sleep: Any
+    orders: Orders, repository: Any, workflows: Any, clock: Any
 ) -> None:
     workflows.fail_next_start = "unknown"  # as if the request died between the order doc and the start
     with pytest.raises(StoreUnavailableError):
@@ -144,11 +142,11 @@ async def test_a_retry_starts_the_saga_a_crash_left_unstarted_once_the_grace_is_
     order = await orders.place(place())
 
     assert workflows.starts == [order.id]
-    assert fake_sleep.slept == []
+    assert clock.slept == []
 
 
 async def test_within_the_grace_a_retry_waits_then_asks_to_come_back(
-    orders: Orders, workflows: Any, fake_sleep: Any
+    orders: Orders, workflows: Any, clock: Any
 ) -> None:
     workflows.fail_next_start = "unknown"
     with pytest.raises(StoreUnavailableError):
@@ -158,11 +156,11 @@ async def test_within_the_grace_a_retry_waits_then_asks_to_come_back(
     with pytest.raises(StoreUnavailableError, match="being started"):
         await orders.place(place())
     assert workflows.starts == []
-    assert sum(fake_sleep.slept) == pytest.approx(3.0)
+    assert sum(clock.slept) == pytest.approx(3.0)
 
 
 async def test_a_waiting_retry_answers_as_soon_as_the_saga_appears(
-    orders: Orders, repository: Any, workflows: Any, fake_sleep: Any
+    orders: Orders, repository: Any, workflows: Any, clock: Any
 ) -> None:
     workflows.fail_next_start = "unknown"
     with pytest.raises(StoreUnavailableError):

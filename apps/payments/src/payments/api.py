@@ -1,7 +1,7 @@
 """HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund, health."""
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -24,11 +24,13 @@ from payments.domain import (
     Wallet,
     WalletNotFoundError,
 )
-from payments.handlers import ChargePayment, Payments, ReadinessProbe, RefundOutcome
+from payments.handlers import ChargePayment, Payments, RefundOutcome
 from payments.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer
+from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer, problems
 from sidecart_kit.logs import get_logger
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -56,19 +58,10 @@ class PaymentsMetrics:
         )
 
 
-def _app_state(name: str) -> Callable[[Request], Any]:
-    """A dependency answering what create_app's lifespan put on app.state under `name`."""
-
-    def read(request: Request) -> Any:
-        return getattr(request.app.state, name)
-
-    return read
-
-
-SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
-PaymentsDep = Annotated[Payments, Depends(_app_state("payments"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(_app_state("sidecar_health"))]
-MetricsDep = Annotated[PaymentsMetrics, Depends(_app_state("metrics"))]
+SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
+PaymentsDep = Annotated[Payments, Depends(from_app_state("payments"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
+MetricsDep = Annotated[PaymentsMetrics, Depends(from_app_state("metrics"))]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": description}
@@ -119,19 +112,9 @@ class IdentifiedCloudEvent(CloudEvent):
     id: str = Field(min_length=1)
 
 
-def _problems(exc: Exception) -> list[str] | str:
-    """What was wrong with an event, without the values (they may be personal data)."""
-    if isinstance(exc, ValidationError):
-        return [
-            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['type']}"
-            for error in exc.errors(include_input=False, include_url=False)
-        ]
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _drop(metrics: PaymentsMetrics, exc: Exception, event_id: str | None) -> JSONResponse:
     # Redelivery cannot fix a malformed event: drop it, loudly.
-    log.error("event_dropped_malformed", route=USER_REGISTERED_ROUTE, event_id=event_id, problems=_problems(exc))
+    log.error("event_dropped_malformed", route=USER_REGISTERED_ROUTE, event_id=event_id, problems=problems(exc))
     metrics.events.labels(USER_REGISTERED_ROUTE, "dropped").inc()
     return delivery_answer(DeliveryStatus.DROP)
 
@@ -153,8 +136,7 @@ async def on_user_registered(request: Request, payments: PaymentsDep, metrics: M
     except StoreUnavailableError as exc:
         log.warning("event_retry", error=str(exc), **log_context)
         metrics.events.labels(USER_REGISTERED_ROUTE, "retry").inc()
-        # Any non-2xx makes the sidecar redeliver; the body says why.
-        return JSONResponse({"status": DeliveryStatus.RETRY.value}, status_code=500)
+        return delivery_answer(DeliveryStatus.RETRY)
     log.info("event_handled", outcome=outcome.value, **log_context)
     metrics.events.labels(USER_REGISTERED_ROUTE, outcome.value).inc()
     return delivery_answer(DeliveryStatus.SUCCESS)

@@ -6,8 +6,7 @@ copy of the status (written after, best effort: the wallet is the truth and ever
 """
 
 import asyncio
-import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,43 +29,14 @@ from payments.domain import (
 )
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.retry import RetryPolicy
+from sidecart_kit.state import ConcurrencyConflictError, StateStore, StoreUnavailableError
 
 log = get_logger(__name__)
 
 
 class ContentionError(StoreUnavailableError):
     """A document kept changing over every attempt: transient too (the caller retries the idempotent call)."""
-
-
-class StateStore(Protocol):
-    async def get(self, key: str) -> Versioned | None:
-        """The document under `key`, or None. Raises StoreUnavailableError."""
-        ...
-
-    async def save(self, key: str, document: Mapping[str, Any], etag: str | None) -> None:
-        """Writes only over version `etag`, or only if the key is absent when `etag` is None.
-
-        Raises ConcurrencyConflictError when the stored version is not that one, StoreUnavailableError otherwise.
-        """
-        ...
-
-
-class ReadinessProbe(Protocol):
-    """Whether the sidecar is up with its components ready (sidecart_kit.sidecar.SidecarHealth)."""
-
-    async def is_ready(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 30
-    backoff_seconds: float = 0.01
-    backoff_max_seconds: float = 0.25
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter, so writers that collided once do not collide again in lockstep.
-        return random.uniform(0, min(self.backoff_max_seconds, self.backoff_seconds * 2**attempt))  # noqa: S311
 
 
 @dataclass(frozen=True)
@@ -87,6 +57,10 @@ class CreditOutcome(StrEnum):
 class RefundOutcome(StrEnum):
     REFUNDED = "refunded"  # the captured money went back to the wallet (now or before)
     VOIDED = "voided"  # nothing was captured; the order will never be charged
+
+
+# The settings' defaults, for a Payments built without them (in tests).
+DEFAULT_RETRY = RetryPolicy(attempts=30, backoff_seconds=0.01, backoff_max_seconds=0.25)
 
 
 class _Document(Protocol):
@@ -110,7 +84,7 @@ class Payments:
         currency: str = "EUR",
         starting_credit_cents: int = 10_000,
         max_entries: int = 50,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -118,7 +92,7 @@ class Payments:
         self._currency = currency
         self._starting_credit = starting_credit_cents
         self._max_entries = max_entries
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         # n calls racing on one document cost O(n^2) optimistic rounds; queued per key here, O(n) per replica.
         self._locks = KeyedLocks()
         self._clock = clock

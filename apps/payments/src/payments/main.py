@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from payments import api
-from payments.handlers import Payments, ReadinessProbe, RetryPolicy, StateStore
+from payments.handlers import Payments
 from payments.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import install_plumbing
-from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
-from sidecart_kit.state import DaprStateStore
+from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
+from sidecart_kit.state import DaprStateStore, StateStore
 
 
 def create_app(

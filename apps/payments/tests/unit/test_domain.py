@@ -1,7 +1,6 @@
 """The money rules: the starting credit once, each order decided once, refunds once, never a negative balance."""
 
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 
@@ -16,9 +15,7 @@ from payments.domain import (
     wallet_key,
 )
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-USER = uuid.UUID("6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11")
-ORDER = uuid.UUID("7d7f5f3e-1f0a-4a51-9d43-1a5f3f0b2c11")
+from .conftest import NOW, ORDER, USER
 
 
 def _balanced(wallet: Wallet) -> bool:

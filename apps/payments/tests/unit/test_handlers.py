@@ -3,7 +3,6 @@
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -28,14 +27,12 @@ from payments.handlers import (
     CreditOutcome,
     Payments,
     RefundOutcome,
-    RetryPolicy,
 )
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.retry import RetryPolicy
+from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError
 from sidecart_kit.testing import FakeStateStore, SimulatedCrash
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-USER = uuid.UUID("6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11")
-ORDER = uuid.UUID("7d7f5f3e-1f0a-4a51-9d43-1a5f3f0b2c11")
+from .conftest import NOW, ORDER, USER
 
 
 def _payments(store: Any, sleep: Any, **options: Any) -> Payments:
@@ -316,15 +313,12 @@ async def test_a_failed_status_copy_does_not_fail_the_charge(store: Any, sleep: 
     assert await payments.refund(ORDER) is RefundOutcome.REFUNDED  # the wallet, not the copy, decides
 
 
-async def test_endless_conflicts_give_up_after_the_attempts(sleep: Any) -> None:
-    class AlwaysConflicting:
-        async def get(self, key: str) -> Versioned | None:
-            return None
+async def test_endless_conflicts_give_up_after_the_attempts(store: Any, sleep: Any) -> None:
+    async def always_conflicting(*args: Any) -> None:
+        raise ConcurrencyConflictError("changed")
 
-        async def save(self, *args: Any) -> None:
-            raise ConcurrencyConflictError("changed")
-
-    payments = Payments(AlwaysConflicting(), retry=RetryPolicy(attempts=4), sleep=sleep)
+    store.save = always_conflicting
+    payments = _payments(store, sleep, retry=RetryPolicy(attempts=4))
     with pytest.raises(ContentionError):
         await payments.grant_starting_credit(USER)
     assert len(sleep.delays) == 4

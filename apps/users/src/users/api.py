@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, status
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -17,6 +17,8 @@ from pydantic import (
 
 from contracts.api import ErrorResponse
 from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 from users.domain import (
     NAME_MAX_LENGTH,
@@ -89,28 +91,9 @@ class KeySet(Protocol):
     def jwks(self) -> dict[str, list[dict[str, str]]]: ...
 
 
-class SidecarProbe(Protocol):
-    async def is_ready(self) -> bool: ...
-
-
-async def get_users(request: Request) -> Users:
-    users: Users = request.app.state.users
-    return users
-
-
-async def get_key_set(request: Request) -> KeySet:
-    key_set: KeySet = request.app.state.key_set
-    return key_set
-
-
-async def get_sidecar_probe(request: Request) -> SidecarProbe:
-    probe: SidecarProbe = request.app.state.sidecar_probe
-    return probe
-
-
-UsersDep = Annotated[Users, Depends(get_users)]
-KeySetDep = Annotated[KeySet, Depends(get_key_set)]
-SidecarProbeDep = Annotated[SidecarProbe, Depends(get_sidecar_probe)]
+UsersDep = Annotated[Users, Depends(from_app_state("users"))]
+KeySetDep = Annotated[KeySet, Depends(from_app_state("key_set"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_probe"))]
 
 
 # --- routes --------------------------------------------------------------------------------------------
@@ -123,20 +106,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # Probes are open; the rest answers only the sidecar when an app token is configured (the kit's guard).
 open_router = APIRouter()
 router = APIRouter(responses=_errors(401, 422, 503))
-
-
-@open_router.get("/healthz")
-async def healthz() -> Status:
-    """Liveness: the process answers."""
-    return Status(status="ok")
-
-
-@open_router.get("/readyz", responses=_errors(503))
-async def readyz(probe: SidecarProbeDep) -> Status:
-    """Readiness: the process and its Dapr sidecar both answer."""
-    if not await probe.is_ready():
-        raise StoreUnavailableError("the Dapr sidecar is not ready")
-    return Status(status="ready")
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, responses=_errors(409))
@@ -168,6 +137,20 @@ async def get_user(user_id: str, users: UsersDep) -> UserProfile:
 async def jwks(key_set: KeySetDep) -> Jwks:
     """The public keys that verify this service's tokens (JWKS, RFC 7517)."""
     return Jwks.model_validate(key_set.jwks())
+
+
+@open_router.get("/healthz")
+async def healthz() -> Status:
+    """Liveness: the process answers."""
+    return Status(status="ok")
+
+
+@open_router.get("/readyz", responses=_errors(503))
+async def readyz(probe: ReadinessDep) -> Status:
+    """Readiness: the process and its Dapr sidecar both answer."""
+    if not await probe.is_ready():
+        raise StoreUnavailableError("the Dapr sidecar is not ready")
+    return Status(status="ready")
 
 
 # --- how the domain's errors answer --------------------------------------------------------------------

@@ -22,7 +22,6 @@ from fastapi.testclient import TestClient
 from contracts.users import UserRegistered
 from sidecart_kit.state import StoreUnavailableError
 from sidecart_kit.testing import FakeSidecarHealth
-from users.api import get_key_set, get_sidecar_probe, get_users
 from users.domain import EmailClaim, User
 from users.handlers import IssuedToken, StoredClaim, Users
 from users.main import create_app
@@ -226,14 +225,14 @@ def make_app(
     signer: RsaTokenSigner,
     probe: FakeSidecarHealth,
 ) -> Callable[[Settings], FastAPI]:
-    """The real app with fakes behind its dependencies; the lifespan (which dials the sidecar) never runs."""
+    """The real app with fakes on app.state, where its lifespan would put the real ones (it dials the sidecar, so it
+    never runs)."""
 
     def make(settings: Settings) -> FastAPI:
         application = create_app(settings)
-        handler = Users(repository, passwords, signer, claim_grace=GRACE)
-        application.dependency_overrides[get_users] = lambda: handler
-        application.dependency_overrides[get_key_set] = lambda: signer
-        application.dependency_overrides[get_sidecar_probe] = lambda: probe
+        application.state.users = Users(repository, passwords, signer, claim_grace=GRACE)
+        application.state.key_set = signer
+        application.state.sidecar_probe = probe
         return application
 
     return make
