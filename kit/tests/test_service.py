@@ -15,9 +15,9 @@ from pydantic_settings import SettingsConfigDict
 from sidecart_kit.errors import ApiError
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
-from sidecart_kit.service import from_app_state, install_plumbing
+from sidecart_kit.service import from_app_state, install_plumbing, probe_routes
 from sidecart_kit.sidecar import ServiceSettings
-from sidecart_kit.testing import fake_sidecar_client
+from sidecart_kit.testing import FakeSidecarHealth, fake_sidecar_client
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 log = get_logger("kit.tests")
@@ -247,3 +247,19 @@ def test_from_app_state_reads_what_the_lifespan_put_there() -> None:
 
     with TestClient(app) as client:
         assert client.get("/greet").json() == {"greeting": "hello"}
+
+
+def test_the_probe_routes() -> None:
+    app = FastAPI()
+    install_plumbing(app)
+    app.include_router(probe_routes())
+    app.state.sidecar_health = FakeSidecarHealth(ready=True)
+
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json() == {"status": "ready"}
+        app.state.sidecar_health.ready = False
+        not_ready = client.get("/readyz")
+        assert (not_ready.status_code, not_ready.json()["error"]["code"]) == (503, "not_ready")
+        assert not_ready.headers["retry-after"] == "1"
+        assert client.get("/healthz").status_code == 200

@@ -3,12 +3,21 @@
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
-from sidecart_kit.state import ConcurrencyConflictError, DaprStateStore, StoreUnavailableError, Versioned
-from sidecart_kit.testing import fake_sidecar_client
+from sidecart_kit.retry import RetryPolicy
+from sidecart_kit.state import (
+    ConcurrencyConflictError,
+    ContentionError,
+    DaprStateStore,
+    StoreUnavailableError,
+    Versioned,
+    update_document,
+)
+from sidecart_kit.testing import FakeSleep, FakeStateStore, fake_sidecar_client
 
 Handler = Callable[[httpx.Request], httpx.Response]
 SAVE_FAILED = {"errorCode": "ERR_STATE_SAVE", "message": "failed to set key app||product:A-1"}
@@ -227,3 +236,36 @@ async def test_calls_beyond_the_limit_wait_their_turn_then_give_up() -> None:
         await calls[2]
     release.set()
     assert await asyncio.gather(*calls[:2]) == [None, None]
+
+
+async def test_update_document_reads_decides_and_writes_over_the_version_read() -> None:
+    store = FakeStateStore()
+    await store.save("counter", {"n": 1}, None)
+
+    def add_one(document: Any) -> tuple[Any, int]:
+        n = (document or {"n": 0})["n"] + 1
+        return {"n": n}, n
+
+    assert await update_document(store, "counter", add_one, retry=RetryPolicy()) == 2
+    assert await update_document(store, "fresh", add_one, retry=RetryPolicy()) == 1
+    assert store.document("counter") == {"n": 2}
+    assert await update_document(store, "counter", lambda document: (None, "unchanged"), retry=RetryPolicy()) == (
+        "unchanged"
+    )
+    assert store.writes == 3
+
+
+async def test_update_document_decides_again_after_a_conflict_and_gives_up_in_the_end() -> None:
+    store, sleep = FakeStateStore(), FakeSleep()
+    await store.save("k", {"v": 0}, None)
+    racing = iter(range(1, 4))
+
+    def decide_while_another_writer_wins(document: Any) -> tuple[Any, None]:
+        stored = store.documents["k"]
+        store.documents["k"] = ({"v": next(racing, 99)}, stored[1] + 1)  # someone else wrote meanwhile
+        return {"v": -1}, None
+
+    with pytest.raises(ContentionError):
+        await update_document(store, "k", decide_while_another_writer_wins, retry=RetryPolicy(attempts=3), sleep=sleep)
+    assert len(sleep.delays) == 3
+    assert store.conflicts == 3

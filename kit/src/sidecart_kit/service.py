@@ -5,20 +5,26 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sidecart_kit.errors import INTERNAL_ERROR_MESSAGE, DomainErrors, error_response, install_error_handlers
+from sidecart_kit.errors import (
+    INTERNAL_ERROR_MESSAGE,
+    ApiError,
+    DomainErrors,
+    error_response,
+    install_error_handlers,
+)
 from sidecart_kit.logs import get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings
 
 log = get_logger(__name__)
 
@@ -102,6 +108,27 @@ def from_app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
         return getattr(request.app.state, name)
 
     return read
+
+
+def probe_routes(readiness: str = "sidecar_health") -> APIRouter:
+    """GET /healthz (the process answers) and GET /readyz (the ReadinessProbe the lifespan put on app.state under
+    `readiness` says ready: its sidecar is up and its components loaded), the same in every service."""
+    router = APIRouter(tags=["health"])
+    probe_dep = Annotated[ReadinessProbe, Depends(from_app_state(readiness))]
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (never depends on other apps)."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", responses={503: {"description": "The sidecar is not ready"}})
+    async def readyz(probe: probe_dep) -> dict[str, str]:
+        """Readiness: the app's sidecar is up and its components are ready."""
+        if not await probe.is_ready():
+            raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.", headers={"retry-after": "1"})
+        return {"status": "ready"}
+
+    return router
 
 
 def install_plumbing(

@@ -7,15 +7,17 @@ URL, so any key (an e-mail address, a key with a slash) reaches the store as it 
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.sidecar import dapr_error
 
 log = get_logger(__name__)
@@ -31,6 +33,10 @@ class StoreUnavailableError(Exception):
 
 class ConcurrencyConflictError(Exception):
     """The document changed since it was read (or was created meanwhile): read it again and decide again."""
+
+
+class ContentionError(StoreUnavailableError):
+    """A document kept changing under every attempt to update it: too many writers at once; retry later."""
 
 
 @dataclass(frozen=True)
@@ -203,3 +209,44 @@ class DaprStateStore:
                     continue
             found[item["key"]] = Versioned(data, str(etag) if etag else None)
         return found
+
+
+Result = TypeVar("Result")
+
+
+async def update_document(
+    store: StateStore,
+    key: str,
+    decide: Callable[[Any], tuple[Any, Result]],
+    *,
+    retry: RetryPolicy,
+    locks: KeyedLocks | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Result:
+    """Read `key`, let `decide` turn its document (None when absent) into the document to write (None: write
+    nothing) and a result, and write it over the version read; on a conflict, all of it again after a back-off.
+
+    `decide` must be pure: it runs again on every attempt. Under `locks` one update per key runs at a time in this
+    process (the lock is released during the back-off, so others go on). Raises ContentionError after
+    `retry.attempts` conflicts, StoreUnavailableError when the store fails.
+    """
+    for attempt in range(retry.attempts):
+        async with locks.hold(key) if locks is not None else _no_lock():
+            current = await store.get(key)
+            updated, result = decide(None if current is None else current.document)
+            if updated is None:
+                return result
+            try:
+                await store.save(key, updated, None if current is None else current.etag)
+            except ConcurrencyConflictError:
+                pass
+            else:
+                return result
+        await sleep(retry.delay(attempt))
+    log.warning("contention_gave_up", key=key, attempts=retry.attempts)
+    raise ContentionError(f"{key} kept changing over {retry.attempts} attempts")
+
+
+@asynccontextmanager
+async def _no_lock() -> AsyncIterator[None]:
+    yield
