@@ -110,16 +110,20 @@ def from_app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
     return read
 
 
-def probe_routes(readiness: str = "sidecar_health") -> APIRouter:
-    """GET /healthz (the process answers) and GET /readyz (the ReadinessProbe the lifespan put on app.state under
-    `readiness` says ready: its sidecar is up and its components loaded), the same in every service."""
+def probe_routes(readiness: str | None = "sidecar_health") -> APIRouter:
+    """GET /healthz (the process answers) and, unless `readiness` is None (a service with a readiness of its own),
+    GET /readyz: the ReadinessProbe the lifespan put on app.state under `readiness` says ready (its sidecar is up
+    and its components loaded). The same in every service."""
     router = APIRouter(tags=["health"])
-    probe_dep = Annotated[ReadinessProbe, Depends(from_app_state(readiness))]
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers (never depends on other apps)."""
         return {"status": "ok"}
+
+    if readiness is None:
+        return router
+    probe_dep = Annotated[ReadinessProbe, Depends(from_app_state(readiness))]
 
     @router.get("/readyz", responses={503: {"description": "The sidecar is not ready"}})
     async def readyz(probe: probe_dep) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""HTTP routes: the Dapr subscriptions and deliveries (bulk telemetry, business events, dead letters), reports and
-health."""
+"""HTTP routes: the Dapr subscriptions and deliveries (bulk telemetry, business events, dead letters) and reports
+(the kit's probe_routes serve /healthz and /readyz)."""
 
 import json
 from datetime import datetime, timedelta
@@ -27,7 +27,6 @@ from sidecart_kit.events import (
 )
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
-from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -57,7 +56,6 @@ DOMAIN_ERRORS: DomainErrors = {
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 AnalyticsDep = Annotated[Analytics, Depends(from_app_state("analytics"))]
 DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
-HealthDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 
 # --- Subscriptions (the contract with the sidecar) --------------------------------------------------------------
@@ -264,20 +262,3 @@ async def report_timeseries(
 async def list_dead_letters(analytics: AnalyticsDep) -> DeadLetterList:
     """The messages recently moved to the telemetry dead-letter topic, newest first."""
     return DeadLetterList.model_validate({"items": await analytics.dead_letters()})
-
-
-# --- Health ----------------------------------------------------------------------------------------------------
-
-
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: HealthDep) -> dict[str, str]:
-    """Readiness: this app's sidecar is up and its components are ready."""
-    if not await health.is_ready():
-        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
-    return {"status": "ready"}

@@ -38,7 +38,7 @@ from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliverySta
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, StateStore, StoreUnavailableError
+from sidecart_kit.state import StateStore, StoreUnavailableError, update_document
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -91,20 +91,7 @@ class Analytics:
 
     async def _update(self, key: str, change: Callable[[Any], tuple[Any, T]]) -> T:
         """Read `key`, apply `change` (new document or None for no write, and a result), write with the ETag."""
-        async with self.locks.hold(key):
-            for attempt in range(self._retry.attempts):
-                current = await self._store.get(key)
-                document, result = change(None if current is None else current.document)
-                if document is None:
-                    return result
-                try:
-                    await self._store.save(key, document, None if current is None else current.etag)
-                except ConcurrencyConflictError:
-                    log.info("write_conflict", key=key, attempt=attempt + 1)
-                    await self._sleep(self._retry.delay(attempt))
-                    continue
-                return result
-        raise ConcurrencyConflictError(f"{key}: still conflicting after {self._retry.attempts} attempts")
+        return await update_document(self._store, key, change, retry=self._retry, locks=self.locks, sleep=self._sleep)
 
     def _oldest(self) -> datetime:
         return self._clock() - self._retention
@@ -153,7 +140,7 @@ class Analytics:
         # The index first: a listed document that was never written is harmless, a written one never listed is not.
         try:
             await self._index_telemetry(set(groups))
-        except (StoreUnavailableError, ConcurrencyConflictError, MalformedDocumentError) as exc:
+        except (StoreUnavailableError, MalformedDocumentError) as exc:
             log.warning("telemetry_index_not_written", error=str(exc))
             for group in groups.values():
                 outcomes.update((entry.entry_id, None) for entry in group)
@@ -167,7 +154,7 @@ class Analytics:
 
             try:
                 results = await self._update(key, change)
-            except (StoreUnavailableError, ConcurrencyConflictError, MalformedDocumentError) as exc:
+            except (StoreUnavailableError, MalformedDocumentError) as exc:
                 log.warning("telemetry_document_not_written", key=key, entries=len(group), error=str(exc))
                 outcomes.update((entry.entry_id, None) for entry in group)
                 return
@@ -177,7 +164,8 @@ class Analytics:
         return outcomes
 
     async def fold_business(self, event_id: str, event: BusinessEvent) -> Outcome:
-        """Counts a sign-up or an order outcome once. Raises StoreUnavailableError or ConcurrencyConflictError."""
+        """Counts a sign-up or an order outcome once. Raises StoreUnavailableError (ContentionError after too many
+        conflicts)."""
         fact = BusinessFact.of(event_id, event)
         if fact.at < self._oldest():
             return Outcome.EXPIRED
@@ -369,7 +357,7 @@ class Deliveries:
             return DeliveryStatus.SUCCESS
         try:
             outcome = await self._analytics.fold_business(envelope.id, data)
-        except (StoreUnavailableError, ConcurrencyConflictError) as exc:
+        except StoreUnavailableError as exc:  # ContentionError included
             log.warning("event_retry", route=route, event_id=envelope.id, error=str(exc))
             self._events.labels(route, "retry").inc()
             return DeliveryStatus.RETRY
@@ -415,7 +403,7 @@ class Deliveries:
         )
         try:
             added = await self._analytics.record_dead_letter(letter)
-        except (StoreUnavailableError, ConcurrencyConflictError) as exc:
+        except StoreUnavailableError as exc:  # ContentionError included
             log.warning("dead_letter_retry", event_id=letter.id, error=str(exc))
             return DeliveryStatus.RETRY
         log.warning("dead_letter_recorded", event_id=letter.id, event_type=letter.type, new=added)

@@ -14,7 +14,7 @@ from analytics.handlers import Analytics, Deliveries, MessagePublisher
 from analytics.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import install_plumbing, probe_routes
 from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
 from sidecart_kit.state import StateStore
 
@@ -83,4 +83,5 @@ def create_app(
         registry=registry,
     )
     app.include_router(api.router)
+    app.include_router(probe_routes())
     return app

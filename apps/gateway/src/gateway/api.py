@@ -24,7 +24,6 @@ from gateway.handlers import ApiKeys, Authenticator, Gateway
 from gateway.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import from_app_state
-from sidecart_kit.sidecar import ReadinessProbe
 
 router = APIRouter()
 
@@ -35,7 +34,6 @@ SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 GatewayDep = Annotated[Gateway, Depends(from_app_state("gateway"))]
 AuthenticatorDep = Annotated[Authenticator, Depends(from_app_state("authenticator"))]
 ApiKeysDep = Annotated[ApiKeys, Depends(from_app_state("api_keys"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 # --- What each request brings ---------------------------------------------------------------------------------
 
@@ -228,20 +226,6 @@ async def get_analytics_timeseries(
 ) -> Response:
     """The analytics timeseries report."""
     return _passed_on(await gateway.get_report(AnalyticsReport.TIMESERIES, query, headers))
-
-
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers (never depends on other apps)."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: ReadinessDep) -> dict[str, str]:
-    """Readiness: the gateway's sidecar is up and its components are ready."""
-    if not await health.is_ready():
-        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
-    return {"status": "ready"}
 
 
 # --- The gateway's errors, as the client gets them ---------------------------------------------------------

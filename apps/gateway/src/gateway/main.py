@@ -13,7 +13,7 @@ from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import install_plumbing, probe_routes
 from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
 
 
@@ -78,4 +78,5 @@ def create_app(
         "gateway_jwks_fetches_total", "Fetches of the users service's signing keys.", ["outcome"], registry=registry
     )
     app.include_router(api.router)
+    app.include_router(probe_routes())
     return app

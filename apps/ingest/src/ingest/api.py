@@ -1,4 +1,4 @@
-"""HTTP routes: receive a telemetry batch, and health; and how ingest's errors are answered."""
+"""HTTP routes: receive a telemetry batch (the probes are the kit's); and how ingest's errors are answered."""
 
 from typing import Annotated
 
@@ -11,7 +11,6 @@ from ingest.handlers import Ingest, IngestBatch, PublishFailedError
 from ingest.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import from_app_state
-from sidecart_kit.sidecar import ReadinessProbe
 
 router = APIRouter()
 
@@ -20,7 +19,6 @@ router = APIRouter()
 
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 IngestDep = Annotated[Ingest, Depends(from_app_state("ingest"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 
 async def read_json_body(request: Request, settings: SettingsDep) -> bytes:
@@ -63,20 +61,6 @@ async def ingest_events(ingest: IngestDep, body: JsonBodyDep) -> TelemetryBatchA
     """Receive a batch of telemetry events: each is judged on its own, the valid ones are published together."""
     outcome = await ingest.ingest(IngestBatch(body))
     return TelemetryBatchAccepted(accepted=len(outcome.accepted), rejected=list(outcome.rejected))
-
-
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: ReadinessDep) -> dict[str, str]:
-    """Readiness: this app's sidecar is up and its components are ready."""
-    if not await health.is_ready():
-        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
-    return {"status": "ready"}
 
 
 # --- Ingest's errors, as the client gets them --------------------------------------------------------------

@@ -12,7 +12,7 @@ from ingest.adapters import DaprBulkPublisher
 from ingest.handlers import Ingest
 from ingest.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import install_plumbing, probe_routes
 from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
 
 
@@ -62,4 +62,5 @@ def create_app(
         registry=registry,
     )
     app.include_router(api.router)
+    app.include_router(probe_routes())
     return app

@@ -1,4 +1,4 @@
-"""HTTP routes: the catalogue, stock administration, the saga's reservation steps, health."""
+"""HTTP routes: the catalogue, stock administration, the saga's reservation steps."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +33,6 @@ from inventory.handlers import CreateProduct, Inventory, ReserveStock
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
-from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -53,9 +52,7 @@ class InventoryMetrics:
 
 
 InventoryDep = Annotated[Inventory, Depends(from_app_state("inventory"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 MetricsDep = Annotated[InventoryMetrics, Depends(from_app_state("metrics"))]
-SeededDep = Annotated[bool, Depends(from_app_state("seeded"))]
 
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="1 to 64 of A-Z a-z 0-9 . _ -")]
@@ -251,25 +248,6 @@ async def commit(order_id: UUID, inventory: InventoryDep, metrics: MetricsDep) -
         await inventory.commit(order_id)
     log.info("stock_committed", order_id=str(order_id))
     return ReservationStatusView(order_id=order_id, status="committed")
-
-
-# --- health and metrics ----------------------------------------------------------------------------------------
-
-
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"], responses={503: {"description": "Not ready", "model": ErrorResponse}})
-async def readyz(health: ReadinessDep, seeded: SeededDep) -> dict[str, str]:
-    """Readiness: this app's sidecar is up, its components ready, and the demo catalogue seeded."""
-    if not await health.is_ready():
-        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
-    if not seeded:
-        raise ApiError(503, "not_ready", "The demo catalogue is not seeded yet.")
-    return {"status": "ready"}
 
 
 # --- refusals as HTTP answers ----------------------------------------------------------------------------------

@@ -14,11 +14,22 @@ from inventory.handlers import Inventory
 from inventory.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import install_plumbing, probe_routes
 from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
 from sidecart_kit.state import DaprStateStore, StateStore
 
 log = get_logger(__name__)
+
+
+class SeededReadiness:
+    """Ready once the demo catalogue is seeded (app.state.seeded) and the sidecar is ready: what /readyz asks."""
+
+    def __init__(self, app: FastAPI, sidecar: ReadinessProbe) -> None:
+        self._app = app
+        self._sidecar = sidecar
+
+    async def is_ready(self) -> bool:
+        return bool(self._app.state.seeded) and await self._sidecar.is_ready()
 
 
 async def seed_until_done(app: FastAPI, inventory: Inventory, settings: Settings) -> None:
@@ -70,7 +81,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with create_sidecar_client(settings) as client:
-            app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
+            sidecar = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
+            app.state.readiness = SeededReadiness(app, sidecar)
             inventory = Inventory(
                 store
                 or DaprStateStore(
@@ -103,4 +115,5 @@ def create_app(
     registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
     app.state.metrics = api.InventoryMetrics(registry)
     app.include_router(api.router)
+    app.include_router(probe_routes(readiness="readiness"))
     return app

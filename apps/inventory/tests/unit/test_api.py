@@ -240,7 +240,8 @@ def test_healthz(client: TestClient) -> None:
 def test_readyz_follows_the_sidecar_and_the_seeding(client: TestClient, health: Any) -> None:
     assert (client.get("/readyz").status_code, client.get("/readyz").json()) == (200, {"status": "ready"})
     client.app.state.seeded = False  # type: ignore[attr-defined]
-    assert _error(client.get("/readyz"))["message"] == "The demo catalogue is not seeded yet."
+    response = client.get("/readyz")
+    assert (response.status_code, _error(response)["code"]) == (503, "not_ready")
     client.app.state.seeded = True  # type: ignore[attr-defined]
     health.ready = False
     response = client.get("/readyz")

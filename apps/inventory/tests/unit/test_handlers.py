@@ -31,13 +31,12 @@ from inventory.domain import (
     reservation_key,
 )
 from inventory.handlers import (
-    ContentionError,
     CreateProduct,
     Inventory,
     ReserveStock,
 )
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.state import ConcurrencyConflictError, ContentionError, StoreUnavailableError, Versioned
 from sidecart_kit.testing import FakeStateStore, SimulatedCrash
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

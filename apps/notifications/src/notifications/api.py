@@ -1,4 +1,5 @@
-"""HTTP routes: the Dapr subscription and event deliveries, the notices of a user, health."""
+"""HTTP routes: the Dapr subscription and event deliveries, the notices of a user (the kit's probe_routes serve
+/healthz and /readyz)."""
 
 import json
 from datetime import datetime
@@ -17,7 +18,6 @@ from notifications.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.events import Subscription, delivery_answer
 from sidecart_kit.service import from_app_state
-from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 router = APIRouter()
@@ -45,7 +45,6 @@ DOMAIN_ERRORS: DomainErrors = {
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 NotificationsDep = Annotated[Notifications, Depends(from_app_state("notifications"))]
 DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
-HealthDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 
 
 # --- Subscriptions and deliveries (the contract with the sidecar) -----------------------------------------------
@@ -120,20 +119,3 @@ async def list_notifications(user_id: UUID, notifications: NotificationsDep) -> 
     """A user's notices, newest first (an empty list for a user without any)."""
     notices = await notifications.list_notices(user_id)
     return NoticeList(items=[NoticeView(**notice.to_document()) for notice in notices])
-
-
-# --- Health ----------------------------------------------------------------------------------------------------
-
-
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"], responses={503: {"description": "The sidecar is not ready"}})
-async def readyz(health: HealthDep) -> dict[str, str]:
-    """Readiness: this app's sidecar is up and its components are ready."""
-    if not await health.is_ready():
-        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
-    return {"status": "ready"}

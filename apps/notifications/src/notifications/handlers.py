@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from prometheus_client import Counter
@@ -15,9 +15,10 @@ from notifications.domain import Inbox, Notice, NotifiableEvent, notice_for
 from sidecart_kit.events import CloudEvent, DeliveryStatus, problems
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError
+from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,19 @@ class InboxRepository(Protocol):
         """The user's inbox; an empty one with etag None when nothing is stored. Raises StoreUnavailableError."""
         ...
 
-    async def save(self, user_id: UUID, inbox: Inbox, etag: str | None) -> None:
-        """Writes only if the stored document still has `etag` (None: only if none exists yet).
+    async def update(
+        self,
+        user_id: UUID,
+        decide: Callable[[Inbox], tuple[Inbox | None, Result]],
+        *,
+        retry: RetryPolicy,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> Result:
+        """Reads the user's inbox (an empty one when nothing is stored), lets `decide` turn it into the inbox to
+        write (None: write nothing) and a result, and writes it over the version read; on a conflict, all of it
+        again after a back-off.
 
-        Raises ConcurrencyConflictError when it does not (or lost the race to create it), StoreUnavailableError
+        Raises ContentionError (a StoreUnavailableError) after `retry.attempts` conflicts, StoreUnavailableError
         on any other failure.
         """
         ...
@@ -89,22 +99,17 @@ class Notifications:
         return (await self._repository.get(user_id)).inbox.notices
 
     async def _deliver(self, user_id: UUID, notice: Notice) -> Outcome:
-        for attempt in range(self._retry.attempts):
-            current = await self._repository.get(user_id)
-            if current.inbox.has_handled(notice):
-                return Outcome.ALREADY_HANDLED
-            updated = current.inbox.deliver(
+        def decide(inbox: Inbox) -> tuple[Inbox | None, Outcome]:
+            if inbox.has_handled(notice):
+                return None, Outcome.ALREADY_HANDLED
+            updated = inbox.deliver(
                 notice,
                 max_notices=self._limits.max_notices,
                 max_remembered_events=self._limits.max_remembered_events,
             )
-            try:
-                await self._repository.save(user_id, updated, current.etag)
-                return Outcome.RECORDED
-            except ConcurrencyConflictError:
-                log.info("inbox_conflict_retrying", user_id=str(user_id), event_id=notice.event_id, attempt=attempt + 1)
-                await self._sleep(self._retry.delay(attempt))
-        raise ConcurrencyConflictError(f"the inbox of {user_id} kept changing over {self._retry.attempts} attempts")
+            return updated, Outcome.RECORDED
+
+        return await self._repository.update(user_id, decide, retry=self._retry, sleep=self._sleep)
 
 
 class Deliveries:
@@ -130,7 +135,7 @@ class Deliveries:
         log_context = {"event_id": event.id, "event_type": event.type, "user_id": str(data.user_id)}
         try:
             outcome = await self._notifications.record(RecordNotice(event_id=event.id, event=data))
-        except (StoreUnavailableError, ConcurrencyConflictError) as exc:
+        except StoreUnavailableError as exc:  # ContentionError included
             log.warning("event_retry", error=str(exc), **log_context)
             self._events.labels(route, "retry").inc()
             return DeliveryStatus.RETRY

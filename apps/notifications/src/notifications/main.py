@@ -13,7 +13,7 @@ from notifications.handlers import Deliveries, Limits, Notifications
 from notifications.settings import Settings, get_settings
 from sidecart_kit.logs import configure_logging
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import install_plumbing, probe_routes
 from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
 from sidecart_kit.state import DaprStateStore, StateStore
 
@@ -57,4 +57,5 @@ def create_app(
         registry=registry,
     )
     app.include_router(api.router)
+    app.include_router(probe_routes())
     return app

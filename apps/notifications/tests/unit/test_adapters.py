@@ -12,6 +12,7 @@ from contracts.users import UserRegistered
 from notifications.adapters import StoredInboxRepository
 from notifications.domain import Inbox, welcome_notice
 from notifications.settings import Settings
+from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import DaprStateStore, StoreUnavailableError
 from sidecart_kit.testing import fake_sidecar_client
 
@@ -50,12 +51,25 @@ async def test_stored_inbox_is_read_with_its_etag() -> None:
     assert (current.inbox, current.etag) == (inbox, "7")
 
 
-async def test_an_inbox_is_saved_as_one_document_over_its_etag() -> None:
+async def test_an_inbox_is_updated_as_one_document_over_its_etag() -> None:
     seen: list[httpx.Request] = []
-    await _repository(lambda request: httpx.Response(204), seen).save(USER_ID, _inbox(), "7")
-    [item] = json.loads(seen[0].content)
+
+    def sidecar(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=Inbox().to_document(), headers={"etag": "7"})
+        return httpx.Response(204)
+
+    result = await _repository(sidecar, seen).update(USER_ID, lambda inbox: (_inbox(), "written"), retry=RetryPolicy())
+    assert result == "written"
+    [item] = json.loads(seen[1].content)
     assert (item["key"], item["etag"]) == (f"notices:{USER_ID}", "7")
     assert Inbox.from_document(item["value"]) == _inbox()
+
+
+async def test_an_update_that_decides_nothing_writes_nothing() -> None:
+    store = InboxStore()
+    result = await StoredInboxRepository(store).update(USER_ID, lambda inbox: (None, inbox), retry=RetryPolicy())
+    assert (result, store.writes) == (Inbox(), 0)
 
 
 @pytest.mark.parametrize("document", [{"notices": "corrupt"}, [1, 2], {"notices": [{"id": "no other field"}]}])
@@ -64,6 +78,9 @@ async def test_an_unreadable_inbox_is_store_unavailable(document: object) -> Non
     store.documents[f"notices:{USER_ID}"] = (document, 1)
     with pytest.raises(StoreUnavailableError, match="unreadable"):
         await StoredInboxRepository(store).get(USER_ID)
+    with pytest.raises(StoreUnavailableError, match="unreadable"):
+        await StoredInboxRepository(store).update(USER_ID, lambda inbox: (inbox, None), retry=RetryPolicy())
+    assert store.writes == 0
 
 
 def test_settings_read_the_unprefixed_ports_the_dapr_cli_sets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,9 @@ import pytest
 from contracts.orders import OrderCancelled, OrderCompleted, OrderLine
 from contracts.users import UserRegistered
 from notifications.adapters import StoredInboxRepository
-from notifications.domain import Inbox
-from notifications.handlers import Limits, Notifications, Outcome, RecordNotice, VersionedInbox
+from notifications.handlers import Limits, Notifications, Outcome, RecordNotice
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError
+from sidecart_kit.state import ConcurrencyConflictError, ContentionError, StoreUnavailableError
 from sidecart_kit.testing import FakeSleep
 
 from .conftest import InboxStore
@@ -141,15 +140,12 @@ async def test_a_failed_update_is_an_outage(store: InboxStore, sleep: FakeSleep,
 
 
 async def test_endless_conflicts_give_up_after_the_attempts(sleep: FakeSleep, user_id: UUID) -> None:
-    class AlwaysConflicting:
-        async def get(self, user_id: UUID) -> VersionedInbox:
-            return VersionedInbox(Inbox(), "1")
-
-        async def save(self, *args: Any) -> None:
+    class AlwaysConflicting(InboxStore):
+        async def save(self, key: str, document: Any, etag: str | None) -> None:
             raise ConcurrencyConflictError("changed")
 
-    with pytest.raises(ConcurrencyConflictError):
-        await Notifications(AlwaysConflicting(), retry=RetryPolicy(attempts=4), sleep=sleep).record(_welcome(user_id))
+    with pytest.raises(ContentionError):
+        await _service(AlwaysConflicting(), sleep, attempts=4).record(_welcome(user_id))
     assert len(sleep.delays) == 4
 
 

@@ -123,13 +123,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # Probes are open; the rest answers only the sidecar when an app token is configured (the kit's guard).
 open_router = APIRouter()
+# Liveness is the kit's /healthz (see main); readiness (below) is orders' own: it also needs the workflow worker.
 router = APIRouter(responses=_errors(401, 422, 503))
-
-
-@open_router.get("/healthz")
-async def healthz() -> Status:
-    """Liveness: the process answers."""
-    return Status(status="ok")
 
 
 @open_router.get("/readyz", responses=_errors(503))

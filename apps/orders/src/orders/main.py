@@ -27,7 +27,7 @@ from orders.settings import Settings, get_settings
 from orders.workflow import WORKFLOW_NAME, Runtime, StepsFactory, WorkflowWorker, build_runtime
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import configure_logging, get_logger
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import install_plumbing, probe_routes
 from sidecart_kit.sidecar import create_sidecar_client
 
 log = get_logger(__name__)
@@ -124,6 +124,7 @@ def create_app(
     app.state.runtime_factory = factory
     registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
     app.state.saga_metrics = SagaMetrics(registry)
+    app.include_router(probe_routes(readiness=None))
     app.include_router(api.open_router)
     app.include_router(api.router)
     return app

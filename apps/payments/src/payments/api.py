@@ -1,4 +1,4 @@
-"""HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund, health."""
+"""HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund."""
 
 import json
 from collections.abc import Iterator
@@ -30,7 +30,6 @@ from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer, problems
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
-from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -60,7 +59,6 @@ class PaymentsMetrics:
 
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 PaymentsDep = Annotated[Payments, Depends(from_app_state("payments"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 MetricsDep = Annotated[PaymentsMetrics, Depends(from_app_state("metrics"))]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -252,23 +250,6 @@ async def refund(order_id: UUID, payments: PaymentsDep, metrics: MetricsDep) -> 
     log.info("charge_refunded", order_id=str(order_id), outcome=outcome.value)
     status: Literal["refunded", "voided"] = "refunded" if outcome is RefundOutcome.REFUNDED else "voided"
     return RefundView(order_id=order_id, status=status)
-
-
-# --- Health and metrics ----------------------------------------------------------------------------------------
-
-
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"], responses={503: {"description": "Not ready", "model": ErrorResponse}})
-async def readyz(health: ReadinessDep) -> dict[str, str]:
-    """Readiness: this app's sidecar is up and its components are ready."""
-    if not await health.is_ready():
-        raise ApiError(503, "not_ready", "The Dapr sidecar is not ready.")
-    return {"status": "ready"}
 
 
 # --- Refusals as HTTP answers ----------------------------------------------------------------------------------

@@ -30,13 +30,15 @@ from payments.domain import (
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, StateStore, StoreUnavailableError
+from sidecart_kit.state import (
+    ConcurrencyConflictError,
+    ContentionError,
+    StateStore,
+    StoreUnavailableError,
+    update_document,
+)
 
 log = get_logger(__name__)
-
-
-class ContentionError(StoreUnavailableError):
-    """A document kept changing over every attempt: transient too (the caller retries the idempotent call)."""
 
 
 @dataclass(frozen=True)
@@ -205,18 +207,11 @@ class Payments:
         decide: Callable[[Doc | None], tuple[Doc | None, Result]],
     ) -> Result:
         """Read, decide, write under the ETag read; again on conflict. `decide` returns None to write nothing."""
-        for attempt in range(self._retry.attempts):
-            async with self._locks.hold(key):  # released during the back-off, so others go on
-                current = await self._store.get(key)
-                updated, result = decide(None if current is None else parse(current.document))
-                if updated is None:
-                    return result
-                try:
-                    await self._store.save(key, updated.to_document(), None if current is None else current.etag)
-                except ConcurrencyConflictError:
-                    pass
-                else:
-                    return result
-            await self._sleep(self._retry.delay(attempt))
-        log.warning("contention_gave_up", key=key, attempts=self._retry.attempts)
-        raise ContentionError(f"{key} kept changing over {self._retry.attempts} attempts")
+
+        def on_document(document: object) -> tuple[dict[str, Any] | None, Result]:
+            updated, result = decide(None if document is None else parse(document))
+            return (None if updated is None else updated.to_document()), result
+
+        return await update_document(
+            self._store, key, on_document, retry=self._retry, locks=self._locks, sleep=self._sleep
+        )

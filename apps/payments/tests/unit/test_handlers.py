@@ -23,13 +23,12 @@ from payments.domain import (
 )
 from payments.handlers import (
     ChargePayment,
-    ContentionError,
     CreditOutcome,
     Payments,
     RefundOutcome,
 )
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError
+from sidecart_kit.state import ConcurrencyConflictError, ContentionError, StoreUnavailableError
 from sidecart_kit.testing import FakeStateStore, SimulatedCrash
 
 from .conftest import NOW, ORDER, USER

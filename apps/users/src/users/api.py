@@ -18,7 +18,6 @@ from pydantic import (
 from contracts.api import ErrorResponse
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import from_app_state
-from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 from users.domain import (
     NAME_MAX_LENGTH,
@@ -93,7 +92,6 @@ class KeySet(Protocol):
 
 UsersDep = Annotated[Users, Depends(from_app_state("users"))]
 KeySetDep = Annotated[KeySet, Depends(from_app_state("key_set"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_probe"))]
 
 
 # --- routes --------------------------------------------------------------------------------------------
@@ -103,8 +101,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-# Probes are open; the rest answers only the sidecar when an app token is configured (the kit's guard).
-open_router = APIRouter()
+# The probes (/healthz, /readyz) are the kit's; the rest answers only the sidecar when an app token is configured.
 router = APIRouter(responses=_errors(401, 422, 503))
 
 
@@ -137,20 +134,6 @@ async def get_user(user_id: str, users: UsersDep) -> UserProfile:
 async def jwks(key_set: KeySetDep) -> Jwks:
     """The public keys that verify this service's tokens (JWKS, RFC 7517)."""
     return Jwks.model_validate(key_set.jwks())
-
-
-@open_router.get("/healthz")
-async def healthz() -> Status:
-    """Liveness: the process answers."""
-    return Status(status="ok")
-
-
-@open_router.get("/readyz", responses=_errors(503))
-async def readyz(probe: ReadinessDep) -> Status:
-    """Readiness: the process and its Dapr sidecar both answer."""
-    if not await probe.is_ready():
-        raise StoreUnavailableError("the Dapr sidecar is not ready")
-    return Status(status="ready")
 
 
 # --- how the domain's errors answer --------------------------------------------------------------------

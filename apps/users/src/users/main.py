@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from sidecart_kit.logs import configure_logging, get_logger
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import install_plumbing, probe_routes
 from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
 from sidecart_kit.state import StoreUnavailableError
 from users import api
@@ -61,7 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             claim_grace=timedelta(seconds=settings.claim_grace_seconds),
         )
         app.state.key_set = signer
-        app.state.sidecar_probe = SidecarHealth(client, settings.health_timeout_seconds)
+        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
         log.info("users_started", kid=signer.kid, state_store=settings.state_store)
         yield
 
@@ -81,6 +81,6 @@ def create_app(
     app.state.settings = settings
     app.state.sidecar_transport = sidecar_transport
     install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
-    app.include_router(api.open_router)
+    app.include_router(probe_routes())
     app.include_router(api.router)
     return app

@@ -232,7 +232,7 @@ def make_app(
         application = create_app(settings)
         application.state.users = Users(repository, passwords, signer, claim_grace=GRACE)
         application.state.key_set = signer
-        application.state.sidecar_probe = probe
+        application.state.sidecar_health = probe
         return application
 
     return make

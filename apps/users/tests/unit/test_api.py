@@ -44,7 +44,7 @@ def test_readyz_follows_the_sidecar(client: TestClient, probe: Any) -> None:
 
     probe.ready = False
 
-    assert_error(client.get("/readyz"), 503, "unavailable")
+    assert_error(client.get("/readyz"), 503, "not_ready")
 
 
 def test_jwks_publishes_the_rsa_signing_key(client: TestClient, signer: Any) -> None:

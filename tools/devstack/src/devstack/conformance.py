@@ -27,6 +27,8 @@ SCENARIOS = {
     "test_saga_crash_recovery": "saga survives app and sidecar crashes (12 in a row)",
     "test_telemetry_ingest": "telemetry ingest",
     "test_analytics": "telemetry to reports, redelivery counted once",
+    "test_request_ids": "one request id end to end",
+    "test_service_shape": "every app the same shape: metrics, ids, errors",
 }
 PROFILE_TIMEOUT_S = 20 * 60
 
