@@ -7,6 +7,7 @@ an exception nothing handles becomes the one 500 (see sidecart_kit.service).
 
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -84,6 +85,11 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         return error_response(self.status, self.code, self.message, self.details, self.headers)
+
+
+def error_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route or router: each status with the error shape and what it means."""
+    return {status: {"model": ErrorResponse, "description": text} for status, text in descriptions.items()}
 
 
 # How a service answers each of its own errors: the exception type, and the ApiError it becomes.

@@ -10,6 +10,10 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sidecart_kit.logs import get_logger
+
+log = get_logger(__name__)
+
 
 class DeliveryStatus(StrEnum):
     """What the sidecar does next with a delivered event."""
@@ -23,6 +27,18 @@ def delivery_answer(status: DeliveryStatus) -> JSONResponse:
     """The answer to one delivered event: its status, with 200, or 500 for RETRY (any non-2xx makes the sidecar
     redeliver as well; the body says why)."""
     return JSONResponse({"status": status.value}, status_code=500 if status is DeliveryStatus.RETRY else 200)
+
+
+def log_unhandled_event(envelope: Any) -> None:
+    """An event of a type this version does not handle (a newer version's, say): acknowledged, and said so."""
+    attributes = envelope if isinstance(envelope, dict) else {}
+    log.warning(
+        "event_type_not_handled",
+        event_id=attributes.get("id"),
+        event_type=attributes.get("type"),
+        topic=attributes.get("topic"),
+        source=attributes.get("source"),
+    )
 
 
 def problems(exc: Exception) -> list[str] | str:

@@ -110,6 +110,23 @@ def from_app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
     return read
 
 
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 as soon as it is known to exceed `limit` bytes (by its declared length,
+    or while it streams in): a client cannot make the app buffer more than that."""
+    too_large = ApiError(413, "payload_too_large", f"The request body exceeds {limit} bytes.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def probe_routes(readiness: str | None = "sidecar_health") -> APIRouter:
     """GET /healthz (the process answers) and, unless `readiness` is None (a service with a readiness of its own),
     GET /readyz: the ReadinessProbe the lifespan put on app.state under `readiness` says ready (its sidecar is up

@@ -34,7 +34,7 @@ from analytics.domain import (
     top_products,
 )
 from contracts.telemetry import TelemetryEvent
-from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliveryStatus, problems
+from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliveryStatus, log_unhandled_event, problems
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
@@ -367,13 +367,7 @@ class Deliveries:
 
     def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
         """An event type this version does not handle: acknowledged and logged."""
-        attributes = envelope if isinstance(envelope, dict) else {}
-        log.warning(
-            "event_type_not_handled",
-            event_id=attributes.get("id"),
-            event_type=attributes.get("type"),
-            topic=attributes.get("topic"),
-        )
+        log_unhandled_event(envelope)
         self._events.labels(route, "ignored").inc()
         return DeliveryStatus.SUCCESS
 
@@ -383,8 +377,7 @@ class Deliveries:
         entries = [entry for entry in entries if isinstance(entry, dict)]
         for entry in entries:
             event = BulkEntry(entryId=str(entry.get("entryId")), event=entry.get("event")).envelope()
-            attributes = event if isinstance(event, dict) else {}
-            log.warning("event_type_not_handled", event_id=attributes.get("id"), event_type=attributes.get("type"))
+            log_unhandled_event(event)
         self._events.labels(route, "ignored").inc(len(entries))
         return {str(entry.get("entryId")): DeliveryStatus.SUCCESS for entry in entries}
 

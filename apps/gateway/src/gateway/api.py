@@ -23,7 +23,7 @@ from gateway.domain import (
 from gateway.handlers import ApiKeys, Authenticator, Gateway
 from gateway.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.service import from_app_state
+from sidecart_kit.service import from_app_state, read_limited_body
 
 router = APIRouter()
 
@@ -61,30 +61,14 @@ async def get_forwarded_headers(request: Request) -> dict[str, str]:
     return forwarded_request_headers(request.headers.items())
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit`."""
-    too_large = ApiError(413, "payload_too_large", f"The request body exceeds {limit} bytes.")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def read_body(request: Request, settings: SettingsDep) -> bytes:
     """The request body, held to the general limit."""
-    return await _read_limited(request, settings.max_body_bytes)
+    return await read_limited_body(request, settings.max_body_bytes)
 
 
 async def read_event_batch(request: Request, settings: SettingsDep) -> bytes:
     """The body of a telemetry batch, held to ingest's own limit (1 MiB) whatever the general limit is."""
-    return await _read_limited(request, settings.max_event_batch_bytes)
+    return await read_limited_body(request, settings.max_event_batch_bytes)
 
 
 async def read_query(request: Request, settings: SettingsDep) -> list[tuple[str, str]]:

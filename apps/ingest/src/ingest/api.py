@@ -10,7 +10,7 @@ from ingest.domain import MalformedBatchError, TooManyEventsError, is_json_media
 from ingest.handlers import Ingest, IngestBatch, PublishFailedError
 from ingest.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.service import from_app_state
+from sidecart_kit.service import from_app_state, read_limited_body
 
 router = APIRouter()
 
@@ -25,20 +25,7 @@ async def read_json_body(request: Request, settings: SettingsDep) -> bytes:
     """The body, once it is declared as JSON (else 415) and known not to exceed the limit (else 413)."""
     if not is_json_media_type(request.headers.get("content-type")):
         raise ApiError(415, "unsupported_media_type", "The body must be sent as application/json.")
-    limit = settings.max_body_bytes
-    too_large = ApiError(413, "payload_too_large", f"The request body exceeds {limit} bytes.")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    # Content-Length can lie or be absent (chunked): count what actually arrives, and stop at the limit.
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_limited_body(request, settings.max_body_bytes)
 
 
 JsonBodyDep = Annotated[bytes, Depends(read_json_body)]

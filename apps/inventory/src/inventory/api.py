@@ -2,14 +2,14 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from contracts.api import ErrorDetail, ErrorResponse
+from contracts.api import ErrorDetail
 from inventory.domain import (
     CURRENCY_PATTERN,
     SKU_PATTERN,
@@ -30,7 +30,7 @@ from inventory.domain import (
     UnknownSkuError,
 )
 from inventory.handlers import CreateProduct, Inventory, ReserveStock
-from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.errors import ApiError, DomainErrors, error_responses
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
@@ -57,15 +57,14 @@ MetricsDep = Annotated[InventoryMetrics, Depends(from_app_state("metrics"))]
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="1 to 64 of A-Z a-z 0-9 . _ -")]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": description}
-    for code, description in {
+_ERRORS = error_responses(
+    {
         404: "Not found",
         409: "Refused in the order's current state",
         422: "Invalid request",
         503: "The state store is unavailable; retry later",
-    }.items()
-}
+    }
+)
 
 
 @contextmanager

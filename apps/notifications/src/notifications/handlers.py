@@ -12,7 +12,7 @@ from uuid import UUID
 from prometheus_client import Counter
 
 from notifications.domain import Inbox, Notice, NotifiableEvent, notice_for
-from sidecart_kit.events import CloudEvent, DeliveryStatus, problems
+from sidecart_kit.events import CloudEvent, DeliveryStatus, log_unhandled_event, problems
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import StoreUnavailableError
@@ -146,14 +146,7 @@ class Deliveries:
     def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
         """An event type this version does not handle (a future v2, say): acknowledged and logged, not lost
         silently."""
-        attributes = envelope if isinstance(envelope, dict) else {}
-        log.warning(
-            "event_type_not_handled",
-            event_id=attributes.get("id"),
-            event_type=attributes.get("type"),
-            topic=attributes.get("topic"),
-            source=attributes.get("source"),
-        )
+        log_unhandled_event(envelope)
         self._events.labels(route, "ignored").inc()
         return DeliveryStatus.SUCCESS
 

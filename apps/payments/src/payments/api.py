@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.api import ErrorDetail, ErrorResponse
+from contracts.api import ErrorDetail
 from contracts.users import UserRegistered
 from payments.domain import (
     CURRENCY_PATTERN,
@@ -26,8 +26,8 @@ from payments.domain import (
 )
 from payments.handlers import ChargePayment, Payments, RefundOutcome
 from payments.settings import Settings
-from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer, problems
+from sidecart_kit.errors import ApiError, DomainErrors, error_responses
+from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer, log_unhandled_event, problems
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
@@ -61,16 +61,15 @@ SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 PaymentsDep = Annotated[Payments, Depends(from_app_state("payments"))]
 MetricsDep = Annotated[PaymentsMetrics, Depends(from_app_state("metrics"))]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": description}
-    for code, description in {
+_ERRORS = error_responses(
+    {
         402: "Not enough balance (decided once per order)",
         404: "Not found",
         409: "Refused in the order's current state",
         422: "Invalid request",
         503: "The state store is unavailable; retry later",
-    }.items()
-}
+    }
+)
 
 
 @contextmanager
@@ -148,14 +147,7 @@ async def on_unhandled_event(request: Request, metrics: MetricsDep) -> JSONRespo
         envelope: Any = json.loads(raw)
     except ValueError:
         envelope = None
-    attributes = envelope if isinstance(envelope, dict) else {}
-    log.warning(
-        "event_type_not_handled",
-        event_id=attributes.get("id"),
-        event_type=attributes.get("type"),
-        topic=attributes.get("topic"),
-        source=attributes.get("source"),
-    )
+    log_unhandled_event(envelope)
     metrics.events.labels(UNHANDLED_EVENT_ROUTE, "ignored").inc()
     return delivery_answer(DeliveryStatus.SUCCESS)
 
