@@ -405,18 +405,9 @@ class DaprWorkflows:
         raise StoreUnavailableError(failure)
 
 
-class DaprSidecarProbe:
-    """Ready when the sidecar's outbound side (components, API) answers (the kit's probe); the metadata API tells
-    how many workflow workers it has connected and whether its actor runtime runs.
-    """
-
-    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
-        self._health = SidecarHealth(client, timeout)
-        self._client = client
-        self._timeout = timeout
-
-    async def is_ready(self) -> bool:
-        return await self._health.is_ready()
+class WorkflowSidecarHealth(SidecarHealth):
+    """The kit's sidecar health probe, and what the sidecar's metadata says of its workflow engine: how many
+    workflow workers it has connected and whether its actor runtime runs."""
 
     async def engine_status(self) -> EngineStatus | None:
         try:

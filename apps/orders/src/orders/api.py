@@ -110,7 +110,7 @@ class WorkflowWorkerState(Protocol):
 
 
 OrdersDep = Annotated[Orders, Depends(from_app_state("orders"))]
-ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_probe"))]
+ReadinessDep = Annotated[ReadinessProbe, Depends(from_app_state("sidecar_health"))]
 WorkflowWorkerDep = Annotated[WorkflowWorkerState, Depends(from_app_state("workflow_worker"))]
 
 

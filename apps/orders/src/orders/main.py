@@ -18,9 +18,9 @@ from orders.adapters import (
     DaprInventory,
     DaprOrderRepository,
     DaprPayments,
-    DaprSidecarProbe,
     DaprWorkflows,
     SagaMetrics,
+    WorkflowSidecarHealth,
 )
 from orders.handlers import Orders, SagaObserver, SagaSteps, StartTiming
 from orders.settings import Settings, get_settings
@@ -82,8 +82,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 wait=timedelta(seconds=settings.start_wait_seconds),
             ),
         )
-        probe = DaprSidecarProbe(client, settings.health_timeout_seconds)
-        app.state.sidecar_probe = probe
+        probe = WorkflowSidecarHealth(client, settings.health_timeout_seconds)
+        app.state.sidecar_health = probe
         open_steps = saga_steps_factory(settings, app.state.saga_metrics)
         make_runtime: RuntimeFactory = app.state.runtime_factory
         worker = WorkflowWorker(

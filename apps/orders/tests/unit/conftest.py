@@ -307,7 +307,7 @@ def make_app(orders: Orders, probe: FakeSidecarHealth, worker_state: FakeWorkerS
     def make(settings: Settings) -> FastAPI:
         application = create_app(settings)
         application.state.orders = orders
-        application.state.sidecar_probe = probe
+        application.state.sidecar_health = probe
         application.state.workflow_worker = worker_state
         return application
 

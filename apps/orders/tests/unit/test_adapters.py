@@ -10,7 +10,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from orders.adapters import DaprInventory, DaprOrderRepository, DaprPayments, DaprSidecarProbe, DaprWorkflows
+from orders.adapters import DaprInventory, DaprOrderRepository, DaprPayments, DaprWorkflows, WorkflowSidecarHealth
 from orders.domain import IdempotencyClaim, Line, Order, Reason, RequestedLine, StepName, StepRecord, StepStatus
 from orders.handlers import OutcomeUnknownError, ParticipantRefusedError, ParticipantUnavailableError
 from orders.saga import SagaInput
@@ -366,7 +366,7 @@ async def test_workflows_exist_and_start(client: httpx.AsyncClient, sidecar: Fak
 
 
 async def test_probe(client: httpx.AsyncClient) -> None:
-    assert await DaprSidecarProbe(client, 1.0).is_ready()
+    assert await WorkflowSidecarHealth(client, 1.0).is_ready()
 
 
 RUNNING = {"runtimeStatus": "RUNNING", "placement": "placement: connected"}
@@ -394,7 +394,7 @@ RUNNING = {"runtimeStatus": "RUNNING", "placement": "placement: connected"}
 )
 async def test_the_workflow_engine_from_the_metadata_api(answer: httpx.Response, status: EngineStatus | None) -> None:
     async with fake_sidecar_client(lambda _: answer) as client:
-        assert await DaprSidecarProbe(client, 1.0).engine_status() == status
+        assert await WorkflowSidecarHealth(client, 1.0).engine_status() == status
 
 
 async def test_probe_without_a_sidecar() -> None:
@@ -402,7 +402,7 @@ async def test_probe_without_a_sidecar() -> None:
         raise httpx.ConnectError("connection refused")
 
     async with fake_sidecar_client(refuse) as client:
-        assert not await DaprSidecarProbe(client, 1.0).is_ready()
+        assert not await WorkflowSidecarHealth(client, 1.0).is_ready()
 
 
 @pytest.mark.parametrize(("status", "in_doubt"), [(500, True), (503, True), (400, False)])
