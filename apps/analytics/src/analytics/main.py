@@ -75,13 +75,6 @@ def create_app(
         ["route", "outcome"],
         registry=registry,
     )
-    # Served (empty) as before the kit, for whatever reads it: nothing has counted document writes yet.
-    Counter(
-        "analytics_document_writes_total",
-        "Read-model document writes, by outcome (saved, conflict, failed).",
-        ["outcome"],
-        registry=registry,
-    )
     app.include_router(api.router)
     app.include_router(probe_routes())
     return app
