@@ -2,12 +2,13 @@
 the trace context passed on to the sidecar."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -15,8 +16,8 @@ from pydantic_settings import SettingsConfigDict
 from sidecart_kit.errors import ApiError
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
-from sidecart_kit.service import from_app_state, install_plumbing, probe_routes
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.service import from_app_state, install_plumbing, probe_routes, service_app
+from sidecart_kit.sidecar import ServiceSettings, SidecarHealth
 from sidecart_kit.testing import FakeSidecarHealth, fake_sidecar_client
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -263,3 +264,42 @@ def test_the_probe_routes() -> None:
         assert (not_ready.status_code, not_ready.json()["error"]["code"]) == (503, "not_ready")
         assert not_ready.headers["retry-after"] == "1"
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_service_app_composes_its_use_cases_once_the_sidecar_client_is_open() -> None:
+    seen: list[httpx.Request] = []
+
+    def sidecar(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    @asynccontextmanager
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        app.state.sidecar_health = SidecarHealth(client, timeout=1)
+        app.state.composed = True
+        yield
+        app.state.composed = False
+
+    router = APIRouter()
+
+    @router.get("/composed")
+    async def composed(value: Annotated[bool, Depends(from_app_state("composed"))]) -> dict[str, bool]:
+        return {"composed": value}
+
+    settings = ServiceSettings(app_api_token=SecretStr("t0k3n"))
+    app = service_app(
+        "demo",
+        settings,
+        summary="A demo.",
+        compose=compose,
+        routers=[router],
+        sidecar_transport=httpx.MockTransport(sidecar),
+    )
+    with TestClient(app) as client:
+        assert client.get("/composed", headers={"dapr-api-token": "t0k3n"}).json() == {"composed": True}
+        assert client.get("/composed").status_code == 401  # the app-token guard
+        assert client.get("/readyz").json() == {"status": "ready"}
+        assert "http_requests_total" in client.get("/metrics").text
+    assert app.state.composed is False
+    assert app.title == "Sidecart demo"
+    assert [request.url.path for request in seen] == ["/v1.0/healthz/outbound"]

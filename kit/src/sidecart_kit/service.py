@@ -3,10 +3,12 @@ metrics at /metrics, the error shape; and `serve`, the one way a service's `__ma
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from time import perf_counter
 from typing import Annotated, Any
 
+import httpx
 import uvicorn
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -22,9 +24,9 @@ from sidecart_kit.errors import (
     error_response,
     install_error_handlers,
 )
-from sidecart_kit.logs import get_logger
+from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
-from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings
+from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, create_sidecar_client
 
 log = get_logger(__name__)
 
@@ -181,6 +183,45 @@ def install_plumbing(
     app.add_middleware(TraceContextMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=is_acceptable_request_id)
     return registry
+
+
+# What a service builds once its sidecar client is open: its use cases and adapters, put on app.state; it may hold
+# background work until the app stops.
+Compose = Callable[[FastAPI, httpx.AsyncClient], AbstractAsyncContextManager[None]]
+
+
+def service_app(
+    name: str,
+    settings: ServiceSettings,
+    *,
+    summary: str,
+    compose: Compose,
+    routers: Sequence[APIRouter],
+    domain_errors: DomainErrors | None = None,
+    public: bool = False,
+    readiness: str | None = "sidecar_health",
+    sidecar_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """A service's FastAPI app, the same way for every service: JSON logs named `name`, the plumbing (the app-token
+    guard unless the app is `public`, the gateway), the probe routes, `routers`, and a lifespan that opens one
+    sidecar client and runs `compose` (the service's composition root) with it. The metrics registry is on
+    app.state.metrics_registry for the service's business metrics; app.state.settings holds `settings`."""
+    configure_logging(settings.log_level, name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with create_sidecar_client(settings, sidecar_transport) as client, compose(app, client):
+            yield
+
+    app = FastAPI(title=f"Sidecart {name}", summary=summary, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics_registry = install_plumbing(
+        app, app_token=None if public else settings.app_api_token, domain_errors=domain_errors
+    )
+    app.include_router(probe_routes(readiness))
+    for router in routers:
+        app.include_router(router)
+    return app
 
 
 def serve(factory: str, settings: ServiceSettings) -> None:
