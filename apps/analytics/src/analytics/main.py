@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import httpx
 from fastapi import FastAPI
 from prometheus_client import Counter
 
@@ -12,10 +13,9 @@ from analytics import api
 from analytics.adapters import BoundedBulkStateStore, DaprPublisher
 from analytics.handlers import Analytics, Deliveries, MessagePublisher
 from analytics.settings import Settings, get_settings
-from sidecart_kit.logs import configure_logging
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import install_plumbing, probe_routes
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
+from sidecart_kit.service import service_app
+from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
 from sidecart_kit.state import StateStore
 
 
@@ -29,52 +29,46 @@ def create_app(
     """The analytics app, configured from `settings` (the environment by default). Tests pass fakes of the
     sidecar's state store, pub/sub and health probe."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level, "analytics")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_sidecar_client(settings) as client:
-            store_used = store or BoundedBulkStateStore(
-                client,
-                settings.state_store,
-                bulk_chunk=settings.bulk_get_chunk,
-                bulk_parallelism=settings.bulk_get_parallelism,
-            )
-            # One Analytics per process: its per-key locks must be shared by every delivery.
-            analytics = Analytics(
-                store_used,
-                retention=timedelta(hours=settings.retention_hours),
-                retry=RetryPolicy(
-                    settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds
-                ),
-                max_dead_letters=settings.max_dead_letters,
-            )
-            app.state.analytics = analytics
-            app.state.deliveries = Deliveries(
-                analytics,
-                publisher or DaprPublisher(client, settings.pubsub_name),
-                events,
-                dead_letter_topic=settings.dead_letter_topic,
-                telemetry_dead_letter_topic=settings.telemetry_dead_letter_topic,
-                malformed_entry_action=settings.malformed_entry_action,
-            )
-            app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
-            yield
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        store_used = store or BoundedBulkStateStore(
+            client,
+            settings.state_store,
+            bulk_chunk=settings.bulk_get_chunk,
+            bulk_parallelism=settings.bulk_get_parallelism,
+        )
+        # One Analytics per process: its per-key locks must be shared by every delivery.
+        analytics = Analytics(
+            store_used,
+            retention=timedelta(hours=settings.retention_hours),
+            retry=RetryPolicy(settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds),
+            max_dead_letters=settings.max_dead_letters,
+        )
+        app.state.analytics = analytics
+        app.state.deliveries = Deliveries(
+            analytics,
+            publisher or DaprPublisher(client, settings.pubsub_name),
+            events,
+            dead_letter_topic=settings.dead_letter_topic,
+            telemetry_dead_letter_topic=settings.telemetry_dead_letter_topic,
+            malformed_entry_action=settings.malformed_entry_action,
+        )
+        app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
+        yield
 
-    app = FastAPI(
-        title="Sidecart analytics",
+    app = service_app(
+        "analytics",
+        settings,
         summary="CQRS read models folded exactly once from telemetry, order and user events.",
-        version="0.1.0",
-        lifespan=lifespan,
+        compose=compose,
+        routers=[api.router],
+        domain_errors=api.DOMAIN_ERRORS,
     )
-    app.state.settings = settings
-    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
     events = Counter(
         "analytics_events_total",
         "Events delivered, by route and outcome (counted, duplicate, expired, dead_lettered, retry, ignored).",
         ["route", "outcome"],
-        registry=registry,
+        registry=app.state.metrics_registry,
     )
-    app.include_router(api.router)
-    app.include_router(probe_routes())
     return app

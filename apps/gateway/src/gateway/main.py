@@ -1,4 +1,4 @@
-"""The gateway's composition root: the kit's plumbing, and the use cases built once in the lifespan."""
+"""The gateway's composition root: the kit's service app, and the use cases built once in its lifespan."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,9 +12,8 @@ from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource
 from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.settings import Settings, get_settings
-from sidecart_kit.logs import configure_logging
-from sidecart_kit.service import install_plumbing, probe_routes
-from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.service import service_app
+from sidecart_kit.sidecar import SidecarHealth
 
 
 def create_app(
@@ -22,52 +21,53 @@ def create_app(
 ) -> FastAPI:
     """The gateway, configured from `settings` (the environment by default); tests pass a fake sidecar."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level, "gateway")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_sidecar_client(settings, sidecar_transport) as client:
-            invoker = DaprInvoker(client, on_call=lambda app_id, outcome: upstream_calls.labels(app_id, outcome).inc())
-            keys = SigningKeys(
-                DaprJwksSource(invoker, users_app_id=settings.users_app_id, method=settings.jwks_method),
-                ttl=settings.jwks_cache_ttl_seconds,
-                min_refetch_interval=settings.jwks_min_refetch_seconds,
-                on_fetch=lambda outcome: jwks_fetches.labels(outcome).inc(),
-            )
-            policy = TokenPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds)
-            app.state.authenticator = Authenticator(keys, policy)
-            app.state.api_keys = ApiKeys(
-                DaprSecretApiKeySource(
-                    client,
-                    store_name=settings.secret_store_name,
-                    secret_name=settings.api_keys_secret_name,
-                    timeout=settings.health_timeout_seconds,
-                ),
-                ttl=settings.api_keys_cache_ttl_seconds,
-                retry_interval=settings.api_keys_retry_seconds,
-            )
-            app.state.gateway = Gateway(
-                invoker,
-                users_app_id=settings.users_app_id,
-                notifications_app_id=settings.notifications_app_id,
-                inventory_app_id=settings.inventory_app_id,
-                payments_app_id=settings.payments_app_id,
-                orders_app_id=settings.orders_app_id,
-                ingest_app_id=settings.ingest_app_id,
-                analytics_app_id=settings.analytics_app_id,
-            )
-            app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
-            yield
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        invoker = DaprInvoker(client, on_call=lambda app_id, outcome: upstream_calls.labels(app_id, outcome).inc())
+        keys = SigningKeys(
+            DaprJwksSource(invoker, users_app_id=settings.users_app_id, method=settings.jwks_method),
+            ttl=settings.jwks_cache_ttl_seconds,
+            min_refetch_interval=settings.jwks_min_refetch_seconds,
+            on_fetch=lambda outcome: jwks_fetches.labels(outcome).inc(),
+        )
+        policy = TokenPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds)
+        app.state.authenticator = Authenticator(keys, policy)
+        app.state.api_keys = ApiKeys(
+            DaprSecretApiKeySource(
+                client,
+                store_name=settings.secret_store_name,
+                secret_name=settings.api_keys_secret_name,
+                timeout=settings.health_timeout_seconds,
+            ),
+            ttl=settings.api_keys_cache_ttl_seconds,
+            retry_interval=settings.api_keys_retry_seconds,
+        )
+        app.state.gateway = Gateway(
+            invoker,
+            users_app_id=settings.users_app_id,
+            notifications_app_id=settings.notifications_app_id,
+            inventory_app_id=settings.inventory_app_id,
+            payments_app_id=settings.payments_app_id,
+            orders_app_id=settings.orders_app_id,
+            ingest_app_id=settings.ingest_app_id,
+            analytics_app_id=settings.analytics_app_id,
+        )
+        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
+        yield
 
-    app = FastAPI(
-        title="Sidecart gateway",
+    # Public: no app token, the gateway is the public edge, called by clients rather than by its sidecar.
+    app = service_app(
+        "gateway",
+        settings,
         summary="The public entry point: verifies tokens and routes each call to its app through Dapr.",
-        version="0.1.0",
-        lifespan=lifespan,
+        compose=compose,
+        routers=[api.router],
+        domain_errors=api.DOMAIN_ERRORS,
+        public=True,
+        sidecar_transport=sidecar_transport,
     )
-    app.state.settings = settings
-    # No app token: the gateway is the public edge, called by clients rather than by its sidecar.
-    registry = install_plumbing(app, domain_errors=api.DOMAIN_ERRORS)
+    registry = app.state.metrics_registry
     upstream_calls = Counter(
         "gateway_upstream_requests_total",
         "Calls to other apps through the sidecar.",
@@ -77,6 +77,4 @@ def create_app(
     jwks_fetches = Counter(
         "gateway_jwks_fetches_total", "Fetches of the users service's signing keys.", ["outcome"], registry=registry
     )
-    app.include_router(api.router)
-    app.include_router(probe_routes())
     return app

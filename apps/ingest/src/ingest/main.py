@@ -1,4 +1,4 @@
-"""Ingest's composition root: the kit's plumbing, and the use case built once in the lifespan."""
+"""Ingest's composition root: the kit's service app, and the use case built once in its lifespan."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,9 +11,8 @@ from ingest import api
 from ingest.adapters import DaprBulkPublisher
 from ingest.handlers import Ingest
 from ingest.settings import Settings, get_settings
-from sidecart_kit.logs import configure_logging
-from sidecart_kit.service import install_plumbing, probe_routes
-from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.service import service_app
+from sidecart_kit.sidecar import SidecarHealth
 
 
 def create_app(
@@ -21,34 +20,34 @@ def create_app(
 ) -> FastAPI:
     """The ingest app, configured from `settings` (the environment by default); tests pass a fake sidecar."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level, "ingest")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_sidecar_client(settings, sidecar_transport) as client:
-            publisher = DaprBulkPublisher(
-                client,
-                pubsub_name=settings.pubsub_name,
-                topic=settings.telemetry_topic,
-                source=settings.event_source,
-                on_publish=lambda outcome, seconds: publish_latency.labels(outcome).observe(seconds),
-            )
-            app.state.ingest = Ingest(
-                publisher,
-                max_events=settings.max_events_per_batch,
-                on_events=lambda outcome, count: events.labels(outcome).inc(count),
-            )
-            app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
-            yield
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        publisher = DaprBulkPublisher(
+            client,
+            pubsub_name=settings.pubsub_name,
+            topic=settings.telemetry_topic,
+            source=settings.event_source,
+            on_publish=lambda outcome, seconds: publish_latency.labels(outcome).observe(seconds),
+        )
+        app.state.ingest = Ingest(
+            publisher,
+            max_events=settings.max_events_per_batch,
+            on_events=lambda outcome, count: events.labels(outcome).inc(count),
+        )
+        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
+        yield
 
-    app = FastAPI(
-        title="Sidecart ingest",
+    app = service_app(
+        "ingest",
+        settings,
         summary="Validates telemetry batches event by event and bulk-publishes the valid ones.",
-        version="0.1.0",
-        lifespan=lifespan,
+        compose=compose,
+        routers=[api.router],
+        domain_errors=api.domain_errors(settings),
+        sidecar_transport=sidecar_transport,
     )
-    app.state.settings = settings
-    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.domain_errors(settings))
+    registry = app.state.metrics_registry
     events = Counter(
         "ingest_events_total",
         "Telemetry events received, by outcome (accepted: published; rejected: invalid; failed: not published).",
@@ -61,6 +60,4 @@ def create_app(
         ["outcome"],
         registry=registry,
     )
-    app.include_router(api.router)
-    app.include_router(probe_routes())
     return app

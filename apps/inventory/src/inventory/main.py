@@ -6,16 +6,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from inventory import api
 from inventory.domain import DEMO_CATALOGUE
 from inventory.handlers import Inventory
 from inventory.settings import Settings, get_settings
-from sidecart_kit.logs import configure_logging, get_logger
+from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import install_plumbing, probe_routes
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth, create_sidecar_client
+from sidecart_kit.service import service_app
+from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
 from sidecart_kit.state import DaprStateStore, StateStore
 
 log = get_logger(__name__)
@@ -76,44 +77,41 @@ def create_app(
 ) -> FastAPI:
     """The inventory app, configured from `settings` (the environment by default); tests pass fake adapters."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level, "inventory")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_sidecar_client(settings) as client:
-            sidecar = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
-            app.state.readiness = SeededReadiness(app, sidecar)
-            inventory = Inventory(
-                store
-                or DaprStateStore(
-                    client,
-                    settings.state_store,
-                    max_concurrent_calls=settings.sidecar_max_concurrent_calls,
-                    queue_timeout=settings.state_timeout_seconds,
-                ),
-                retry=RetryPolicy(
-                    settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
-                ),
-            )
-            app.state.inventory = inventory
-            background = asyncio.create_task(maintain(app, inventory, settings))
-            try:
-                yield
-            finally:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        sidecar = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
+        app.state.readiness = SeededReadiness(app, sidecar)
+        inventory = Inventory(
+            store
+            or DaprStateStore(
+                client,
+                settings.state_store,
+                max_concurrent_calls=settings.sidecar_max_concurrent_calls,
+                queue_timeout=settings.state_timeout_seconds,
+            ),
+            retry=RetryPolicy(
+                settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
+            ),
+        )
+        app.state.inventory = inventory
+        background = asyncio.create_task(maintain(app, inventory, settings))
+        try:
+            yield
+        finally:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
 
-    app = FastAPI(
-        title="Sidecart inventory",
+    app = service_app(
+        "inventory",
+        settings,
         summary="The catalogue and its stock, reserved and released by the order saga, never oversold.",
-        version="0.1.0",
-        lifespan=lifespan,
+        compose=compose,
+        routers=[api.router],
+        domain_errors=api.DOMAIN_ERRORS,
+        readiness="readiness",
     )
-    app.state.settings = settings
     app.state.seeded = not settings.seed_demo_catalogue
-    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
-    app.state.metrics = api.InventoryMetrics(registry)
-    app.include_router(api.router)
-    app.include_router(probe_routes(readiness="readiness"))
+    app.state.metrics = api.InventoryMetrics(app.state.metrics_registry)
     return app

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
 from weakref import WeakKeyDictionary
 
 import httpx
@@ -26,8 +25,8 @@ from orders.handlers import Orders, SagaObserver, SagaSteps, StartTiming
 from orders.settings import Settings, get_settings
 from orders.workflow import WORKFLOW_NAME, Runtime, StepsFactory, WorkflowWorker, build_runtime
 from sidecart_kit.locks import KeyedLocks
-from sidecart_kit.logs import configure_logging, get_logger
-from sidecart_kit.service import install_plumbing, probe_routes
+from sidecart_kit.logs import get_logger
+from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import create_sidecar_client
 
 log = get_logger(__name__)
@@ -67,11 +66,20 @@ def saga_steps_factory(settings: Settings, observer: SagaObserver | None) -> Ste
     return open_steps
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The composition root: everything the routes use is built here, once, and kept on app.state."""
-    settings: Settings = app.state.settings
-    async with create_sidecar_client(settings, app.state.sidecar_transport) as client:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sidecar_transport: httpx.AsyncBaseTransport | None = None,
+    runtime_factory: RuntimeFactory | None = None,
+) -> FastAPI:
+    """The app; tests pass a fake sidecar (`sidecar_transport`) and a fake workflow runtime."""
+    settings = settings or get_settings()
+    make_runtime: RuntimeFactory = runtime_factory or build_runtime
+
+    @asynccontextmanager
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        """The composition root: everything the routes use is built here, once, and kept on app.state; the workflow
+        worker runs until the app stops."""
         app.state.orders = Orders(
             DaprOrderRepository(client, settings.state_store),
             DaprInventory(client, settings.inventory_app_id),
@@ -84,8 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         probe = WorkflowSidecarHealth(client, settings.health_timeout_seconds)
         app.state.sidecar_health = probe
-        open_steps = saga_steps_factory(settings, app.state.saga_metrics)
-        make_runtime: RuntimeFactory = app.state.runtime_factory
+        open_steps = saga_steps_factory(settings, saga_metrics)
         worker = WorkflowWorker(
             lambda: make_runtime(settings, open_steps),
             probe,
@@ -100,31 +107,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             await worker.stop()
 
-
-def create_app(
-    settings: Settings | None = None,
-    *,
-    sidecar_transport: httpx.AsyncBaseTransport | None = None,
-    runtime_factory: RuntimeFactory | None = None,
-) -> FastAPI:
-    """The app; tests pass a fake sidecar (`sidecar_transport`) and a fake workflow runtime."""
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, "orders")
+    app = service_app(
+        "orders",
+        settings,
+        summary="Accepts orders and runs each one's saga (reserve, charge, confirm) as a Dapr Workflow.",
+        compose=compose,
+        routers=[api.open_router, api.router],  # open_router has the orders' own /readyz
+        domain_errors=api.DOMAIN_ERRORS,
+        readiness=None,
+        sidecar_transport=sidecar_transport,
+    )
     for name in _WORKFLOW_SDK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    app = FastAPI(
-        title="Sidecart orders",
-        description="Accepts orders and runs each one's saga (reserve, charge, confirm) as a Dapr Workflow.",
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.sidecar_transport = sidecar_transport
-    factory: Any = runtime_factory or build_runtime
-    app.state.runtime_factory = factory
-    registry = install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
-    app.state.saga_metrics = SagaMetrics(registry)
-    app.include_router(probe_routes(readiness=None))
-    app.include_router(api.open_router)
-    app.include_router(api.router)
+    saga_metrics = SagaMetrics(app.state.metrics_registry)
     return app

@@ -1,4 +1,4 @@
-"""The users app: create_app() wires settings, the sidecar client, keys and routes; nothing runs at import."""
+"""The users app: create_app() wires settings, keys and routes into the kit's service app; nothing runs at import."""
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -9,9 +9,9 @@ from typing import TypeVar
 import httpx
 from fastapi import FastAPI
 
-from sidecart_kit.logs import configure_logging, get_logger
-from sidecart_kit.service import install_plumbing, probe_routes
-from sidecart_kit.sidecar import SidecarHealth, create_sidecar_client
+from sidecart_kit.logs import get_logger
+from sidecart_kit.service import service_app
+from sidecart_kit.sidecar import SidecarHealth
 from sidecart_kit.state import StoreUnavailableError
 from users import api
 from users.adapters import DaprSecretKeySource, DaprUserRepository
@@ -40,11 +40,15 @@ async def _retry_until(deadline_seconds: float, attempt: Callable[[], Awaitable[
             delay = min(delay * 2, 2.0)
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The composition root: everything the routes use is built here, once, and kept on app.state."""
-    settings: Settings = app.state.settings
-    async with create_sidecar_client(settings, app.state.sidecar_transport) as client:
+def create_app(
+    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The app; `sidecar_transport` replaces the network to the sidecar (tests pass a fake sidecar)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        """The composition root: everything the routes use is built here, once, and kept on app.state."""
         key_source = DaprSecretKeySource(client, settings.secret_store, settings.signing_key_secret)
         pem = await _retry_until(settings.startup_timeout_seconds, key_source.private_key_pem, "signing key")
         signer = RsaTokenSigner.from_pem(
@@ -65,22 +69,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("users_started", kid=signer.kid, state_store=settings.state_store)
         yield
 
-
-def create_app(
-    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
-    """The app; `sidecar_transport` replaces the network to the sidecar (tests pass a fake sidecar)."""
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, "users")
-    app = FastAPI(
-        title="Sidecart users",
-        description="Sign-up, login (RS256 JWTs) and profiles, reached through Dapr service invocation.",
-        version="0.1.0",
-        lifespan=lifespan,
+    return service_app(
+        "users",
+        settings,
+        summary="Sign-up, login (RS256 JWTs) and profiles, reached through Dapr service invocation.",
+        compose=compose,
+        routers=[api.router],
+        domain_errors=api.DOMAIN_ERRORS,
+        sidecar_transport=sidecar_transport,
     )
-    app.state.settings = settings
-    app.state.sidecar_transport = sidecar_transport
-    install_plumbing(app, app_token=settings.app_api_token, domain_errors=api.DOMAIN_ERRORS)
-    app.include_router(probe_routes())
-    app.include_router(api.router)
-    return app
