@@ -3,6 +3,7 @@
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from sidecart_kit.state import (
     StoreUnavailableError,
     Versioned,
     update_document,
+    update_model,
 )
 from sidecart_kit.testing import FakeSleep, FakeStateStore, fake_sidecar_client
 
@@ -269,3 +271,28 @@ async def test_update_document_decides_again_after_a_conflict_and_gives_up_in_th
         await update_document(store, "k", decide_while_another_writer_wins, retry=RetryPolicy(attempts=3), sleep=sleep)
     assert len(sleep.delays) == 3
     assert store.conflicts == 3
+
+
+@dataclass(frozen=True)
+class Counter:
+    n: int
+
+    @classmethod
+    def from_document(cls, document: Any) -> "Counter":
+        return cls(int(document["n"]))
+
+    def to_document(self) -> dict[str, Any]:
+        return {"n": self.n}
+
+
+async def test_update_model_parses_decides_and_writes_the_object_back() -> None:
+    store = FakeStateStore()
+
+    def bump(counter: Counter | None) -> tuple[Counter | None, int]:
+        updated = Counter((counter.n if counter else 0) + 1)
+        return updated, updated.n
+
+    assert await update_model(store, "c", Counter.from_document, bump, retry=RetryPolicy()) == 1
+    assert await update_model(store, "c", Counter.from_document, bump, retry=RetryPolicy()) == 2
+    assert await update_model(store, "c", Counter.from_document, lambda counter: (None, "kept"), retry=RetryPolicy())
+    assert store.document("c") == {"n": 2}

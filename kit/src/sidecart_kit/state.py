@@ -214,6 +214,15 @@ class DaprStateStore:
 Result = TypeVar("Result")
 
 
+class Document(Protocol):
+    """A domain object kept as one JSON document."""
+
+    def to_document(self) -> dict[str, Any]: ...
+
+
+Model = TypeVar("Model", bound=Document)
+
+
 async def update_document(
     store: StateStore,
     key: str,
@@ -245,6 +254,26 @@ async def update_document(
         await sleep(retry.delay(attempt))
     log.warning("contention_gave_up", key=key, attempts=retry.attempts)
     raise ContentionError(f"{key} kept changing over {retry.attempts} attempts")
+
+
+async def update_model(
+    store: StateStore,
+    key: str,
+    parse: Callable[[Any], Model],
+    decide: Callable[[Model | None], tuple[Model | None, Result]],
+    *,
+    retry: RetryPolicy,
+    locks: KeyedLocks | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Result:
+    """update_document for a domain object: `parse` reads the stored document, `decide` works on the object, and
+    the object it returns is written back with `to_document()`."""
+
+    def on_document(document: Any) -> tuple[Any, Result]:
+        updated, result = decide(None if document is None else parse(document))
+        return (None if updated is None else updated.to_document()), result
+
+    return await update_document(store, key, on_document, retry=retry, locks=locks, sleep=sleep)
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from inventory.domain import (
@@ -50,8 +50,9 @@ from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import (
     ConcurrencyConflictError,
     ContentionError,
+    Model,
     StateStore,
-    update_document,
+    update_model,
 )
 
 log = get_logger(__name__)
@@ -76,11 +77,6 @@ class ReserveStock:
 DEFAULT_RETRY = RetryPolicy(attempts=40, backoff_seconds=0.01, backoff_max_seconds=0.25)
 
 
-class _Document(Protocol):
-    def to_document(self) -> dict[str, Any]: ...
-
-
-Doc = TypeVar("Doc", bound=_Document)
 Result = TypeVar("Result")
 
 # Rounds of "read the decision, act on it": a call needs three (open, hold, answer); races add a few.
@@ -355,15 +351,10 @@ class Inventory:
     async def _change(
         self,
         key: str,
-        parse: Callable[[object], Doc],
-        decide: Callable[[Doc | None], tuple[Doc | None, Result]],
+        parse: Callable[[Any], Model],
+        decide: Callable[[Model | None], tuple[Model | None, Result]],
     ) -> Result:
         """Read, decide, write under the ETag read; again on conflict. `decide` returns None to write nothing."""
-
-        def on_document(document: object) -> tuple[dict[str, Any] | None, Result]:
-            updated, result = decide(None if document is None else parse(document))
-            return (None if updated is None else updated.to_document()), result
-
-        return await update_document(
-            self._store, key, on_document, retry=self._retry, locks=self._locks, sleep=self._sleep
+        return await update_model(
+            self._store, key, parse, decide, retry=self._retry, locks=self._locks, sleep=self._sleep
         )

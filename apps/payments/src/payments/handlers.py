@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from payments.domain import (
@@ -33,9 +33,10 @@ from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import (
     ConcurrencyConflictError,
     ContentionError,
+    Model,
     StateStore,
     StoreUnavailableError,
-    update_document,
+    update_model,
 )
 
 log = get_logger(__name__)
@@ -65,11 +66,6 @@ class RefundOutcome(StrEnum):
 DEFAULT_RETRY = RetryPolicy(attempts=30, backoff_seconds=0.01, backoff_max_seconds=0.25)
 
 
-class _Document(Protocol):
-    def to_document(self) -> dict[str, Any]: ...
-
-
-Doc = TypeVar("Doc", bound=_Document)
 Result = TypeVar("Result")
 
 # Rounds of "read the charge index, act on it": one normally, a second after losing the race to create it.
@@ -203,15 +199,10 @@ class Payments:
     async def _change(
         self,
         key: str,
-        parse: Callable[[object], Doc],
-        decide: Callable[[Doc | None], tuple[Doc | None, Result]],
+        parse: Callable[[Any], Model],
+        decide: Callable[[Model | None], tuple[Model | None, Result]],
     ) -> Result:
         """Read, decide, write under the ETag read; again on conflict. `decide` returns None to write nothing."""
-
-        def on_document(document: object) -> tuple[dict[str, Any] | None, Result]:
-            updated, result = decide(None if document is None else parse(document))
-            return (None if updated is None else updated.to_document()), result
-
-        return await update_document(
-            self._store, key, on_document, retry=self._retry, locks=self._locks, sleep=self._sleep
+        return await update_model(
+            self._store, key, parse, decide, retry=self._retry, locks=self._locks, sleep=self._sleep
         )
