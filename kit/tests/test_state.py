@@ -296,3 +296,24 @@ async def test_update_model_parses_decides_and_writes_the_object_back() -> None:
     assert await update_model(store, "c", Counter.from_document, bump, retry=RetryPolicy()) == 2
     assert await update_model(store, "c", Counter.from_document, lambda counter: (None, "kept"), retry=RetryPolicy())
     assert store.document("c") == {"n": 2}
+
+
+async def test_bulk_reads_go_in_chunks_a_few_at_a_time() -> None:
+    in_flight, most, sizes = 0, 0, []
+
+    async def sidecar(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        keys = json.loads(request.content)["keys"]
+        sizes.append(len(keys))
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(200, json=[{"key": key, "data": {"n": 1}, "etag": "1"} for key in keys])
+
+    store = DaprStateStore(fake_sidecar_client(sidecar), "app-store", bulk_chunk=2, bulk_round_trips=2)
+    keys = [f"t:{n}" for n in range(9)]
+    found = await store.get_many(keys)
+    assert found == {key: Versioned({"n": 1}, "1") for key in keys}
+    assert sorted(sizes) == [1, 2, 2, 2, 2]
+    assert most == 2

@@ -76,6 +76,7 @@ class DaprStateStore:
         queue_timeout: float = 5.0,
         bulk_chunk: int = 500,
         bulk_parallelism: int = 16,
+        bulk_round_trips: int = 8,
     ) -> None:
         self._client = client
         self._store = store_name
@@ -83,6 +84,8 @@ class DaprStateStore:
         self._queue_timeout = queue_timeout
         self._bulk_chunk = bulk_chunk
         self._bulk_parallelism = bulk_parallelism
+        # Bulk reads of many chunks take at most this many call slots at once, leaving the rest to other calls.
+        self._bulk_round_trips = asyncio.Semaphore(bulk_round_trips)
 
     @property
     def name(self) -> str:
@@ -177,6 +180,10 @@ class DaprStateStore:
 
     async def _bulk_get(self, keys: list[str]) -> dict[str, Versioned]:
         """POST /v1.0/state/{store}/bulk: [{"key", "data", "etag"} | {"key", "error"}] in one round trip."""
+        async with self._bulk_round_trips:
+            return await self._bulk_round_trip(keys)
+
+    async def _bulk_round_trip(self, keys: list[str]) -> dict[str, Versioned]:
         try:
             async with self._slot(f"reading {len(keys)} keys"):
                 response = await self._client.post(

@@ -10,13 +10,13 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 from analytics import api
-from analytics.adapters import BoundedBulkStateStore, DaprPublisher
+from analytics.adapters import DaprPublisher
 from analytics.handlers import Analytics, Deliveries, MessagePublisher
 from analytics.settings import Settings, get_settings
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
-from sidecart_kit.state import StateStore
+from sidecart_kit.state import DaprStateStore, StateStore
 
 
 def create_app(
@@ -32,11 +32,11 @@ def create_app(
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        store_used = store or BoundedBulkStateStore(
+        store_used = store or DaprStateStore(
             client,
             settings.state_store,
             bulk_chunk=settings.bulk_get_chunk,
-            bulk_parallelism=settings.bulk_get_parallelism,
+            bulk_round_trips=settings.bulk_get_parallelism,
         )
         # One Analytics per process: its per-key locks must be shared by every delivery.
         analytics = Analytics(

@@ -1,40 +1,17 @@
-"""The adapters against a fake sidecar (httpx.MockTransport): bounded bulk reads, publishing, and the settings."""
+"""The adapters against a fake sidecar (httpx.MockTransport): publishing, and the settings."""
 
-import asyncio
 import json
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from analytics.adapters import BoundedBulkStateStore, DaprPublisher
+from analytics.adapters import DaprPublisher
 from analytics.handlers import PublishFailedError
 from analytics.settings import Settings
-from sidecart_kit.state import Versioned
 from sidecart_kit.testing import fake_sidecar_client
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-async def test_bulk_reads_go_in_chunks_a_few_at_a_time() -> None:
-    in_flight, most, sizes = 0, 0, []
-
-    async def sidecar(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        keys = json.loads(request.content)["keys"]
-        sizes.append(len(keys))
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return httpx.Response(200, json=[{"key": key, "data": {"n": 1}, "etag": "1"} for key in keys])
-
-    store = BoundedBulkStateStore(fake_sidecar_client(sidecar), "analytics-store", bulk_chunk=2, bulk_parallelism=2)
-    keys = [f"t:{n}" for n in range(9)]
-    found = await store.get_many(keys)
-    assert found == {key: Versioned({"n": 1}, "1") for key in keys}
-    assert sorted(sizes) == [1, 2, 2, 2, 2]
-    assert most == 2
 
 
 async def test_a_dead_letter_is_published_as_the_cloud_event_it_is() -> None:
