@@ -48,14 +48,32 @@ async def place_until_accepted(
     raise AssertionError(f"order with key {key} never accepted: {outcome}")
 
 
-async def orders_ready(platform: Platform) -> bool:
-    """The app's own readiness: its sidecar answers and its workflow worker is connected again."""
+async def orders_readiness(platform: Platform) -> str:
+    """The app's own readiness ("ready": its sidecar answers and its workflow worker is connected again), or what
+    its /readyz said instead, for the failure message."""
     try:
         async with httpx.AsyncClient(timeout=2) as client:
             app_port = platform.run_file.app("orders").app_port
-            return (await client.get(f"http://127.0.0.1:{app_port}/readyz")).status_code == 200
-    except httpx.HTTPError:
-        return False
+            response = await client.get(f"http://127.0.0.1:{app_port}/readyz")
+    except httpx.HTTPError as error:
+        return repr(error)
+    return "ready" if response.status_code == 200 else f"{response.status_code} {response.text}"
+
+
+async def orders_state(platform: Platform) -> str:
+    """What a failure message needs to tell a dead part from a wedged one: each restarted process, alive or not, and
+    what the orders sidecar's metadata says of its actor runtime and workflow workers (or why it did not answer)."""
+    try:
+        async with httpx.AsyncClient(timeout=3) as client:
+            metadata = (await client.get(f"{platform.sidecar_url('orders')}/v1.0/metadata")).json()
+        sidecar = f"actorRuntime {metadata.get('actorRuntime')}, workflows {metadata.get('workflows')}"
+    except (httpx.HTTPError, ValueError) as error:
+        sidecar = f"metadata: {error!r}"
+    return f"{platform.restarted_status()}; orders sidecar: {sidecar}"
+
+
+def is_ready(readiness: str) -> bool:
+    return readiness == "ready"
 
 
 @pytest.mark.parametrize("part", ["app", "sidecar"])
@@ -76,7 +94,8 @@ async def test_sagas_in_flight_finish_after_the_orders_process_is_killed(
     platform.restart(snapshot)
     accepted = await asyncio.gather(*placing)
 
-    assert await eventually(lambda: orders_ready(platform), bool, within=60), f"orders {part} did not come back"
+    readiness = await eventually(lambda: orders_readiness(platform), is_ready, within=60)
+    assert is_ready(readiness), f"orders {part} did not come back: {readiness} ({await orders_state(platform)})"
     orders = await asyncio.gather(
         *(
             final_state(gateway, shoppers[n % 4], r.json()["order_id"], within=RECOVERY_BOUND_S)
@@ -119,7 +138,8 @@ async def test_the_workflow_worker_comes_back_after_every_restart(
         snapshots = [platform.kill("orders", part) for part in parts]
         for snapshot in snapshots:
             platform.restart(snapshot)
-        assert await eventually(lambda: orders_ready(platform), bool, within=60), f"{what}: orders not ready"
+        readiness = await eventually(lambda: orders_readiness(platform), is_ready, within=60)
+        assert is_ready(readiness), f"{what}: orders not ready: {readiness} ({await orders_state(platform)})"
         # The sagas it held when it died, by their keys (the same key gives the same order), then a new one.
         await asyncio.gather(*(completes(key, what) for key in in_flight))
         await completes(uuid.uuid4().hex, what)

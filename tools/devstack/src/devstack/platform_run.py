@@ -114,6 +114,8 @@ class Platform:
         self.servers: list[Server] = []
         self._apps: ManagedProcess | None = None
         self._restarted: list[ManagedProcess] = []
+        # Apps killed since the last `log_marks`: their logs lead a failure report, where they are likeliest to tell.
+        self._killed_apps: set[str] = set()
         self._stack = ExitStack()
 
     @property
@@ -219,6 +221,7 @@ class Platform:
         pid = self.pid_of(app_id, part)
         snapshot = Snapshot.of(f"{app_id}-{part}", pid)
         os.kill(pid, signal.SIGKILL)
+        self._killed_apps.add(app_id)
         wait_until(f"{app_id} {part} to die", lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10)
         log(f"killed {app_id} {part} (pid {pid})")
         return snapshot
@@ -236,6 +239,16 @@ class Platform:
         self._restarted.append(process)
         log(f"restarted {snapshot.name} (pid {process.pid})")
 
+    def restarted_status(self) -> str:
+        """Whether each process `restart` started is still running (the newest one of each name): a failure message
+        that says a restarted sidecar exited at once points straight at its log."""
+        newest = {process.name: process for process in self._restarted}
+        return "; ".join(
+            f"{name} (pid {process.pid}): "
+            + ("running" if process.running() else f"exited with {process.exit_code()}, log {process.log_file.name}")
+            for name, process in sorted(newest.items())
+        )
+
     def log_files(self) -> list[Path]:
         """Every log the platform writes: each app's and daprd's (dapr run's files and those of restarted processes),
         placement's, scheduler's and the servers'."""
@@ -243,12 +256,15 @@ class Platform:
 
     def log_marks(self) -> dict[Path, int]:
         """Where each log ends now, so `logs_since` can show what was written after this moment."""
+        self._killed_apps.clear()
         return {path: path.stat().st_size for path in self.log_files()}
 
     def logs_since(self, marks: dict[Path, int], lines: int = 25) -> str:
-        """The last `lines` lines that each log gained since `marks` (logs that gained nothing are left out)."""
+        """The last `lines` lines that each log gained since `marks` (logs that gained nothing are left out); the logs
+        of apps killed since then come first."""
         parts = []
-        for path in self.log_files():
+        killed = tuple(self._killed_apps)
+        for path in sorted(self.log_files(), key=lambda path: not path.name.startswith(killed)):
             with path.open("rb") as file:
                 file.seek(marks.get(path, 0))
                 written = file.read().decode(errors="replace").splitlines()
