@@ -6,6 +6,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from contracts.events import Event
+from contracts.orders import OrderCancelled, OrderCompleted
+from contracts.users import UserRegistered
 from sidecart_kit.events import (
     BulkDelivery,
     BulkSettings,
@@ -15,6 +18,7 @@ from sidecart_kit.events import (
     bulk_answer,
     delivery_answer,
     problems,
+    subscriptions_by_topic,
 )
 
 
@@ -94,3 +98,30 @@ def test_problems_name_the_fields_not_the_values() -> None:
 def test_a_subscription_with_only_a_default_route_has_no_rules() -> None:
     declared = Subscription("pubsub", "telemetry-deadletter", default_route="/events/dead-letter").to_dapr()
     assert declared["routes"] == {"default": "/events/dead-letter"}
+
+
+def test_a_route_table_gives_one_subscription_per_topic_and_one_rule_per_type() -> None:
+    routes: list[tuple[type[Event], str]] = [
+        (UserRegistered, "/events/user-registered"),
+        (OrderCompleted, "/events/order-completed"),
+        (OrderCancelled, "/events/order-cancelled"),
+    ]
+    declared = subscriptions_by_topic(
+        "pubsub", routes, default_route="/events/unhandled", dead_letter_topic="deadletter"
+    )
+    assert declared == [
+        Subscription(
+            "pubsub",
+            UserRegistered.TOPIC,
+            {UserRegistered.TYPE: "/events/user-registered"},
+            default_route="/events/unhandled",
+            dead_letter_topic="deadletter",
+        ),
+        Subscription(
+            "pubsub",
+            OrderCompleted.TOPIC,
+            {OrderCompleted.TYPE: "/events/order-completed", OrderCancelled.TYPE: "/events/order-cancelled"},
+            default_route="/events/unhandled",
+            dead_letter_topic="deadletter",
+        ),
+    ]

@@ -3,6 +3,7 @@ envelopes and bulk deliveries the sidecar sends, and the answers it expects."""
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from contracts.events import Event
 from sidecart_kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -95,6 +97,31 @@ class Subscription:
                 "maxAwaitDurationMs": self.bulk.max_await_ms,
             }
         return declared
+
+
+def subscriptions_by_topic(
+    pubsub: str,
+    routes: Iterable[tuple[type[Event], str]],
+    *,
+    default_route: str | None = None,
+    dead_letter_topic: str | None = None,
+) -> list[Subscription]:
+    """The subscriptions of a route table (each event contract and the route its deliveries arrive at): one per
+    topic, in the table's order, with one routing rule per event type and the same default route and dead-letter
+    topic for every topic."""
+    routes_by_topic: dict[str, dict[str, str]] = {}
+    for contract, path in routes:
+        routes_by_topic.setdefault(contract.TOPIC, {})[contract.TYPE] = path
+    return [
+        Subscription(
+            pubsub=pubsub,
+            topic=topic,
+            routes_by_type=routes_by_type,
+            default_route=default_route,
+            dead_letter_topic=dead_letter_topic,
+        )
+        for topic, routes_by_type in routes_by_topic.items()
+    ]
 
 
 class CloudEvent(BaseModel):

@@ -16,7 +16,7 @@ from notifications.domain import NotifiableEvent
 from notifications.handlers import Deliveries, Notifications
 from notifications.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.events import Subscription, delivery_answer
+from sidecart_kit.events import delivery_answer, subscriptions_by_topic
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
@@ -27,8 +27,8 @@ ORDER_COMPLETED_ROUTE = "/events/order-completed"
 ORDER_CANCELLED_ROUTE = "/events/order-cancelled"
 UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 
-# Each event type this version turns into a notice, and the route its deliveries arrive at. The subscription
-# document is built from this table: one subscription per topic, one routing rule per type.
+# Each event type this version turns into a notice, and the route its deliveries arrive at: the subscriptions
+# are built from this table.
 DELIVERY_ROUTES: tuple[tuple[type[NotifiableEvent], str], ...] = (
     (UserRegistered, USER_REGISTERED_ROUTE),
     (OrderCompleted, ORDER_COMPLETED_ROUTE),
@@ -53,20 +53,14 @@ DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
 @router.get("/dapr/subscribe", tags=["dapr"])
 async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
-    routes_by_topic: dict[str, dict[str, str]] = {}
-    for contract, path in DELIVERY_ROUTES:
-        routes_by_topic.setdefault(contract.TOPIC, {})[contract.TYPE] = path
-    return [
-        Subscription(
-            pubsub=settings.pubsub_name,
-            topic=topic,
-            routes_by_type=routes,
-            # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
-            default_route=UNHANDLED_EVENT_ROUTE,
-            dead_letter_topic=settings.dead_letter_topic,
-        ).to_dapr()
-        for topic, routes in routes_by_topic.items()
-    ]
+    declared = subscriptions_by_topic(
+        settings.pubsub_name,
+        DELIVERY_ROUTES,
+        # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
+        default_route=UNHANDLED_EVENT_ROUTE,
+        dead_letter_topic=settings.dead_letter_topic,
+    )
+    return [subscription.to_dapr() for subscription in declared]
 
 
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])

@@ -27,7 +27,14 @@ from payments.domain import (
 from payments.handlers import ChargePayment, Payments, RefundOutcome
 from payments.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors, error_responses
-from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer, log_unhandled_event, problems
+from sidecart_kit.events import (
+    CloudEvent,
+    DeliveryStatus,
+    delivery_answer,
+    log_unhandled_event,
+    problems,
+    subscriptions_by_topic,
+)
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
@@ -93,15 +100,14 @@ def _counted(metrics: PaymentsMetrics, operation: str) -> Iterator[dict[str, str
 @router.get("/dapr/subscribe", tags=["dapr"])
 async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
-    user_registered = Subscription(
-        pubsub=settings.pubsub_name,
-        topic=UserRegistered.TOPIC,
-        routes_by_type={UserRegistered.TYPE: USER_REGISTERED_ROUTE},
+    declared = subscriptions_by_topic(
+        settings.pubsub_name,
+        [(UserRegistered, USER_REGISTERED_ROUTE)],
         # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
         default_route=UNHANDLED_EVENT_ROUTE,
         dead_letter_topic=settings.dead_letter_topic,
     )
-    return [user_registered.to_dapr()]
+    return [subscription.to_dapr() for subscription in declared]
 
 
 class IdentifiedCloudEvent(CloudEvent):
