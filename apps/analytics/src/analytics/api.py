@@ -1,7 +1,6 @@
 """HTTP routes: the Dapr subscriptions and deliveries (bulk telemetry, business events, dead letters) and reports
 (the kit's probe_routes serve /healthz and /readyz)."""
 
-import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -23,6 +22,7 @@ from sidecart_kit.events import (
     Subscription,
     bulk_answer,
     delivery_answer,
+    envelope_of,
     problems,
     subscriptions_by_topic,
 )
@@ -126,10 +126,7 @@ async def on_order_cancelled(request: Request, deliveries: DeliveriesDep) -> JSO
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
 async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """An event type this version does not handle: acknowledged and logged (single or bulk delivery)."""
-    try:
-        body: Any = json.loads(await request.body())
-    except ValueError:
-        body = None
+    body = envelope_of(await request.body())
     if isinstance(body, dict) and isinstance(body.get("entries"), list):
         return bulk_answer(deliveries.ignore_bulk(UNHANDLED_EVENT_ROUTE, body["entries"]))
     return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, body))

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
 
-from prometheus_client import Counter
-
 from analytics.domain import (
     BUSINESS_INDEX_KEY,
     DEAD_LETTERS_KEY,
@@ -34,7 +32,16 @@ from analytics.domain import (
     top_products,
 )
 from contracts.telemetry import TelemetryEvent
-from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliveryStatus, log_unhandled_event, problems
+from sidecart_kit.events import (
+    BulkDelivery,
+    BulkEntry,
+    CloudEvent,
+    DeliveryStatus,
+    EventDeliveries,
+    envelope_of,
+    log_unhandled_event,
+    problems,
+)
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
@@ -261,13 +268,6 @@ def _dead_letter_envelope(raw: Any, fallback_id: str) -> dict[str, Any]:
     }
 
 
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
 class Deliveries:
     """What the sidecar is answered for each delivered message, counted in `events` by route and outcome:
     SUCCESS when done (or done before, or nothing to do), RETRY when a document could not be written, and for a
@@ -277,7 +277,7 @@ class Deliveries:
         self,
         analytics: Analytics,
         publisher: MessagePublisher,
-        events: Counter,
+        events: EventDeliveries,
         *,
         dead_letter_topic: str,
         telemetry_dead_letter_topic: str,
@@ -310,7 +310,7 @@ class Deliveries:
         outcomes = await self._analytics.fold_telemetry(valid)
         for entry_id, outcome in outcomes.items():
             statuses[entry_id] = DeliveryStatus.RETRY if outcome is None else DeliveryStatus.SUCCESS
-            self._events.labels(route, "retry" if outcome is None else outcome.value).inc()
+            self._events.count(route, "retry" if outcome is None else outcome.value)
         log.info(
             "telemetry_delivery",
             entries=len(delivery.entries),
@@ -325,15 +325,15 @@ class Deliveries:
         event_id = raw.get("id") if isinstance(raw, dict) else None
         log.error("telemetry_entry_malformed", entry_id=entry_id, event_id=event_id, problems=problems(exc))
         if self._malformed_entry_action != "publish":
-            self._events.labels(route, self._malformed_entry_action.lower()).inc()
+            self._events.count(route, self._malformed_entry_action.lower())
             return DeliveryStatus(self._malformed_entry_action)
         try:
             await self._publisher.publish(self._telemetry_dead_letter_topic, _dead_letter_envelope(raw, entry_id))
         except PublishFailedError as failure:
             log.warning("dead_letter_not_published", entry_id=entry_id, error=str(failure))
-            self._events.labels(route, "retry").inc()
+            self._events.count(route, "retry")
             return DeliveryStatus.RETRY
-        self._events.labels(route, "dead_lettered").inc()
+        self._events.count(route, "dead_lettered")
         return DeliveryStatus.SUCCESS
 
     async def business(self, route: str, contract: type[BusinessEvent], body: bytes) -> DeliveryStatus:
@@ -353,23 +353,21 @@ class Deliveries:
             except PublishFailedError as failure:
                 log.warning("dead_letter_not_published", error=str(failure))
                 return DeliveryStatus.RETRY
-            self._events.labels(route, "dead_lettered").inc()
+            self._events.count(route, "dead_lettered")
             return DeliveryStatus.SUCCESS
         try:
             outcome = await self._analytics.fold_business(envelope.id, data)
         except StoreUnavailableError as exc:  # ContentionError included
             log.warning("event_retry", route=route, event_id=envelope.id, error=str(exc))
-            self._events.labels(route, "retry").inc()
+            self._events.count(route, "retry")
             return DeliveryStatus.RETRY
         log.info("event_handled", route=route, event_id=envelope.id, outcome=outcome.value)
-        self._events.labels(route, outcome.value).inc()
+        self._events.count(route, outcome.value)
         return DeliveryStatus.SUCCESS
 
     def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
         """An event type this version does not handle: acknowledged and logged."""
-        log_unhandled_event(envelope)
-        self._events.labels(route, "ignored").inc()
-        return DeliveryStatus.SUCCESS
+        return self._events.ignore(route, envelope)
 
     def ignore_bulk(self, route: str, entries: list[Any]) -> dict[str, DeliveryStatus]:
         """Events of a type this version does not handle, delivered in bulk (the default route of a bulk
@@ -378,13 +376,13 @@ class Deliveries:
         for entry in entries:
             event = BulkEntry(entryId=str(entry.get("entryId")), event=entry.get("event")).envelope()
             log_unhandled_event(event)
-        self._events.labels(route, "ignored").inc(len(entries))
+        self._events.count(route, "ignored", len(entries))
         return {str(entry.get("entryId")): DeliveryStatus.SUCCESS for entry in entries}
 
     async def dead_letter(self, route: str, body: bytes) -> DeliveryStatus:
         """A message that could not be processed: kept (id, type, when, an excerpt) in a bounded list; RETRY when
         the store fails."""
-        attributes = _json(body)
+        attributes = envelope_of(body)
         attributes = attributes if isinstance(attributes, dict) else {}
         data = attributes.get("data", attributes.get("data_base64"))
         excerpt = body.decode(errors="replace") if data is None else json.dumps(data, default=str)
@@ -400,5 +398,5 @@ class Deliveries:
             log.warning("dead_letter_retry", event_id=letter.id, error=str(exc))
             return DeliveryStatus.RETRY
         log.warning("dead_letter_recorded", event_id=letter.id, event_type=letter.type, new=added)
-        self._events.labels(route, "recorded" if added else "duplicate").inc()
+        self._events.count(route, "recorded" if added else "duplicate")
         return DeliveryStatus.SUCCESS

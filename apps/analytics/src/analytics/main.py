@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
-from prometheus_client import Counter
 
 from analytics import api
 from analytics.adapters import DaprPublisher
 from analytics.handlers import Analytics, Deliveries, MessagePublisher
 from analytics.settings import Settings, get_settings
+from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
@@ -65,10 +65,11 @@ def create_app(
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
     )
-    events = Counter(
-        "analytics_events_total",
-        "Events delivered, by route and outcome (counted, duplicate, expired, dead_lettered, retry, ignored).",
-        ["route", "outcome"],
-        registry=app.state.metrics_registry,
+    events = EventDeliveries(
+        delivery_counter(
+            "analytics",
+            app.state.metrics_registry,
+            "Events delivered, by route and outcome (counted, duplicate, expired, dead_lettered, retry, ignored).",
+        )
     )
     return app

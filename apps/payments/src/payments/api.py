@@ -1,6 +1,5 @@
 """HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund."""
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -10,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import ErrorDetail
 from contracts.users import UserRegistered
@@ -24,17 +23,10 @@ from payments.domain import (
     Wallet,
     WalletNotFoundError,
 )
-from payments.handlers import ChargePayment, Payments, RefundOutcome
+from payments.handlers import ChargePayment, CreditOutcome, Payments, RefundOutcome
 from payments.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors, error_responses
-from sidecart_kit.events import (
-    CloudEvent,
-    DeliveryStatus,
-    delivery_answer,
-    log_unhandled_event,
-    problems,
-    subscriptions_by_topic,
-)
+from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
@@ -47,15 +39,9 @@ UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 
 
 class PaymentsMetrics:
-    """How events and the saga's calls ended, beside the kit's HTTP metrics on the same registry."""
+    """How the saga's calls ended, beside the kit's HTTP metrics on the same registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter(
-            "payments_events_total",
-            "Events delivered by the sidecar, by how they ended.",
-            ["route", "outcome"],
-            registry=registry,
-        )
         self.operations = Counter(
             "payments_operations_total",
             "Charges and refunds answered, by operation and outcome.",
@@ -67,6 +53,7 @@ class PaymentsMetrics:
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 PaymentsDep = Annotated[Payments, Depends(from_app_state("payments"))]
 MetricsDep = Annotated[PaymentsMetrics, Depends(from_app_state("metrics"))]
+DeliveriesDep = Annotated[EventDeliveries, Depends(from_app_state("deliveries"))]
 
 _ERRORS = error_responses(
     {
@@ -110,52 +97,25 @@ async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     return [subscription.to_dapr() for subscription in declared]
 
 
-class IdentifiedCloudEvent(CloudEvent):
-    # Without an id a delivery cannot be told from its redeliveries: such an event is malformed.
-    id: str = Field(min_length=1)
-
-
-def _drop(metrics: PaymentsMetrics, exc: Exception, event_id: str | None) -> JSONResponse:
-    # Redelivery cannot fix a malformed event: drop it, loudly.
-    log.error("event_dropped_malformed", route=USER_REGISTERED_ROUTE, event_id=event_id, problems=problems(exc))
-    metrics.events.labels(USER_REGISTERED_ROUTE, "dropped").inc()
-    return delivery_answer(DeliveryStatus.DROP)
-
-
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
-async def on_user_registered(request: Request, payments: PaymentsDep, metrics: MetricsDep) -> JSONResponse:
+async def on_user_registered(request: Request, payments: PaymentsDep, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `user.registered`: the user's wallet gets the starting credit, once per user."""
-    try:
-        event = IdentifiedCloudEvent.model_validate_json(await request.body())
-    except ValidationError as exc:
-        return _drop(metrics, exc, event_id=None)
-    try:
-        user = UserRegistered.model_validate(event.payload())
-    except (ValidationError, ValueError) as exc:
-        return _drop(metrics, exc, event_id=event.id)
-    log_context = {"event_id": event.id, "event_type": event.type, "user_id": str(user.user_id)}
-    try:
-        outcome = await payments.grant_starting_credit(user.user_id)
-    except StoreUnavailableError as exc:
-        log.warning("event_retry", error=str(exc), **log_context)
-        metrics.events.labels(USER_REGISTERED_ROUTE, "retry").inc()
-        return delivery_answer(DeliveryStatus.RETRY)
-    log.info("event_handled", outcome=outcome.value, **log_context)
-    metrics.events.labels(USER_REGISTERED_ROUTE, outcome.value).inc()
-    return delivery_answer(DeliveryStatus.SUCCESS)
+
+    async def grant(event_id: str, user: UserRegistered) -> CreditOutcome:
+        return await payments.grant_starting_credit(user.user_id)
+
+    body = await request.body()
+    return delivery_answer(
+        await deliveries.deliver(
+            USER_REGISTERED_ROUTE, UserRegistered, body, grant, log_context=lambda user: {"user_id": str(user.user_id)}
+        )
+    )
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
-async def on_unhandled_event(request: Request, metrics: MetricsDep) -> JSONResponse:
+async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of an event type this version does not handle: acknowledged and logged."""
-    raw = await request.body()
-    try:
-        envelope: Any = json.loads(raw)
-    except ValueError:
-        envelope = None
-    log_unhandled_event(envelope)
-    metrics.events.labels(UNHANDLED_EVENT_ROUTE, "ignored").inc()
-    return delivery_answer(DeliveryStatus.SUCCESS)
+    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope_of(await request.body())))
 
 
 # --- Wallets ---------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from payments import api
 from payments.handlers import Payments
 from payments.settings import Settings, get_settings
+from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
@@ -53,5 +54,7 @@ def create_app(
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
     )
-    app.state.metrics = api.PaymentsMetrics(app.state.metrics_registry)
+    registry = app.state.metrics_registry
+    app.state.metrics = api.PaymentsMetrics(registry)
+    app.state.deliveries = EventDeliveries(delivery_counter("payments", registry))
     return app
