@@ -14,6 +14,7 @@ from sidecart_kit.state import (
     ConcurrencyConflictError,
     ContentionError,
     DaprStateStore,
+    DocumentUpdates,
     StoreUnavailableError,
     Versioned,
     update_document,
@@ -296,6 +297,23 @@ async def test_update_model_parses_decides_and_writes_the_object_back() -> None:
     assert await update_model(store, "c", Counter.from_document, bump, retry=RetryPolicy()) == 2
     assert await update_model(store, "c", Counter.from_document, lambda counter: (None, "kept"), retry=RetryPolicy())
     assert store.document("c") == {"n": 2}
+
+
+async def test_concurrent_updates_of_one_key_queue_in_the_process_and_lose_nothing() -> None:
+    store, sleep = FakeStateStore(), FakeSleep()
+    store.interleave = True
+    updates = DocumentUpdates(store, retry=RetryPolicy(attempts=2), sleep=sleep)
+
+    def bump(counter: Counter | None) -> tuple[Counter | None, int]:
+        updated = Counter((counter.n if counter else 0) + 1)
+        return updated, updated.n
+
+    results = await asyncio.gather(*(updates.update_model("c", Counter.from_document, bump) for _ in range(20)))
+    assert sorted(results) == list(range(1, 21))
+    assert store.document("c") == {"n": 20}
+    assert store.conflicts == 0  # queued per key: no optimistic round was lost in this process
+    assert len(updates.locks) == 0  # and no lock is kept once they are done
+    assert await updates.update_document("c", lambda document: (None, document["n"])) == 20
 
 
 async def test_bulk_reads_go_in_chunks_a_few_at_a_time() -> None:

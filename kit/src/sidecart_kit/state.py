@@ -283,6 +283,36 @@ async def update_model(
     return await update_document(store, key, on_document, retry=retry, locks=locks, sleep=sleep)
 
 
+class DocumentUpdates:
+    """update_document and update_model on one store with one retry policy, one update per key at a time in this
+    process: n calls racing on one document cost O(n^2) optimistic rounds, queued per key O(n) per process."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        retry: RetryPolicy,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._retry = retry
+        self._sleep = sleep
+        self.locks = KeyedLocks()
+
+    async def update_document(self, key: str, decide: Callable[[Any], tuple[Any, Result]]) -> Result:
+        return await update_document(self._store, key, decide, retry=self._retry, locks=self.locks, sleep=self._sleep)
+
+    async def update_model(
+        self,
+        key: str,
+        parse: Callable[[Any], Model],
+        decide: Callable[[Model | None], tuple[Model | None, Result]],
+    ) -> Result:
+        return await update_model(
+            self._store, key, parse, decide, retry=self._retry, locks=self.locks, sleep=self._sleep
+        )
+
+
 @asynccontextmanager
 async def _no_lock() -> AsyncIterator[None]:
     yield

@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from analytics.domain import (
     BUSINESS_INDEX_KEY,
@@ -42,13 +42,11 @@ from sidecart_kit.events import (
     log_unhandled_event,
     problems,
 )
-from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import StateStore, StoreUnavailableError, update_document
+from sidecart_kit.state import DocumentUpdates, StateStore, StoreUnavailableError
 
 log = get_logger(__name__)
-T = TypeVar("T")
 EXCERPT_CHARS = 200
 
 
@@ -85,20 +83,14 @@ class Analytics:
     ) -> None:
         self._store = store
         self._retention = retention
-        self._retry = retry or RetryPolicy()
+        self._updates = DocumentUpdates(store, retry=retry or RetryPolicy(), sleep=sleep)
         self._max_dead_letters = max_dead_letters
         self._clock = clock
-        self._sleep = sleep
-        self.locks = KeyedLocks()
         # The last index this process read or wrote: when it already lists every touched key, no index write.
         self._telemetry_index = TelemetryIndex()
         self._business_index = BusinessIndex()
 
     # --- writes ---------------------------------------------------------------------------------------------
-
-    async def _update(self, key: str, change: Callable[[Any], tuple[Any, T]]) -> T:
-        """Read `key`, apply `change` (new document or None for no write, and a result), write with the ETag."""
-        return await update_document(self._store, key, change, retry=self._retry, locks=self.locks, sleep=self._sleep)
 
     def _oldest(self) -> datetime:
         return self._clock() - self._retention
@@ -115,7 +107,7 @@ class Analytics:
             updated = index.with_keys(keys, oldest)
             return updated.to_document(), updated
 
-        self._telemetry_index = await self._update(TELEMETRY_INDEX_KEY, change)
+        self._telemetry_index = await self._updates.update_document(TELEMETRY_INDEX_KEY, change)
 
     async def _index_business(self, key: str) -> None:
         if self._business_index.covers([key]):
@@ -129,7 +121,7 @@ class Analytics:
             updated = index.with_keys([key], oldest)
             return updated.to_document(), updated
 
-        self._business_index = await self._update(BUSINESS_INDEX_KEY, change)
+        self._business_index = await self._updates.update_document(BUSINESS_INDEX_KEY, change)
 
     async def fold_telemetry(self, entries: Sequence[TelemetryEntry]) -> dict[str, Outcome | None]:
         """What became of each entry: counted, duplicate, expired, or None when its document could not be written
@@ -160,7 +152,7 @@ class Analytics:
                 return (updated.to_document() if counted else None), results
 
             try:
-                results = await self._update(key, change)
+                results = await self._updates.update_document(key, change)
             except (StoreUnavailableError, MalformedDocumentError) as exc:
                 log.warning("telemetry_document_not_written", key=key, entries=len(group), error=str(exc))
                 outcomes.update((entry.entry_id, None) for entry in group)
@@ -182,7 +174,7 @@ class Analytics:
             updated, outcome = BusinessHour.from_document(document).fold(fact)
             return (updated.to_document() if outcome is Outcome.COUNTED else None), outcome
 
-        return await self._update(fact.key, change)
+        return await self._updates.update_document(fact.key, change)
 
     async def record_dead_letter(self, letter: DeadLetter) -> bool:
         """Adds a dead letter to the bounded list (newest first); False when it was listed already."""
@@ -191,7 +183,7 @@ class Analytics:
             updated, added = record_dead_letter(document, letter, self._max_dead_letters)
             return (updated if added else None), added
 
-        return await self._update(DEAD_LETTERS_KEY, change)
+        return await self._updates.update_document(DEAD_LETTERS_KEY, change)
 
     # --- reads ----------------------------------------------------------------------------------------------
 
