@@ -15,7 +15,7 @@ from analytics.settings import Settings, get_settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import DaprStateStore, StateStore
 
 
@@ -54,7 +54,6 @@ def create_app(
             telemetry_dead_letter_topic=settings.telemetry_dead_letter_topic,
             malformed_entry_action=settings.malformed_entry_action,
         )
-        app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     app = service_app(
@@ -64,6 +63,7 @@ def create_app(
         compose=compose,
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
+        sidecar_health=health,
     )
     events = EventDeliveries(
         delivery_counter(

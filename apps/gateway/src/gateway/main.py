@@ -13,7 +13,6 @@ from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.settings import Settings, get_settings
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import SidecarHealth
 
 
 def create_app(
@@ -53,7 +52,6 @@ def create_app(
             ingest_app_id=settings.ingest_app_id,
             analytics_app_id=settings.analytics_app_id,
         )
-        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     # Public: no app token, the gateway is the public edge, called by clients rather than by its sidecar.

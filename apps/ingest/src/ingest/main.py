@@ -12,7 +12,6 @@ from ingest.adapters import DaprBulkPublisher
 from ingest.handlers import Ingest
 from ingest.settings import Settings, get_settings
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import SidecarHealth
 
 
 def create_app(
@@ -35,7 +34,6 @@ def create_app(
             max_events=settings.max_events_per_batch,
             on_events=lambda outcome, count: events.labels(outcome).inc(count),
         )
-        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     app = service_app(

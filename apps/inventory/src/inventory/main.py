@@ -16,7 +16,7 @@ from inventory.settings import Settings, get_settings
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import DaprStateStore, StateStore
 
 log = get_logger(__name__)
@@ -80,8 +80,7 @@ def create_app(
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        sidecar = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
-        app.state.readiness = SeededReadiness(app, sidecar)
+        app.state.readiness = SeededReadiness(app, app.state.sidecar_health)
         inventory = Inventory(
             store
             or DaprStateStore(
@@ -111,6 +110,7 @@ def create_app(
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
         readiness="readiness",
+        sidecar_health=sidecar_health,
     )
     app.state.seeded = not settings.seed_demo_catalogue
     app.state.metrics = api.InventoryMetrics(app.state.metrics_registry)

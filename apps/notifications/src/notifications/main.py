@@ -14,7 +14,7 @@ from notifications.settings import Settings, get_settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import DaprStateStore, StateStore
 
 
@@ -33,7 +33,6 @@ def create_app(
             limits=Limits(settings.max_notices_per_user, settings.max_remembered_events_per_user),
             retry=RetryPolicy(settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds),
         )
-        app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     app = service_app(
@@ -43,6 +42,7 @@ def create_app(
         compose=compose,
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
+        sidecar_health=health,
     )
     app.state.deliveries = EventDeliveries(delivery_counter("notifications", app.state.metrics_registry))
     return app

@@ -91,7 +91,7 @@ def create_app(
             ),
         )
         probe = WorkflowSidecarHealth(client, settings.health_timeout_seconds)
-        app.state.sidecar_health = probe
+        app.state.sidecar_health = probe  # the kit's probe, and the workflow engine's status for the orders' /readyz
         open_steps = saga_steps_factory(settings, saga_metrics)
         worker = WorkflowWorker(
             lambda: make_runtime(settings, open_steps),

@@ -13,7 +13,7 @@ from payments.settings import Settings, get_settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
+from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import DaprStateStore, StateStore
 
 
@@ -28,7 +28,6 @@ def create_app(
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
         app.state.payments = Payments(
             store
             or DaprStateStore(
@@ -53,6 +52,7 @@ def create_app(
         compose=compose,
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
+        sidecar_health=sidecar_health,
     )
     registry = app.state.metrics_registry
     app.state.metrics = api.PaymentsMetrics(registry)

@@ -11,7 +11,6 @@ from fastapi import FastAPI
 
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import SidecarHealth
 from sidecart_kit.state import StoreUnavailableError
 from users import api
 from users.adapters import DaprSecretKeySource, DaprUserRepository
@@ -65,7 +64,6 @@ def create_app(
             claim_grace=timedelta(seconds=settings.claim_grace_seconds),
         )
         app.state.key_set = signer
-        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
         log.info("users_started", kid=signer.kid, state_store=settings.state_store)
         yield
 
