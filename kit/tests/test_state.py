@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic_settings import SettingsConfigDict
 
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import (
@@ -15,6 +16,7 @@ from sidecart_kit.state import (
     ContentionError,
     DaprStateStore,
     DocumentUpdates,
+    StateStoreSettings,
     StoreUnavailableError,
     Versioned,
     update_document,
@@ -335,3 +337,33 @@ async def test_bulk_reads_go_in_chunks_a_few_at_a_time() -> None:
     assert found == {key: Versioned({"n": 1}, "1") for key in keys}
     assert sorted(sizes) == [1, 2, 2, 2, 2]
     assert most == 2
+
+
+class DemoSettings(StateStoreSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_")
+
+    state_store: str = "demo-store"
+
+
+async def test_state_store_settings_describe_the_store_and_its_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_SIDECAR_MAX_CONCURRENT_CALLS", "1")
+    monkeypatch.setenv("DEMO_STATE_TIMEOUT_SECONDS", "0.01")
+    monkeypatch.setenv("DAPR_HTTP_PORT", "3999")  # the kit's ServiceSettings are read as well
+    settings = DemoSettings()
+    assert (settings.state_store, settings.dapr_http_port) == ("demo-store", 3999)
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        await release.wait()
+        return httpx.Response(204)
+
+    store = settings.dapr_state_store(fake_sidecar_client(slow))
+    first = asyncio.create_task(store.get("a"))
+    await asyncio.sleep(0)
+    with pytest.raises(StoreUnavailableError):  # one call at a time; the second waits 0.01 s, then gives up
+        await store.get("b")
+    release.set()
+    assert await first is None
+    assert seen == ["/v1.0/state/demo-store/a"]

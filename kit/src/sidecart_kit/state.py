@@ -14,11 +14,12 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field
 
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.sidecar import dapr_error
+from sidecart_kit.sidecar import ServiceSettings, dapr_error
 
 log = get_logger(__name__)
 
@@ -216,6 +217,25 @@ class DaprStateStore:
                     continue
             found[item["key"]] = Versioned(data, str(etag) if etag else None)
         return found
+
+
+class StateStoreSettings(ServiceSettings):
+    """The settings of a service that keeps its documents in one state store (a subclass names its default)."""
+
+    state_store: str
+    # Calls to the state store at once; more wait their turn, at most state_timeout_seconds (then
+    # StoreUnavailableError).
+    sidecar_max_concurrent_calls: int = Field(default=64, ge=1)
+    state_timeout_seconds: float = 5.0
+
+    def dapr_state_store(self, client: httpx.AsyncClient) -> DaprStateStore:
+        """The state store as these settings describe it, through the sidecar `client`."""
+        return DaprStateStore(
+            client,
+            self.state_store,
+            max_concurrent_calls=self.sidecar_max_concurrent_calls,
+            queue_timeout=self.state_timeout_seconds,
+        )
 
 
 Result = TypeVar("Result")

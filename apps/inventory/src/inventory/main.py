@@ -17,7 +17,7 @@ from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.state import StateStore
 
 log = get_logger(__name__)
 
@@ -82,13 +82,7 @@ def create_app(
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
         app.state.readiness = SeededReadiness(app, app.state.sidecar_health)
         inventory = Inventory(
-            store
-            or DaprStateStore(
-                client,
-                settings.state_store,
-                max_concurrent_calls=settings.sidecar_max_concurrent_calls,
-                queue_timeout=settings.state_timeout_seconds,
-            ),
+            store or settings.dapr_state_store(client),
             retry=RetryPolicy(
                 settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
             ),

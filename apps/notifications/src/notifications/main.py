@@ -15,7 +15,7 @@ from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.state import StateStore
 
 
 def create_app(
@@ -27,7 +27,7 @@ def create_app(
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        repository = StoredInboxRepository(store or DaprStateStore(client, settings.state_store))
+        repository = StoredInboxRepository(store or settings.dapr_state_store(client))
         app.state.notifications = Notifications(
             repository,
             limits=Limits(settings.max_notices_per_user, settings.max_remembered_events_per_user),

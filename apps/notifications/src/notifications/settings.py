@@ -6,10 +6,10 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.state import StateStoreSettings
 
 
-class Settings(ServiceSettings):
+class Settings(StateStoreSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_")
 
     app_port: int = 8102

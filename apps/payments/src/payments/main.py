@@ -14,7 +14,7 @@ from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.state import StateStore
 
 
 def create_app(
@@ -29,13 +29,7 @@ def create_app(
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
         app.state.payments = Payments(
-            store
-            or DaprStateStore(
-                client,
-                settings.state_store,
-                max_concurrent_calls=settings.sidecar_max_concurrent_calls,
-                queue_timeout=settings.state_timeout_seconds,
-            ),
+            store or settings.dapr_state_store(client),
             currency=settings.currency,
             starting_credit_cents=settings.starting_credit_cents,
             max_entries=settings.max_wallet_entries,
