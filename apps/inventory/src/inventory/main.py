@@ -14,6 +14,7 @@ from inventory.domain import DEMO_CATALOGUE
 from inventory.handlers import Inventory
 from inventory.settings import Settings, get_settings
 from sidecart_kit.logs import get_logger
+from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
@@ -107,5 +108,10 @@ def create_app(
         sidecar_health=sidecar_health,
     )
     app.state.seeded = not settings.seed_demo_catalogue
-    app.state.metrics = api.InventoryMetrics(app.state.metrics_registry)
+    app.state.operations = OperationCounter(
+        "inventory",
+        app.state.metrics_registry,
+        "Reservation operations answered, by operation and outcome.",
+        api.DOMAIN_ERRORS,
+    )
     return app

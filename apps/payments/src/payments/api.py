@@ -1,14 +1,11 @@
 """HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import ErrorDetail
@@ -28,6 +25,7 @@ from payments.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors, error_responses
 from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
 from sidecart_kit.logs import get_logger
+from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
@@ -38,21 +36,9 @@ USER_REGISTERED_ROUTE = "/events/user-registered"
 UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 
 
-class PaymentsMetrics:
-    """How the saga's calls ended, beside the kit's HTTP metrics on the same registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.operations = Counter(
-            "payments_operations_total",
-            "Charges and refunds answered, by operation and outcome.",
-            ["operation", "outcome"],
-            registry=registry,
-        )
-
-
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 PaymentsDep = Annotated[Payments, Depends(from_app_state("payments"))]
-MetricsDep = Annotated[PaymentsMetrics, Depends(from_app_state("metrics"))]
+OperationsDep = Annotated[OperationCounter, Depends(from_app_state("operations"))]
 DeliveriesDep = Annotated[EventDeliveries, Depends(from_app_state("deliveries"))]
 
 _ERRORS = error_responses(
@@ -64,21 +50,6 @@ _ERRORS = error_responses(
         503: "The state store is unavailable; retry later",
     }
 )
-
-
-@contextmanager
-def _counted(metrics: PaymentsMetrics, operation: str) -> Iterator[dict[str, str]]:
-    """Counts how an operation ended: the outcome the route sets, or the refusal's error code."""
-    ending = {"outcome": "ok"}
-    try:
-        yield ending
-    except PaymentsError as exc:
-        metrics.operations.labels(operation, _refusal(exc).code).inc()
-        raise
-    except StoreUnavailableError:
-        metrics.operations.labels(operation, "unavailable").inc()
-        raise
-    metrics.operations.labels(operation, ending["outcome"]).inc()
 
 
 # --- Subscriptions and deliveries (the contract with the sidecar) -----------------------------------------------
@@ -182,14 +153,13 @@ class RefundView(BaseModel):
 
 
 @router.post("/charges", tags=["charges"], response_model=ChargeView, responses=_ERRORS)
-async def charge(body: ChargeIn, payments: PaymentsDep, metrics: MetricsDep) -> ChargeView:
+async def charge(body: ChargeIn, payments: PaymentsDep, operations: OperationsDep) -> ChargeView:
     """Captures an order's amount from the user's wallet, once (402 insufficient_funds, decided for good)."""
     command = ChargePayment(
         order_id=body.order_id, user_id=body.user_id, amount_cents=body.amount_cents, currency=body.currency
     )
-    with _counted(metrics, "charge") as ending:
+    with operations.counted("charge", "captured"):
         decision = await payments.charge(command)
-        ending["outcome"] = "captured"
     log.info("charge_captured", order_id=str(body.order_id), amount_cents=body.amount_cents)
     return ChargeView(
         order_id=body.order_id,
@@ -200,11 +170,11 @@ async def charge(body: ChargeIn, payments: PaymentsDep, metrics: MetricsDep) -> 
 
 
 @router.post("/charges/{order_id}/refund", tags=["charges"], response_model=RefundView, responses=_ERRORS)
-async def refund(order_id: UUID, payments: PaymentsDep, metrics: MetricsDep) -> RefundView:
+async def refund(order_id: UUID, payments: PaymentsDep, operations: OperationsDep) -> RefundView:
     """Gives a captured charge back once (refunded), or voids an order never charged so it never is (voided)."""
-    with _counted(metrics, "refund") as ending:
+    with operations.counted("refund") as ending:
         outcome = await payments.refund(order_id)
-        ending["outcome"] = outcome.value
+        ending.outcome = outcome.value
     log.info("charge_refunded", order_id=str(order_id), outcome=outcome.value)
     status: Literal["refunded", "voided"] = "refunded" if outcome is RefundOutcome.REFUNDED else "voided"
     return RefundView(order_id=order_id, status=status)

@@ -11,6 +11,7 @@ from payments import api
 from payments.handlers import Payments
 from payments.settings import Settings, get_settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
+from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
@@ -49,6 +50,8 @@ def create_app(
         sidecar_health=sidecar_health,
     )
     registry = app.state.metrics_registry
-    app.state.metrics = api.PaymentsMetrics(registry)
+    app.state.operations = OperationCounter(
+        "payments", registry, "Charges and refunds answered, by operation and outcome.", api.DOMAIN_ERRORS
+    )
     app.state.deliveries = EventDeliveries(delivery_counter("payments", registry))
     return app
