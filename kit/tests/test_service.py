@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -16,7 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from sidecart_kit.errors import ApiError
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
-from sidecart_kit.service import from_app_state, install_plumbing, probe_routes, service_app
+from sidecart_kit.service import from_app_state, install_plumbing, probe_routes, serve, service_app
 from sidecart_kit.sidecar import ServiceSettings
 from sidecart_kit.testing import FakeSidecarHealth, fake_sidecar_client
 
@@ -315,3 +316,22 @@ def test_a_service_app_takes_the_sidecar_health_probe_it_is_given() -> None:
         assert client.get("/readyz").status_code == 503
         health.ready = True
         assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_serve_runs_the_app_built_from_the_settings_on_their_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: runs.append((app, options)))
+    built: list[ServiceSettings] = []
+
+    def create_app(settings: ServiceSettings) -> FastAPI:
+        built.append(settings)
+        return FastAPI()
+
+    settings = ServiceSettings(app_host="127.0.0.2", app_port=8123)
+    serve(create_app, settings)
+
+    [(factory, options)] = runs
+    assert (options["host"], options["port"], options["factory"]) == ("127.0.0.2", 8123, True)
+    assert built == []  # built by uvicorn, inside its event loop
+    assert isinstance(factory(), FastAPI)
+    assert built == [settings]

@@ -5,8 +5,9 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from time import perf_counter
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import uvicorn
@@ -29,6 +30,7 @@ from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_
 from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, SidecarHealth, create_sidecar_client
 
 log = get_logger(__name__)
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 # Polled every few seconds by the sidecar and by Prometheus: logged at debug, not info, and open without the app
 # token (as Dapr's own health probes are).
@@ -228,13 +230,13 @@ def service_app(
     return app
 
 
-def serve(factory: str, settings: ServiceSettings) -> None:
-    """Runs `factory` (a create_app import path) with uvicorn on the host and port of `settings`, on the compiled
-    HTTP parser and event loop (httptools, uvloop: half the server CPU per request of h11 and asyncio, `make
+def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:
+    """Runs the app `create_app` builds from `settings` with uvicorn on their host and port, on the compiled HTTP
+    parser and event loop (httptools, uvloop: half the server CPU per request of h11 and asyncio, `make
     bench-kit`)."""
     uvicorn.run(
-        factory,
-        factory=True,
+        partial(create_app, settings),
+        factory=True,  # built by uvicorn, inside its event loop
         host=settings.app_host,
         port=settings.app_port,
         loop="uvloop",

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from analytics import api
 from analytics.adapters import DaprPublisher
 from analytics.handlers import Analytics, Deliveries, MessagePublisher
-from analytics.settings import Settings, get_settings
+from analytics.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
@@ -20,15 +20,14 @@ from sidecart_kit.state import DaprStateStore, StateStore
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     store: StateStore | None = None,
     publisher: MessagePublisher | None = None,
     health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """The analytics app, configured from `settings` (the environment by default). Tests pass fakes of the
+    """The analytics app, configured from `settings`. Tests pass fakes of the
     sidecar's state store, pub/sub and health probe."""
-    settings = settings or get_settings()
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:

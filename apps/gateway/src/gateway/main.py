@@ -11,15 +11,12 @@ from gateway import api
 from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource
 from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
-from gateway.settings import Settings, get_settings
+from gateway.settings import Settings
 from sidecart_kit.service import service_app
 
 
-def create_app(
-    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
-    """The gateway, configured from `settings` (the environment by default); tests pass a fake sidecar."""
-    settings = settings or get_settings()
+def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The gateway, configured from `settings`; tests pass a fake sidecar."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from inventory import api
 from inventory.domain import DEMO_CATALOGUE
 from inventory.handlers import Inventory
-from inventory.settings import Settings, get_settings
+from inventory.settings import Settings
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
@@ -71,13 +71,12 @@ async def maintain(app: FastAPI, inventory: Inventory, settings: Settings) -> No
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     store: StateStore | None = None,
     sidecar_health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """The inventory app, configured from `settings` (the environment by default); tests pass fake adapters."""
-    settings = settings or get_settings()
+    """The inventory app, configured from `settings`; tests pass fake adapters."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:

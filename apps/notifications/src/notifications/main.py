@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from notifications import api
 from notifications.adapters import StoredInboxRepository
 from notifications.handlers import Limits, Notifications
-from notifications.settings import Settings, get_settings
+from notifications.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
@@ -18,12 +18,9 @@ from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StateStore
 
 
-def create_app(
-    settings: Settings | None = None, *, store: StateStore | None = None, health: ReadinessProbe | None = None
-) -> FastAPI:
-    """The notifications app, configured from `settings` (the environment by default). Tests pass fakes of the
+def create_app(settings: Settings, *, store: StateStore | None = None, health: ReadinessProbe | None = None) -> FastAPI:
+    """The notifications app, configured from `settings`. Tests pass fakes of the
     sidecar's state store and health probe."""
-    settings = settings or get_settings()
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from payments import api
 from payments.handlers import Payments
-from payments.settings import Settings, get_settings
+from payments.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
@@ -19,13 +19,12 @@ from sidecart_kit.state import StateStore
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     store: StateStore | None = None,
     sidecar_health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """The payments app, configured from `settings` (the environment by default); tests pass fake adapters."""
-    settings = settings or get_settings()
+    """The payments app, configured from `settings`; tests pass fake adapters."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:

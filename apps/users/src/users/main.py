@@ -16,7 +16,7 @@ from users import api
 from users.adapters import DaprSecretKeySource, DaprUserRepository
 from users.handlers import Users
 from users.security import Argon2PasswordHasher, RsaTokenSigner
-from users.settings import Settings, get_settings
+from users.settings import Settings
 
 log = get_logger(__name__)
 
@@ -39,11 +39,8 @@ async def _retry_until(deadline_seconds: float, attempt: Callable[[], Awaitable[
             delay = min(delay * 2, 2.0)
 
 
-def create_app(
-    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
+def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The app; `sidecar_transport` replaces the network to the sidecar (tests pass a fake sidecar)."""
-    settings = settings or get_settings()
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
