@@ -1,7 +1,6 @@
 """Analytics configuration: ANALYTICS_* variables on top of the kit's settings (which also read the ports and
 tokens the dapr CLI sets without a prefix)."""
 
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
@@ -44,9 +43,3 @@ class Settings(ServiceSettings):
     # window must not take every call slot the deliveries being folded need).
     bulk_get_chunk: int = 500
     bulk_get_parallelism: int = 8
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

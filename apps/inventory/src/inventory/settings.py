@@ -1,7 +1,5 @@
 """Inventory configuration: INVENTORY_* variables, over the kit's settings of a service with a state store."""
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -27,9 +25,3 @@ class Settings(StateStoreSettings):
     update_backoff_max_seconds: float = Field(default=0.25, ge=0)
     # Repairs holds left behind by a crash between an order's decision and its effect on stock; 0 turns it off.
     reconcile_interval_seconds: float = Field(default=60.0, ge=0)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

@@ -1,7 +1,5 @@
 """Payments configuration: PAYMENTS_* variables, over the kit's settings of a service with a state store."""
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -27,9 +25,3 @@ class Settings(StateStoreSettings):
     update_attempts: int = Field(default=30, ge=1)
     update_backoff_seconds: float = Field(default=0.01, ge=0)
     update_backoff_max_seconds: float = Field(default=0.25, ge=0)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

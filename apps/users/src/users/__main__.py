@@ -2,11 +2,11 @@
 
 from sidecart_kit.service import serve
 from users.main import create_app
-from users.settings import get_settings
+from users.settings import Settings
 
 
 def main() -> None:
-    serve(create_app, get_settings())
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":
