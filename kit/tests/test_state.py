@@ -367,3 +367,16 @@ async def test_state_store_settings_describe_the_store_and_its_limits(monkeypatc
     release.set()
     assert await first is None
     assert seen == ["/v1.0/state/demo-store/a"]
+
+
+async def test_state_store_settings_size_the_bulk_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_BULK_GET_CHUNK", "2")
+    bodies: list[Any] = []
+
+    def bulk(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json=[])
+
+    store = DemoSettings().dapr_state_store(fake_sidecar_client(bulk))
+    assert await store.get_many(["a", "b", "c", "d", "e"]) == {}
+    assert sorted(len(body["keys"]) for body in bodies) == [1, 2, 2]

@@ -227,6 +227,10 @@ class StateStoreSettings(ServiceSettings):
     # StoreUnavailableError).
     sidecar_max_concurrent_calls: int = Field(default=64, ge=1)
     state_timeout_seconds: float = 5.0
+    # Keys per bulk state read, and how many of those reads run at once (a read of many keys must not take every
+    # call slot the other calls need).
+    bulk_get_chunk: int = 500
+    bulk_get_parallelism: int = 8
 
     def dapr_state_store(self, client: httpx.AsyncClient) -> DaprStateStore:
         """The state store as these settings describe it, through the sidecar `client`."""
@@ -235,6 +239,8 @@ class StateStoreSettings(ServiceSettings):
             self.state_store,
             max_concurrent_calls=self.sidecar_max_concurrent_calls,
             queue_timeout=self.state_timeout_seconds,
+            bulk_chunk=self.bulk_get_chunk,
+            bulk_round_trips=self.bulk_get_parallelism,
         )
 
 

@@ -16,7 +16,7 @@ from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.state import StateStore
 
 
 def create_app(
@@ -26,20 +26,14 @@ def create_app(
     publisher: MessagePublisher | None = None,
     health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """The analytics app, configured from `settings`. Tests pass fakes of the
-    sidecar's state store, pub/sub and health probe."""
+    """The analytics app, configured from `settings`. Tests pass fakes of the sidecar's state store, pub/sub and
+    health probe."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        store_used = store or DaprStateStore(
-            client,
-            settings.state_store,
-            bulk_chunk=settings.bulk_get_chunk,
-            bulk_round_trips=settings.bulk_get_parallelism,
-        )
         # One Analytics per process: its per-key locks must be shared by every delivery.
         analytics = Analytics(
-            store_used,
+            store or settings.dapr_state_store(client),
             retention=timedelta(hours=settings.retention_hours),
             retry=RetryPolicy(settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds),
             max_dead_letters=settings.max_dead_letters,

@@ -6,10 +6,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.state import StateStoreSettings
 
 
-class Settings(ServiceSettings):
+class Settings(StateStoreSettings):
     model_config = SettingsConfigDict(env_prefix="ANALYTICS_")
 
     app_port: int = 8107
@@ -39,7 +39,3 @@ class Settings(ServiceSettings):
     save_attempts: int = 8
     save_backoff_seconds: float = 0.02
     save_backoff_max_seconds: float = 0.5
-    # Keys per bulk state read, and how many of those reads run at once (a report over the whole retention
-    # window must not take every call slot the deliveries being folded need).
-    bulk_get_chunk: int = 500
-    bulk_get_parallelism: int = 8

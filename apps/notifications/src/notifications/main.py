@@ -19,8 +19,8 @@ from sidecart_kit.state import StateStore
 
 
 def create_app(settings: Settings, *, store: StateStore | None = None, health: ReadinessProbe | None = None) -> FastAPI:
-    """The notifications app, configured from `settings`. Tests pass fakes of the
-    sidecar's state store and health probe."""
+    """The notifications app, configured from `settings`. Tests pass fakes of the sidecar's state store and health
+    probe."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
