@@ -16,9 +16,12 @@ from sidecart_kit.state import (
     ContentionError,
     DaprStateStore,
     DocumentUpdates,
+    OutcomeUnknownError,
+    SidecarError,
     StateStoreSettings,
     StoreUnavailableError,
     Versioned,
+    send_to_sidecar,
     update_document,
     update_model,
 )
@@ -380,3 +383,29 @@ async def test_state_store_settings_size_the_bulk_reads(monkeypatch: pytest.Monk
     store = DemoSettings().dapr_state_store(fake_sidecar_client(bulk))
     assert await store.get_many(["a", "b", "c", "d", "e"]) == {}
     assert sorted(len(body["keys"]) for body in bodies) == [1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome_unknown"),
+    [(httpx.ConnectError("refused"), False), (httpx.ReadTimeout("slow"), True)],
+    ids=["never-sent", "sent-then-timed-out"],
+)
+async def test_a_call_that_failed_on_the_way_says_whether_it_may_have_landed(
+    error: httpx.HTTPError, outcome_unknown: bool
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    async with fake_sidecar_client(fail) as client:
+        with pytest.raises(StoreUnavailableError) as raised:
+            await send_to_sidecar(client, "POST", "/state/s/transaction", json={"operations": []})
+    assert isinstance(raised.value, OutcomeUnknownError) is outcome_unknown
+
+
+async def test_a_call_the_sidecar_answered_is_returned_whatever_its_status() -> None:
+    async with fake_sidecar_client(lambda request: httpx.Response(500, json=SAVE_FAILED)) as client:
+        response = await send_to_sidecar(client, "POST", "/state/s", json=[])
+    error = SidecarError("save e-mail claim", response)
+    assert (error.status, error.code, str(error)) == (500, "ERR_STATE_SAVE", "save e-mail claim: 500 ERR_STATE_SAVE")
+    assert "product:A-1" not in str(error)  # Dapr's message quotes the key: left out
+    assert SidecarError("get secret", httpx.Response(404, text="no")).code == "no error code"

@@ -19,7 +19,7 @@ from pydantic import Field
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.sidecar import ServiceSettings, dapr_error
+from sidecart_kit.sidecar import ServiceSettings, dapr_error, dapr_error_code
 
 log = get_logger(__name__)
 
@@ -38,6 +38,36 @@ class ConcurrencyConflictError(Exception):
 
 class ContentionError(StoreUnavailableError):
     """A document kept changing under every attempt to update it: too many writers at once; retry later."""
+
+
+class OutcomeUnknownError(StoreUnavailableError):
+    """A call reached the sidecar but failed without saying what was done (no answer came back, or an engine failed
+    after it may have acted): what it asked for may have been carried out anyway."""
+
+
+class SidecarError(StoreUnavailableError):
+    """The sidecar answered a call with an error status: refused or failed, not left in doubt."""
+
+    def __init__(self, operation: str, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.code = dapr_error_code(response) or "no error code"
+        # Dapr's own message is left out on purpose: it quotes state keys, and keys may hold personal data.
+        super().__init__(f"{operation}: {self.status} {self.code}")
+
+
+# Failures before a request reached the sidecar: nothing was done.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+async def send_to_sidecar(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One call to the sidecar's API, whatever its answer; StoreUnavailableError when the call never reached the
+    sidecar (nothing was done), OutcomeUnknownError when it did but no answer came back."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except NOT_SENT as error:
+        raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
+    except httpx.HTTPError as error:
+        raise OutcomeUnknownError(f"sidecar call failed: {error!r}") from error
 
 
 @dataclass(frozen=True)
