@@ -2,20 +2,32 @@
 
 import base64
 import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
 
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from contracts.events import Event
+from contracts.orders import OrderCancelled, OrderCompleted
+from contracts.users import UserRegistered
 from sidecart_kit.events import (
     BulkDelivery,
     BulkSettings,
     CloudEvent,
     DeliveryStatus,
+    EventDeliveries,
     Subscription,
     bulk_answer,
     delivery_answer,
+    delivery_counter,
+    envelope_of,
     problems,
+    subscriptions_by_topic,
 )
+from sidecart_kit.state import StoreUnavailableError
 
 
 def test_a_subscription_routes_by_event_type_with_a_default_and_dead_letters() -> None:
@@ -94,3 +106,104 @@ def test_problems_name_the_fields_not_the_values() -> None:
 def test_a_subscription_with_only_a_default_route_has_no_rules() -> None:
     declared = Subscription("pubsub", "telemetry-deadletter", default_route="/events/dead-letter").to_dapr()
     assert declared["routes"] == {"default": "/events/dead-letter"}
+
+
+def test_a_route_table_gives_one_subscription_per_topic_and_one_rule_per_type() -> None:
+    routes: list[tuple[type[Event], str]] = [
+        (UserRegistered, "/events/user-registered"),
+        (OrderCompleted, "/events/order-completed"),
+        (OrderCancelled, "/events/order-cancelled"),
+    ]
+    declared = subscriptions_by_topic(
+        "pubsub", routes, default_route="/events/unhandled", dead_letter_topic="deadletter"
+    )
+    assert declared == [
+        Subscription(
+            "pubsub",
+            UserRegistered.TOPIC,
+            {UserRegistered.TYPE: "/events/user-registered"},
+            default_route="/events/unhandled",
+            dead_letter_topic="deadletter",
+        ),
+        Subscription(
+            "pubsub",
+            OrderCompleted.TOPIC,
+            {OrderCompleted.TYPE: "/events/order-completed", OrderCancelled.TYPE: "/events/order-cancelled"},
+            default_route="/events/unhandled",
+            dead_letter_topic="deadletter",
+        ),
+    ]
+
+
+class Handled(StrEnum):
+    DONE = "done"
+
+
+class EventsSeen:
+    """A use case that records the ids it was handed, or fails like a store that is down."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.available = True
+
+    async def handle(self, event_id: str, data: UserRegistered) -> Handled:
+        if not self.available:
+            raise StoreUnavailableError("store down")
+        self.ids.append(event_id)
+        return Handled.DONE
+
+
+def _registered(event_id: str = "e1") -> bytes:
+    data = UserRegistered(user_id=uuid.uuid4(), email="ada@example.com", name="Ada", registered_at=datetime.now(UTC))
+    return json.dumps({"id": event_id, "type": UserRegistered.TYPE, "data": data.model_dump(mode="json")}).encode()
+
+
+def _counts(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    return {
+        (sample.labels["route"], sample.labels["outcome"]): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "svc_events_total"
+    }
+
+
+async def test_a_delivered_event_is_handled_with_its_id_and_counted_by_outcome() -> None:
+    registry, seen = CollectorRegistry(), EventsSeen()
+    deliveries = EventDeliveries(delivery_counter("svc", registry))
+    status = await deliveries.deliver("/events/r", UserRegistered, _registered("e1"), seen.handle)
+    assert status is DeliveryStatus.SUCCESS
+    assert seen.ids == ["e1"]
+    assert _counts(registry) == {("/events/r", "done"): 1.0}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        json.dumps({"type": UserRegistered.TYPE, "data": {}}).encode(),  # no id: redeliveries look alike
+        json.dumps({"id": "e1", "type": UserRegistered.TYPE, "data": {"user_id": "not a uuid"}}).encode(),
+        json.dumps({"id": "e1", "type": UserRegistered.TYPE, "data_base64": "%%%"}).encode(),
+    ],
+)
+async def test_a_malformed_event_is_dropped_and_never_handled(body: bytes) -> None:
+    registry, seen = CollectorRegistry(), EventsSeen()
+    deliveries = EventDeliveries(delivery_counter("svc", registry))
+    assert await deliveries.deliver("/events/r", UserRegistered, body, seen.handle) is DeliveryStatus.DROP
+    assert seen.ids == []
+    assert _counts(registry) == {("/events/r", "dropped"): 1.0}
+
+
+async def test_an_event_is_retried_while_the_store_is_down() -> None:
+    registry, seen = CollectorRegistry(), EventsSeen()
+    deliveries = EventDeliveries(delivery_counter("svc", registry))
+    seen.available = False
+    assert await deliveries.deliver("/events/r", UserRegistered, _registered(), seen.handle) is DeliveryStatus.RETRY
+    assert _counts(registry) == {("/events/r", "retry"): 1.0}
+
+
+def test_an_unhandled_event_is_acknowledged_and_counted() -> None:
+    registry = CollectorRegistry()
+    deliveries = EventDeliveries(delivery_counter("svc", registry))
+    assert deliveries.ignore("/events/unhandled", envelope_of(b'{"id": "e1", "type": "v2"}')) is DeliveryStatus.SUCCESS
+    assert deliveries.ignore("/events/unhandled", envelope_of(b"not json")) is DeliveryStatus.SUCCESS
+    assert _counts(registry) == {("/events/unhandled", "ignored"): 2.0}

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -16,8 +17,8 @@ from pydantic_settings import SettingsConfigDict
 from sidecart_kit.errors import ApiError
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
-from sidecart_kit.service import from_app_state, install_plumbing, probe_routes, service_app
-from sidecart_kit.sidecar import ServiceSettings, SidecarHealth
+from sidecart_kit.service import from_app_state, install_plumbing, probe_routes, serve, service_app
+from sidecart_kit.sidecar import ServiceSettings
 from sidecart_kit.testing import FakeSidecarHealth, fake_sidecar_client
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -275,7 +276,6 @@ def test_a_service_app_composes_its_use_cases_once_the_sidecar_client_is_open() 
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        app.state.sidecar_health = SidecarHealth(client, timeout=1)
         app.state.composed = True
         yield
         app.state.composed = False
@@ -302,4 +302,36 @@ def test_a_service_app_composes_its_use_cases_once_the_sidecar_client_is_open() 
         assert "http_requests_total" in client.get("/metrics").text
     assert app.state.composed is False
     assert app.title == "Sidecart demo"
-    assert [request.url.path for request in seen] == ["/v1.0/healthz/outbound"]
+    assert [request.url.path for request in seen] == ["/v1.0/healthz/outbound"]  # the kit's sidecar health probe
+
+
+def test_a_service_app_takes_the_sidecar_health_probe_it_is_given() -> None:
+    @asynccontextmanager
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        yield
+
+    health = FakeSidecarHealth(ready=False)
+    app = service_app("demo", ServiceSettings(), summary="A demo.", compose=compose, routers=[], sidecar_health=health)
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 503
+        health.ready = True
+        assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_serve_runs_the_app_built_from_the_settings_on_their_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: runs.append((app, options)))
+    built: list[ServiceSettings] = []
+
+    def create_app(settings: ServiceSettings) -> FastAPI:
+        built.append(settings)
+        return FastAPI()
+
+    settings = ServiceSettings(app_host="127.0.0.2", app_port=8123)
+    serve(create_app, settings)
+
+    [(factory, options)] = runs
+    assert (options["host"], options["port"], options["factory"]) == ("127.0.0.2", 8123, True)
+    assert built == []  # built by uvicorn, inside its event loop
+    assert isinstance(factory(), FastAPI)
+    assert built == [settings]

@@ -8,14 +8,20 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic_settings import SettingsConfigDict
 
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import (
     ConcurrencyConflictError,
     ContentionError,
     DaprStateStore,
+    DocumentUpdates,
+    OutcomeUnknownError,
+    SidecarError,
+    StateStoreSettings,
     StoreUnavailableError,
     Versioned,
+    send_to_sidecar,
     update_document,
     update_model,
 )
@@ -298,6 +304,23 @@ async def test_update_model_parses_decides_and_writes_the_object_back() -> None:
     assert store.document("c") == {"n": 2}
 
 
+async def test_concurrent_updates_of_one_key_queue_in_the_process_and_lose_nothing() -> None:
+    store, sleep = FakeStateStore(), FakeSleep()
+    store.interleave = True
+    updates = DocumentUpdates(store, retry=RetryPolicy(attempts=2), sleep=sleep)
+
+    def bump(counter: Counter | None) -> tuple[Counter | None, int]:
+        updated = Counter((counter.n if counter else 0) + 1)
+        return updated, updated.n
+
+    results = await asyncio.gather(*(updates.update_model("c", Counter.from_document, bump) for _ in range(20)))
+    assert sorted(results) == list(range(1, 21))
+    assert store.document("c") == {"n": 20}
+    assert store.conflicts == 0  # queued per key: no optimistic round was lost in this process
+    assert len(updates.locks) == 0  # and no lock is kept once they are done
+    assert await updates.update_document("c", lambda document: (None, document["n"])) == 20
+
+
 async def test_bulk_reads_go_in_chunks_a_few_at_a_time() -> None:
     in_flight, most, sizes = 0, 0, []
 
@@ -317,3 +340,72 @@ async def test_bulk_reads_go_in_chunks_a_few_at_a_time() -> None:
     assert found == {key: Versioned({"n": 1}, "1") for key in keys}
     assert sorted(sizes) == [1, 2, 2, 2, 2]
     assert most == 2
+
+
+class DemoSettings(StateStoreSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_")
+
+    state_store: str = "demo-store"
+
+
+async def test_state_store_settings_describe_the_store_and_its_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_SIDECAR_MAX_CONCURRENT_CALLS", "1")
+    monkeypatch.setenv("DEMO_STATE_TIMEOUT_SECONDS", "0.01")
+    monkeypatch.setenv("DAPR_HTTP_PORT", "3999")  # the kit's ServiceSettings are read as well
+    settings = DemoSettings()
+    assert (settings.state_store, settings.dapr_http_port) == ("demo-store", 3999)
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        await release.wait()
+        return httpx.Response(204)
+
+    store = settings.dapr_state_store(fake_sidecar_client(slow))
+    first = asyncio.create_task(store.get("a"))
+    await asyncio.sleep(0)
+    with pytest.raises(StoreUnavailableError):  # one call at a time; the second waits 0.01 s, then gives up
+        await store.get("b")
+    release.set()
+    assert await first is None
+    assert seen == ["/v1.0/state/demo-store/a"]
+
+
+async def test_state_store_settings_size_the_bulk_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_BULK_GET_CHUNK", "2")
+    bodies: list[Any] = []
+
+    def bulk(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json=[])
+
+    store = DemoSettings().dapr_state_store(fake_sidecar_client(bulk))
+    assert await store.get_many(["a", "b", "c", "d", "e"]) == {}
+    assert sorted(len(body["keys"]) for body in bodies) == [1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome_unknown"),
+    [(httpx.ConnectError("refused"), False), (httpx.ReadTimeout("slow"), True)],
+    ids=["never-sent", "sent-then-timed-out"],
+)
+async def test_a_call_that_failed_on_the_way_says_whether_it_may_have_landed(
+    error: httpx.HTTPError, outcome_unknown: bool
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    async with fake_sidecar_client(fail) as client:
+        with pytest.raises(StoreUnavailableError) as raised:
+            await send_to_sidecar(client, "POST", "/state/s/transaction", json={"operations": []})
+    assert isinstance(raised.value, OutcomeUnknownError) is outcome_unknown
+
+
+async def test_a_call_the_sidecar_answered_is_returned_whatever_its_status() -> None:
+    async with fake_sidecar_client(lambda request: httpx.Response(500, json=SAVE_FAILED)) as client:
+        response = await send_to_sidecar(client, "POST", "/state/s", json=[])
+    error = SidecarError("save e-mail claim", response)
+    assert (error.status, error.code, str(error)) == (500, "ERR_STATE_SAVE", "save e-mail claim: 500 ERR_STATE_SAVE")
+    assert "product:A-1" not in str(error)  # Dapr's message quotes the key: left out
+    assert SidecarError("get secret", httpx.Response(404, text="no")).code == "no error code"

@@ -3,16 +3,21 @@ envelopes and bulk deliveries the sidecar sends, and the answers it expects."""
 
 import base64
 import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.events import Event
 from sidecart_kit.logs import get_logger
+from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
+EventData = TypeVar("EventData", bound=Event)
 
 
 class DeliveryStatus(StrEnum):
@@ -97,6 +102,31 @@ class Subscription:
         return declared
 
 
+def subscriptions_by_topic(
+    pubsub: str,
+    routes: Iterable[tuple[type[Event], str]],
+    *,
+    default_route: str | None = None,
+    dead_letter_topic: str | None = None,
+) -> list[Subscription]:
+    """The subscriptions of a route table (each event contract and the route its deliveries arrive at): one per
+    topic, in the table's order, with one routing rule per event type and the same default route and dead-letter
+    topic for every topic."""
+    routes_by_topic: dict[str, dict[str, str]] = {}
+    for contract, path in routes:
+        routes_by_topic.setdefault(contract.TOPIC, {})[contract.TYPE] = path
+    return [
+        Subscription(
+            pubsub=pubsub,
+            topic=topic,
+            routes_by_type=routes_by_type,
+            default_route=default_route,
+            dead_letter_topic=dead_letter_topic,
+        )
+        for topic, routes_by_type in routes_by_topic.items()
+    ]
+
+
 class CloudEvent(BaseModel):
     """The envelope the sidecar delivers; only what apps read. Unknown attributes are ignored (tolerant reader)."""
 
@@ -115,6 +145,80 @@ class CloudEvent(BaseModel):
         if isinstance(self.data, str | bytes):
             return json.loads(self.data)
         return self.data
+
+
+class IdentifiedCloudEvent(CloudEvent):
+    # Without an id a delivery cannot be told from its redeliveries: such an event is malformed.
+    id: str = Field(min_length=1)
+
+
+def envelope_of(body: bytes) -> Any:
+    """A delivery's JSON, or None when it is not JSON (an event nobody handles is acknowledged all the same)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def delivery_counter(
+    service: str, registry: CollectorRegistry, description: str = "Events delivered by the sidecar, by how they ended."
+) -> Counter:
+    """`<service>_events_total` by route and outcome: how the events the sidecar delivered ended."""
+    return Counter(f"{service}_events_total", description, ["route", "outcome"], registry=registry)
+
+
+class EventDeliveries:
+    """What the sidecar is answered for each delivered event, each ending logged and counted in `events` (a
+    delivery_counter): SUCCESS once handled (or handled before), DROP when the event is malformed (redelivery
+    cannot fix it), RETRY when the store fails."""
+
+    def __init__(self, events: Counter) -> None:
+        self._events = events
+
+    def count(self, route: str, outcome: str, amount: int = 1) -> None:
+        self._events.labels(route, outcome).inc(amount)
+
+    async def deliver(
+        self,
+        route: str,
+        contract: type[EventData],
+        body: bytes,
+        handle: Callable[[str, EventData], Awaitable[StrEnum]],
+        *,
+        log_context: Callable[[EventData], Mapping[str, str]] = lambda data: {},
+    ) -> DeliveryStatus:
+        """Reads the envelope and its `contract` data and hands both to `handle` with the event's id (it must do
+        its work once per id); its outcome is logged with `log_context` of the data and counted."""
+        try:
+            event = IdentifiedCloudEvent.model_validate_json(body)
+        except ValidationError as exc:
+            return self._drop(route, exc, event_id=None)
+        try:
+            data = contract.model_validate(event.payload())
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError, as are undecodable payloads
+            return self._drop(route, exc, event_id=event.id)
+        context = {"event_id": event.id, "event_type": event.type, **log_context(data)}
+        try:
+            outcome = await handle(event.id, data)
+        except StoreUnavailableError as exc:  # ContentionError included
+            log.warning("event_retry", error=str(exc), **context)
+            self.count(route, "retry")
+            return DeliveryStatus.RETRY
+        log.info("event_handled", outcome=outcome.value, **context)
+        self.count(route, outcome.value)
+        return DeliveryStatus.SUCCESS
+
+    def _drop(self, route: str, exc: Exception, event_id: str | None) -> DeliveryStatus:
+        log.error("event_dropped_malformed", route=route, event_id=event_id, problems=problems(exc))
+        self.count(route, "dropped")
+        return DeliveryStatus.DROP
+
+    def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
+        """An event type this version does not handle (a future v2, say): acknowledged and logged, not lost
+        silently."""
+        log_unhandled_event(envelope)
+        self.count(route, "ignored")
+        return DeliveryStatus.SUCCESS
 
 
 class BulkEntry(BaseModel):

@@ -5,8 +5,9 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from time import perf_counter
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import uvicorn
@@ -26,9 +27,10 @@ from sidecart_kit.errors import (
 )
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
-from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, create_sidecar_client
+from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, SidecarHealth, create_sidecar_client
 
 log = get_logger(__name__)
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 # Polled every few seconds by the sidecar and by Prometheus: logged at debug, not info, and open without the app
 # token (as Dapr's own health probes are).
@@ -201,17 +203,21 @@ def service_app(
     public: bool = False,
     readiness: str | None = "sidecar_health",
     sidecar_transport: httpx.AsyncBaseTransport | None = None,
+    sidecar_health: ReadinessProbe | None = None,
 ) -> FastAPI:
     """A service's FastAPI app, the same way for every service: JSON logs named `name`, the plumbing (the app-token
     guard unless the app is `public`, the gateway), the probe routes, `routers`, and a lifespan that opens one
-    sidecar client and runs `compose` (the service's composition root) with it. The metrics registry is on
+    sidecar client, puts the sidecar's health probe on app.state.sidecar_health (`sidecar_health` in tests) and
+    runs `compose` (the service's composition root) with the client. The metrics registry is on
     app.state.metrics_registry for the service's business metrics; app.state.settings holds `settings`."""
     configure_logging(settings.log_level, name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_sidecar_client(settings, sidecar_transport) as client, compose(app, client):
-            yield
+        async with create_sidecar_client(settings, sidecar_transport) as client:
+            app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
+            async with compose(app, client):
+                yield
 
     app = FastAPI(title=f"Sidecart {name}", summary=summary, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -224,13 +230,13 @@ def service_app(
     return app
 
 
-def serve(factory: str, settings: ServiceSettings) -> None:
-    """Runs `factory` (a create_app import path) with uvicorn on the host and port of `settings`, on the compiled
-    HTTP parser and event loop (httptools, uvloop: half the server CPU per request of h11 and asyncio, `make
+def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:
+    """Runs the app `create_app` builds from `settings` with uvicorn on their host and port, on the compiled HTTP
+    parser and event loop (httptools, uvloop: half the server CPU per request of h11 and asyncio, `make
     bench-kit`)."""
     uvicorn.run(
-        factory,
-        factory=True,
+        partial(create_app, settings),
+        factory=True,  # built by uvicorn, inside its event loop
         host=settings.app_host,
         port=settings.app_port,
         loop="uvloop",

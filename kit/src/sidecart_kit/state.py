@@ -14,11 +14,12 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field
 
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.sidecar import dapr_error
+from sidecart_kit.sidecar import ServiceSettings, dapr_error, dapr_error_code
 
 log = get_logger(__name__)
 
@@ -37,6 +38,36 @@ class ConcurrencyConflictError(Exception):
 
 class ContentionError(StoreUnavailableError):
     """A document kept changing under every attempt to update it: too many writers at once; retry later."""
+
+
+class OutcomeUnknownError(StoreUnavailableError):
+    """A call reached the sidecar but failed without saying what was done (no answer came back, or an engine failed
+    after it may have acted): what it asked for may have been carried out anyway."""
+
+
+class SidecarError(StoreUnavailableError):
+    """The sidecar answered a call with an error status: refused or failed, not left in doubt."""
+
+    def __init__(self, operation: str, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.code = dapr_error_code(response) or "no error code"
+        # Dapr's own message is left out on purpose: it quotes state keys, and keys may hold personal data.
+        super().__init__(f"{operation}: {self.status} {self.code}")
+
+
+# Failures before a request reached the sidecar: nothing was done.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+async def send_to_sidecar(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One call to the sidecar's API, whatever its answer; StoreUnavailableError when the call never reached the
+    sidecar (nothing was done), OutcomeUnknownError when it did but no answer came back."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except NOT_SENT as error:
+        raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
+    except httpx.HTTPError as error:
+        raise OutcomeUnknownError(f"sidecar call failed: {error!r}") from error
 
 
 @dataclass(frozen=True)
@@ -218,6 +249,31 @@ class DaprStateStore:
         return found
 
 
+class StateStoreSettings(ServiceSettings):
+    """The settings of a service that keeps its documents in one state store (a subclass names its default)."""
+
+    state_store: str
+    # Calls to the state store at once; more wait their turn, at most state_timeout_seconds (then
+    # StoreUnavailableError).
+    sidecar_max_concurrent_calls: int = Field(default=64, ge=1)
+    state_timeout_seconds: float = 5.0
+    # Keys per bulk state read, and how many of those reads run at once (a read of many keys must not take every
+    # call slot the other calls need).
+    bulk_get_chunk: int = 500
+    bulk_get_parallelism: int = 8
+
+    def dapr_state_store(self, client: httpx.AsyncClient) -> DaprStateStore:
+        """The state store as these settings describe it, through the sidecar `client`."""
+        return DaprStateStore(
+            client,
+            self.state_store,
+            max_concurrent_calls=self.sidecar_max_concurrent_calls,
+            queue_timeout=self.state_timeout_seconds,
+            bulk_chunk=self.bulk_get_chunk,
+            bulk_round_trips=self.bulk_get_parallelism,
+        )
+
+
 Result = TypeVar("Result")
 
 
@@ -281,6 +337,36 @@ async def update_model(
         return (None if updated is None else updated.to_document()), result
 
     return await update_document(store, key, on_document, retry=retry, locks=locks, sleep=sleep)
+
+
+class DocumentUpdates:
+    """update_document and update_model on one store with one retry policy, one update per key at a time in this
+    process: n calls racing on one document cost O(n^2) optimistic rounds, queued per key O(n) per process."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        retry: RetryPolicy,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._retry = retry
+        self._sleep = sleep
+        self.locks = KeyedLocks()
+
+    async def update_document(self, key: str, decide: Callable[[Any], tuple[Any, Result]]) -> Result:
+        return await update_document(self._store, key, decide, retry=self._retry, locks=self.locks, sleep=self._sleep)
+
+    async def update_model(
+        self,
+        key: str,
+        parse: Callable[[Any], Model],
+        decide: Callable[[Model | None], tuple[Model | None, Result]],
+    ) -> Result:
+        return await update_model(
+            self._store, key, parse, decide, retry=self._retry, locks=self.locks, sleep=self._sleep
+        )
 
 
 @asynccontextmanager

@@ -1,11 +1,12 @@
 """`python -m analytics`: serve analytics at the port the dapr CLI gives it (APP_PORT)."""
 
-from analytics.settings import get_settings
+from analytics.main import create_app
+from analytics.settings import Settings
 from sidecart_kit.service import serve
 
 
 def main() -> None:
-    serve("analytics.main:create_app", get_settings())
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

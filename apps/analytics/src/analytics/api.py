@@ -1,7 +1,6 @@
 """HTTP routes: the Dapr subscriptions and deliveries (bulk telemetry, business events, dead letters) and reports
 (the kit's probe_routes serve /healthz and /readyz)."""
 
-import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -23,7 +22,9 @@ from sidecart_kit.events import (
     Subscription,
     bulk_answer,
     delivery_answer,
+    envelope_of,
     problems,
+    subscriptions_by_topic,
 )
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
@@ -66,9 +67,6 @@ async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start). Types this
     version does not know are acknowledged and logged (in the bulk format on the telemetry topic: the default route
     of a bulk subscription receives bulk deliveries too)."""
-    routes_by_topic: dict[str, dict[str, str]] = {}
-    for contract, path in BUSINESS_ROUTES:
-        routes_by_topic.setdefault(contract.TOPIC, {})[contract.TYPE] = path
     telemetry = Subscription(
         pubsub=settings.pubsub_name,
         topic=TelemetryEvent.TOPIC,
@@ -77,16 +75,12 @@ async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
         dead_letter_topic=settings.telemetry_dead_letter_topic,
         bulk=BulkSettings(max_messages=settings.bulk_max_messages, max_await_ms=settings.bulk_max_await_ms),
     )
-    business = [
-        Subscription(
-            pubsub=settings.pubsub_name,
-            topic=topic,
-            routes_by_type=routes,
-            default_route=UNHANDLED_EVENT_ROUTE,
-            dead_letter_topic=settings.dead_letter_topic,
-        )
-        for topic, routes in routes_by_topic.items()
-    ]
+    business = subscriptions_by_topic(
+        settings.pubsub_name,
+        BUSINESS_ROUTES,
+        default_route=UNHANDLED_EVENT_ROUTE,
+        dead_letter_topic=settings.dead_letter_topic,
+    )
     dead_letters = Subscription(
         pubsub=settings.pubsub_name, topic=settings.telemetry_dead_letter_topic, default_route=DEAD_LETTER_ROUTE
     )
@@ -132,10 +126,7 @@ async def on_order_cancelled(request: Request, deliveries: DeliveriesDep) -> JSO
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
 async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """An event type this version does not handle: acknowledged and logged (single or bulk delivery)."""
-    try:
-        body: Any = json.loads(await request.body())
-    except ValueError:
-        body = None
+    body = envelope_of(await request.body())
     if isinstance(body, dict) and isinstance(body.get("entries"), list):
         return bulk_answer(deliveries.ignore_bulk(UNHANDLED_EVENT_ROUTE, body["entries"]))
     return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, body))

@@ -6,9 +6,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
-
-from prometheus_client import Counter
+from typing import Any, Literal, Protocol
 
 from analytics.domain import (
     BUSINESS_INDEX_KEY,
@@ -34,14 +32,21 @@ from analytics.domain import (
     top_products,
 )
 from contracts.telemetry import TelemetryEvent
-from sidecart_kit.events import BulkDelivery, BulkEntry, CloudEvent, DeliveryStatus, log_unhandled_event, problems
-from sidecart_kit.locks import KeyedLocks
+from sidecart_kit.events import (
+    BulkDelivery,
+    BulkEntry,
+    CloudEvent,
+    DeliveryStatus,
+    EventDeliveries,
+    envelope_of,
+    log_unhandled_event,
+    problems,
+)
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import StateStore, StoreUnavailableError, update_document
+from sidecart_kit.state import DocumentUpdates, StateStore, StoreUnavailableError
 
 log = get_logger(__name__)
-T = TypeVar("T")
 EXCERPT_CHARS = 200
 
 
@@ -78,20 +83,14 @@ class Analytics:
     ) -> None:
         self._store = store
         self._retention = retention
-        self._retry = retry or RetryPolicy()
+        self._updates = DocumentUpdates(store, retry=retry or RetryPolicy(), sleep=sleep)
         self._max_dead_letters = max_dead_letters
         self._clock = clock
-        self._sleep = sleep
-        self.locks = KeyedLocks()
         # The last index this process read or wrote: when it already lists every touched key, no index write.
         self._telemetry_index = TelemetryIndex()
         self._business_index = BusinessIndex()
 
     # --- writes ---------------------------------------------------------------------------------------------
-
-    async def _update(self, key: str, change: Callable[[Any], tuple[Any, T]]) -> T:
-        """Read `key`, apply `change` (new document or None for no write, and a result), write with the ETag."""
-        return await update_document(self._store, key, change, retry=self._retry, locks=self.locks, sleep=self._sleep)
 
     def _oldest(self) -> datetime:
         return self._clock() - self._retention
@@ -108,7 +107,7 @@ class Analytics:
             updated = index.with_keys(keys, oldest)
             return updated.to_document(), updated
 
-        self._telemetry_index = await self._update(TELEMETRY_INDEX_KEY, change)
+        self._telemetry_index = await self._updates.update_document(TELEMETRY_INDEX_KEY, change)
 
     async def _index_business(self, key: str) -> None:
         if self._business_index.covers([key]):
@@ -122,7 +121,7 @@ class Analytics:
             updated = index.with_keys([key], oldest)
             return updated.to_document(), updated
 
-        self._business_index = await self._update(BUSINESS_INDEX_KEY, change)
+        self._business_index = await self._updates.update_document(BUSINESS_INDEX_KEY, change)
 
     async def fold_telemetry(self, entries: Sequence[TelemetryEntry]) -> dict[str, Outcome | None]:
         """What became of each entry: counted, duplicate, expired, or None when its document could not be written
@@ -153,7 +152,7 @@ class Analytics:
                 return (updated.to_document() if counted else None), results
 
             try:
-                results = await self._update(key, change)
+                results = await self._updates.update_document(key, change)
             except (StoreUnavailableError, MalformedDocumentError) as exc:
                 log.warning("telemetry_document_not_written", key=key, entries=len(group), error=str(exc))
                 outcomes.update((entry.entry_id, None) for entry in group)
@@ -175,7 +174,7 @@ class Analytics:
             updated, outcome = BusinessHour.from_document(document).fold(fact)
             return (updated.to_document() if outcome is Outcome.COUNTED else None), outcome
 
-        return await self._update(fact.key, change)
+        return await self._updates.update_document(fact.key, change)
 
     async def record_dead_letter(self, letter: DeadLetter) -> bool:
         """Adds a dead letter to the bounded list (newest first); False when it was listed already."""
@@ -184,7 +183,7 @@ class Analytics:
             updated, added = record_dead_letter(document, letter, self._max_dead_letters)
             return (updated if added else None), added
 
-        return await self._update(DEAD_LETTERS_KEY, change)
+        return await self._updates.update_document(DEAD_LETTERS_KEY, change)
 
     # --- reads ----------------------------------------------------------------------------------------------
 
@@ -261,13 +260,6 @@ def _dead_letter_envelope(raw: Any, fallback_id: str) -> dict[str, Any]:
     }
 
 
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
 class Deliveries:
     """What the sidecar is answered for each delivered message, counted in `events` by route and outcome:
     SUCCESS when done (or done before, or nothing to do), RETRY when a document could not be written, and for a
@@ -277,7 +269,7 @@ class Deliveries:
         self,
         analytics: Analytics,
         publisher: MessagePublisher,
-        events: Counter,
+        events: EventDeliveries,
         *,
         dead_letter_topic: str,
         telemetry_dead_letter_topic: str,
@@ -310,7 +302,7 @@ class Deliveries:
         outcomes = await self._analytics.fold_telemetry(valid)
         for entry_id, outcome in outcomes.items():
             statuses[entry_id] = DeliveryStatus.RETRY if outcome is None else DeliveryStatus.SUCCESS
-            self._events.labels(route, "retry" if outcome is None else outcome.value).inc()
+            self._events.count(route, "retry" if outcome is None else outcome.value)
         log.info(
             "telemetry_delivery",
             entries=len(delivery.entries),
@@ -325,15 +317,15 @@ class Deliveries:
         event_id = raw.get("id") if isinstance(raw, dict) else None
         log.error("telemetry_entry_malformed", entry_id=entry_id, event_id=event_id, problems=problems(exc))
         if self._malformed_entry_action != "publish":
-            self._events.labels(route, self._malformed_entry_action.lower()).inc()
+            self._events.count(route, self._malformed_entry_action.lower())
             return DeliveryStatus(self._malformed_entry_action)
         try:
             await self._publisher.publish(self._telemetry_dead_letter_topic, _dead_letter_envelope(raw, entry_id))
         except PublishFailedError as failure:
             log.warning("dead_letter_not_published", entry_id=entry_id, error=str(failure))
-            self._events.labels(route, "retry").inc()
+            self._events.count(route, "retry")
             return DeliveryStatus.RETRY
-        self._events.labels(route, "dead_lettered").inc()
+        self._events.count(route, "dead_lettered")
         return DeliveryStatus.SUCCESS
 
     async def business(self, route: str, contract: type[BusinessEvent], body: bytes) -> DeliveryStatus:
@@ -353,23 +345,21 @@ class Deliveries:
             except PublishFailedError as failure:
                 log.warning("dead_letter_not_published", error=str(failure))
                 return DeliveryStatus.RETRY
-            self._events.labels(route, "dead_lettered").inc()
+            self._events.count(route, "dead_lettered")
             return DeliveryStatus.SUCCESS
         try:
             outcome = await self._analytics.fold_business(envelope.id, data)
         except StoreUnavailableError as exc:  # ContentionError included
             log.warning("event_retry", route=route, event_id=envelope.id, error=str(exc))
-            self._events.labels(route, "retry").inc()
+            self._events.count(route, "retry")
             return DeliveryStatus.RETRY
         log.info("event_handled", route=route, event_id=envelope.id, outcome=outcome.value)
-        self._events.labels(route, outcome.value).inc()
+        self._events.count(route, outcome.value)
         return DeliveryStatus.SUCCESS
 
     def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
         """An event type this version does not handle: acknowledged and logged."""
-        log_unhandled_event(envelope)
-        self._events.labels(route, "ignored").inc()
-        return DeliveryStatus.SUCCESS
+        return self._events.ignore(route, envelope)
 
     def ignore_bulk(self, route: str, entries: list[Any]) -> dict[str, DeliveryStatus]:
         """Events of a type this version does not handle, delivered in bulk (the default route of a bulk
@@ -378,13 +368,13 @@ class Deliveries:
         for entry in entries:
             event = BulkEntry(entryId=str(entry.get("entryId")), event=entry.get("event")).envelope()
             log_unhandled_event(event)
-        self._events.labels(route, "ignored").inc(len(entries))
+        self._events.count(route, "ignored", len(entries))
         return {str(entry.get("entryId")): DeliveryStatus.SUCCESS for entry in entries}
 
     async def dead_letter(self, route: str, body: bytes) -> DeliveryStatus:
         """A message that could not be processed: kept (id, type, when, an excerpt) in a bounded list; RETRY when
         the store fails."""
-        attributes = _json(body)
+        attributes = envelope_of(body)
         attributes = attributes if isinstance(attributes, dict) else {}
         data = attributes.get("data", attributes.get("data_base64"))
         excerpt = body.decode(errors="replace") if data is None else json.dumps(data, default=str)
@@ -400,5 +390,5 @@ class Deliveries:
             log.warning("dead_letter_retry", event_id=letter.id, error=str(exc))
             return DeliveryStatus.RETRY
         log.warning("dead_letter_recorded", event_id=letter.id, event_type=letter.type, new=added)
-        self._events.labels(route, "recorded" if added else "duplicate").inc()
+        self._events.count(route, "recorded" if added else "duplicate")
         return DeliveryStatus.SUCCESS

@@ -7,40 +7,33 @@ from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
-from prometheus_client import Counter
 
 from analytics import api
 from analytics.adapters import DaprPublisher
 from analytics.handlers import Analytics, Deliveries, MessagePublisher
-from analytics.settings import Settings, get_settings
+from analytics.settings import Settings
+from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.sidecar import ReadinessProbe
+from sidecart_kit.state import StateStore
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     store: StateStore | None = None,
     publisher: MessagePublisher | None = None,
     health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """The analytics app, configured from `settings` (the environment by default). Tests pass fakes of the
-    sidecar's state store, pub/sub and health probe."""
-    settings = settings or get_settings()
+    """The analytics app, configured from `settings`. Tests pass fakes of the sidecar's state store, pub/sub and
+    health probe."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        store_used = store or DaprStateStore(
-            client,
-            settings.state_store,
-            bulk_chunk=settings.bulk_get_chunk,
-            bulk_round_trips=settings.bulk_get_parallelism,
-        )
         # One Analytics per process: its per-key locks must be shared by every delivery.
         analytics = Analytics(
-            store_used,
+            store or settings.dapr_state_store(client),
             retention=timedelta(hours=settings.retention_hours),
             retry=RetryPolicy(settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds),
             max_dead_letters=settings.max_dead_letters,
@@ -54,7 +47,6 @@ def create_app(
             telemetry_dead_letter_topic=settings.telemetry_dead_letter_topic,
             malformed_entry_action=settings.malformed_entry_action,
         )
-        app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     app = service_app(
@@ -64,11 +56,13 @@ def create_app(
         compose=compose,
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
+        sidecar_health=health,
     )
-    events = Counter(
-        "analytics_events_total",
-        "Events delivered, by route and outcome (counted, duplicate, expired, dead_lettered, retry, ignored).",
-        ["route", "outcome"],
-        registry=app.state.metrics_registry,
+    events = EventDeliveries(
+        delivery_counter(
+            "analytics",
+            app.state.metrics_registry,
+            "Events delivered, by route and outcome (counted, duplicate, expired, dead_lettered, retry, ignored).",
+        )
     )
     return app

@@ -1,16 +1,15 @@
 """Analytics configuration: ANALYTICS_* variables on top of the kit's settings (which also read the ports and
 tokens the dapr CLI sets without a prefix)."""
 
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.state import StateStoreSettings
 
 
-class Settings(ServiceSettings):
+class Settings(StateStoreSettings):
     model_config = SettingsConfigDict(env_prefix="ANALYTICS_")
 
     app_port: int = 8107
@@ -40,13 +39,3 @@ class Settings(ServiceSettings):
     save_attempts: int = 8
     save_backoff_seconds: float = 0.02
     save_backoff_max_seconds: float = 0.5
-    # Keys per bulk state read, and how many of those reads run at once (a report over the whole retention
-    # window must not take every call slot the deliveries being folded need).
-    bulk_get_chunk: int = 500
-    bulk_get_parallelism: int = 8
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

@@ -6,13 +6,13 @@ from datetime import timedelta
 from typing import Literal
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from analytics.domain import DEAD_LETTERS_KEY, TELEMETRY_INDEX_KEY, Outcome, TelemetryShard, telemetry_key_of
 from analytics.handlers import Analytics, Deliveries, TelemetryEntry
 from contracts.orders import OrderCancelled
 from contracts.users import UserRegistered
-from sidecart_kit.events import BulkDelivery, DeliveryStatus
+from sidecart_kit.events import BulkDelivery, DeliveryStatus, EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.testing import FakeSleep
 
@@ -76,7 +76,6 @@ async def test_concurrent_deliveries_lose_no_update(store: DocumentStore, sleep:
     await asyncio.gather(*(second.fold_telemetry(batch) for batch in batches[:6]))
     assert await _total(first) == 96
     assert store.conflicts > 0
-    assert len(first.locks) == 0  # the per-key locks are released
 
 
 async def test_a_failed_document_write_retries_only_its_entries(store: DocumentStore, sleep: FakeSleep) -> None:
@@ -151,11 +150,10 @@ async def test_reports_read_documents_in_one_bulk_round_trip(store: DocumentStor
 def _deliveries(
     store: DocumentStore, publisher: FakePublisher, action: Literal["publish", "RETRY", "DROP"] = "DROP"
 ) -> Deliveries:
-    events = Counter("events", "Events.", ["route", "outcome"], registry=CollectorRegistry())
     return Deliveries(
         Analytics(store, clock=lambda: NOW),
         publisher,
-        events,
+        EventDeliveries(delivery_counter("analytics", CollectorRegistry())),
         dead_letter_topic="deadletter",
         telemetry_dead_letter_topic="telemetry-deadletter",
         malformed_entry_action=action,

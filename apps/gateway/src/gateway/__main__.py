@@ -1,11 +1,12 @@
 """`python -m gateway`: serve the gateway on 127.0.0.1 at the port the dapr CLI gives it (APP_PORT)."""
 
-from gateway.settings import get_settings
+from gateway.main import create_app
+from gateway.settings import Settings
 from sidecart_kit.service import serve
 
 
 def main() -> None:
-    serve("gateway.main:create_app", get_settings())
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

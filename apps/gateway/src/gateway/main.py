@@ -11,16 +11,12 @@ from gateway import api
 from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource
 from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
-from gateway.settings import Settings, get_settings
+from gateway.settings import Settings
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import SidecarHealth
 
 
-def create_app(
-    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
-    """The gateway, configured from `settings` (the environment by default); tests pass a fake sidecar."""
-    settings = settings or get_settings()
+def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The gateway, configured from `settings`; tests pass a fake sidecar."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
@@ -53,7 +49,6 @@ def create_app(
             ingest_app_id=settings.ingest_app_id,
             analytics_app_id=settings.analytics_app_id,
         )
-        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     # Public: no app token, the gateway is the public edge, called by clients rather than by its sidecar.

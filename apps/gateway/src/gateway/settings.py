@@ -1,7 +1,5 @@
 """Gateway configuration: GATEWAY_* variables, plus what the dapr CLI sets without a prefix (APP_PORT, ...)."""
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -44,9 +42,3 @@ class Settings(ServiceSettings):
     api_keys_cache_ttl_seconds: float = 60.0
     # After a failed read of the secret, requests are refused for this long before the store is asked again.
     api_keys_retry_seconds: float = 2.0
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

@@ -10,16 +10,12 @@ from prometheus_client import Counter, Histogram
 from ingest import api
 from ingest.adapters import DaprBulkPublisher
 from ingest.handlers import Ingest
-from ingest.settings import Settings, get_settings
+from ingest.settings import Settings
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import SidecarHealth
 
 
-def create_app(
-    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
-    """The ingest app, configured from `settings` (the environment by default); tests pass a fake sidecar."""
-    settings = settings or get_settings()
+def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The ingest app, configured from `settings`; tests pass a fake sidecar."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
@@ -35,7 +31,6 @@ def create_app(
             max_events=settings.max_events_per_batch,
             on_events=lambda outcome, count: events.labels(outcome).inc(count),
         )
-        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     app = service_app(

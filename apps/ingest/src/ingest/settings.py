@@ -1,7 +1,5 @@
 """Ingest configuration: INGEST_* variables, plus what the dapr CLI sets without a prefix (APP_PORT, ...)."""
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -28,9 +26,3 @@ class Settings(ServiceSettings):
 
     # What a client is told to wait before resending a batch the sidecar could not publish.
     retry_after_seconds: int = 2
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

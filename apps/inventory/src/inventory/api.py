@@ -1,12 +1,9 @@
 """HTTP routes: the catalogue, stock administration, the saga's reservation steps."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from contracts.api import ErrorDetail
@@ -32,6 +29,7 @@ from inventory.domain import (
 from inventory.handlers import CreateProduct, Inventory, ReserveStock
 from sidecart_kit.errors import ApiError, DomainErrors, error_responses
 from sidecart_kit.logs import get_logger
+from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
@@ -39,20 +37,8 @@ log = get_logger(__name__)
 router = APIRouter()
 
 
-class InventoryMetrics:
-    """How the saga's reservation calls ended, beside the kit's HTTP metrics on the same registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.operations = Counter(
-            "inventory_operations_total",
-            "Reservation operations answered, by operation and outcome.",
-            ["operation", "outcome"],
-            registry=registry,
-        )
-
-
 InventoryDep = Annotated[Inventory, Depends(from_app_state("inventory"))]
-MetricsDep = Annotated[InventoryMetrics, Depends(from_app_state("metrics"))]
+OperationsDep = Annotated[OperationCounter, Depends(from_app_state("operations"))]
 
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="1 to 64 of A-Z a-z 0-9 . _ -")]
@@ -65,20 +51,6 @@ _ERRORS = error_responses(
         503: "The state store is unavailable; retry later",
     }
 )
-
-
-@contextmanager
-def _counted(metrics: InventoryMetrics, operation: str, success: str) -> Iterator[None]:
-    """Counts how an operation ended: `success`, or the refusal's error code."""
-    try:
-        yield
-    except InventoryError as exc:
-        metrics.operations.labels(operation, _refusal(exc).code).inc()
-        raise
-    except StoreUnavailableError:
-        metrics.operations.labels(operation, "unavailable").inc()
-        raise
-    metrics.operations.labels(operation, success).inc()
 
 
 # --- catalogue -------------------------------------------------------------------------------------------------
@@ -216,12 +188,12 @@ class ReservationStatusView(BaseModel):
 
 
 @router.post("/reservations", tags=["reservations"], response_model=ReservationView, responses=_ERRORS)
-async def reserve(body: ReserveIn, inventory: InventoryDep, metrics: MetricsDep) -> ReservationView:
+async def reserve(body: ReserveIn, inventory: InventoryDep, operations: OperationsDep) -> ReservationView:
     """Holds every line of an order or none (409 out_of_stock); idempotent by order id."""
     command = ReserveStock(
         order_id=body.order_id, lines=tuple(RequestedLine(line.sku, line.quantity) for line in body.lines)
     )
-    with _counted(metrics, "reserve", "reserved"):
+    with operations.counted("reserve", "reserved"):
         reservation = await inventory.reserve(command)
     log.info("stock_reserved", order_id=str(body.order_id), total_cents=reservation.total_cents)
     return ReservationView.of(reservation)
@@ -230,9 +202,9 @@ async def reserve(body: ReserveIn, inventory: InventoryDep, metrics: MetricsDep)
 @router.post(
     "/reservations/{order_id}/release", tags=["reservations"], response_model=ReservationStatusView, responses=_ERRORS
 )
-async def release(order_id: UUID, inventory: InventoryDep, metrics: MetricsDep) -> ReservationStatusView:
+async def release(order_id: UUID, inventory: InventoryDep, operations: OperationsDep) -> ReservationStatusView:
     """Gives back the order's units (compensation); for an unknown order, refuses its reservation from now on."""
-    with _counted(metrics, "release", "released"):
+    with operations.counted("release", "released"):
         await inventory.release(order_id)
     log.info("stock_released", order_id=str(order_id))
     return ReservationStatusView(order_id=order_id, status="released")
@@ -241,9 +213,9 @@ async def release(order_id: UUID, inventory: InventoryDep, metrics: MetricsDep) 
 @router.post(
     "/reservations/{order_id}/commit", tags=["reservations"], response_model=ReservationStatusView, responses=_ERRORS
 )
-async def commit(order_id: UUID, inventory: InventoryDep, metrics: MetricsDep) -> ReservationStatusView:
+async def commit(order_id: UUID, inventory: InventoryDep, operations: OperationsDep) -> ReservationStatusView:
     """The order's held units become sold; idempotent."""
-    with _counted(metrics, "commit", "committed"):
+    with operations.counted("commit", "committed"):
         await inventory.commit(order_id)
     log.info("stock_committed", order_id=str(order_id))
     return ReservationStatusView(order_id=order_id, status="committed")

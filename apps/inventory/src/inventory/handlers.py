@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 from uuid import UUID
 
 from inventory.domain import (
@@ -44,15 +43,13 @@ from inventory.domain import (
     product_key,
     reservation_key,
 )
-from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import (
     ConcurrencyConflictError,
     ContentionError,
-    Model,
+    DocumentUpdates,
     StateStore,
-    update_model,
 )
 
 log = get_logger(__name__)
@@ -77,8 +74,6 @@ class ReserveStock:
 DEFAULT_RETRY = RetryPolicy(attempts=40, backoff_seconds=0.01, backoff_max_seconds=0.25)
 
 
-Result = TypeVar("Result")
-
 # Rounds of "read the decision, act on it": a call needs three (open, hold, answer); races add a few.
 _ROUNDS = 10
 
@@ -95,11 +90,8 @@ class Inventory:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
-        self._retry = retry
-        # n calls racing on one document cost O(n^2) optimistic rounds; queued per key here, O(n) per replica.
-        self._locks = KeyedLocks()
+        self._updates = DocumentUpdates(store, retry=retry, sleep=sleep)
         self._clock = clock
-        self._sleep = sleep
 
     # --- catalogue -------------------------------------------------------------------------------------------
 
@@ -153,7 +145,7 @@ class Inventory:
         def add(catalogue: Catalogue | None) -> tuple[Catalogue | None, None]:
             return (catalogue or Catalogue()).with_skus(skus), None
 
-        await self._change(CATALOGUE_KEY, Catalogue.from_document, add)
+        await self._updates.update_model(CATALOGUE_KEY, Catalogue.from_document, add)
 
     # --- reservations ----------------------------------------------------------------------------------------
 
@@ -310,7 +302,7 @@ class Inventory:
             answer = (outcome, product.available, "" if held is None else held.token)
             return (updated if outcome is HoldOutcome.HELD else None), answer
 
-        return await self._change(product_key(sku), Product.from_document, hold)
+        return await self._updates.update_model(product_key(sku), Product.from_document, hold)
 
     async def _advance(
         self,
@@ -328,7 +320,7 @@ class Inventory:
             moved = current.moved_to(target, self._clock(), shortages, hold_tokens)
             return moved, moved
 
-        return await self._change(reservation_key(order_id), Reservation.from_document, move)
+        return await self._updates.update_model(reservation_key(order_id), Reservation.from_document, move)
 
     async def _complete(self, reservation: Reservation) -> None:
         """Applies a final decision to every line's product: holds are sold or given back (idempotent).
@@ -346,15 +338,4 @@ class Inventory:
         def settle(product: Product | None) -> tuple[Product | None, None]:
             return (None if product is None else product.settle(order_id, settlement, token)), None
 
-        await self._change(product_key(sku), Product.from_document, settle)
-
-    async def _change(
-        self,
-        key: str,
-        parse: Callable[[Any], Model],
-        decide: Callable[[Model | None], tuple[Model | None, Result]],
-    ) -> Result:
-        """Read, decide, write under the ETag read; again on conflict. `decide` returns None to write nothing."""
-        return await update_model(
-            self._store, key, parse, decide, retry=self._retry, locks=self._locks, sleep=self._sleep
-        )
+        await self._updates.update_model(product_key(sku), Product.from_document, settle)

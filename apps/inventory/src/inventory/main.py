@@ -12,12 +12,13 @@ from fastapi import FastAPI
 from inventory import api
 from inventory.domain import DEMO_CATALOGUE
 from inventory.handlers import Inventory
-from inventory.settings import Settings, get_settings
+from inventory.settings import Settings
 from sidecart_kit.logs import get_logger
+from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.sidecar import ReadinessProbe
+from sidecart_kit.state import StateStore
 
 log = get_logger(__name__)
 
@@ -70,26 +71,18 @@ async def maintain(app: FastAPI, inventory: Inventory, settings: Settings) -> No
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     store: StateStore | None = None,
     sidecar_health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """The inventory app, configured from `settings` (the environment by default); tests pass fake adapters."""
-    settings = settings or get_settings()
+    """The inventory app, configured from `settings`; tests pass fake adapters."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        sidecar = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
-        app.state.readiness = SeededReadiness(app, sidecar)
+        app.state.readiness = SeededReadiness(app, app.state.sidecar_health)
         inventory = Inventory(
-            store
-            or DaprStateStore(
-                client,
-                settings.state_store,
-                max_concurrent_calls=settings.sidecar_max_concurrent_calls,
-                queue_timeout=settings.state_timeout_seconds,
-            ),
+            store or settings.dapr_state_store(client),
             retry=RetryPolicy(
                 settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
             ),
@@ -111,7 +104,13 @@ def create_app(
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
         readiness="readiness",
+        sidecar_health=sidecar_health,
     )
     app.state.seeded = not settings.seed_demo_catalogue
-    app.state.metrics = api.InventoryMetrics(app.state.metrics_registry)
+    app.state.operations = OperationCounter(
+        "inventory",
+        app.state.metrics_registry,
+        "Reservation operations answered, by operation and outcome.",
+        api.DOMAIN_ERRORS,
+    )
     return app

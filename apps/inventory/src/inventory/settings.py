@@ -1,14 +1,12 @@
-"""Inventory configuration: INVENTORY_* variables, over what every service shares (sidecart_kit.sidecar)."""
-
-from functools import lru_cache
+"""Inventory configuration: INVENTORY_* variables, over the kit's settings of a service with a state store."""
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.state import StateStoreSettings
 
 
-class Settings(ServiceSettings):
+class Settings(StateStoreSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_")
 
     app_port: int = 8103
@@ -27,13 +25,3 @@ class Settings(ServiceSettings):
     update_backoff_max_seconds: float = Field(default=0.25, ge=0)
     # Repairs holds left behind by a crash between an order's decision and its effect on stock; 0 turns it off.
     reconcile_interval_seconds: float = Field(default=60.0, ge=0)
-
-    # Calls to the state store at once; more wait their turn, at most state_timeout_seconds (then 503).
-    sidecar_max_concurrent_calls: int = Field(default=64, ge=1)
-    state_timeout_seconds: float = 5.0
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

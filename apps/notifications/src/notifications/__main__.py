@@ -1,11 +1,12 @@
 """`python -m notifications`: serve notifications at the port the dapr CLI gives it (APP_PORT)."""
 
-from notifications.settings import get_settings
+from notifications.main import create_app
+from notifications.settings import Settings
 from sidecart_kit.service import serve
 
 
 def main() -> None:
-    serve("notifications.main:create_app", get_settings())
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

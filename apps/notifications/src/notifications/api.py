@@ -1,7 +1,6 @@
 """HTTP routes: the Dapr subscription and event deliveries, the notices of a user (the kit's probe_routes serve
 /healthz and /readyz)."""
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -13,10 +12,10 @@ from pydantic import BaseModel
 from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
 from notifications.domain import NotifiableEvent
-from notifications.handlers import Deliveries, Notifications
+from notifications.handlers import Notifications, Outcome, RecordNotice
 from notifications.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.events import Subscription, delivery_answer
+from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
@@ -27,8 +26,8 @@ ORDER_COMPLETED_ROUTE = "/events/order-completed"
 ORDER_CANCELLED_ROUTE = "/events/order-cancelled"
 UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 
-# Each event type this version turns into a notice, and the route its deliveries arrive at. The subscription
-# document is built from this table: one subscription per topic, one routing rule per type.
+# Each event type this version turns into a notice, and the route its deliveries arrive at: the subscriptions
+# are built from this table.
 DELIVERY_ROUTES: tuple[tuple[type[NotifiableEvent], str], ...] = (
     (UserRegistered, USER_REGISTERED_ROUTE),
     (OrderCompleted, ORDER_COMPLETED_ROUTE),
@@ -44,7 +43,7 @@ DOMAIN_ERRORS: DomainErrors = {
 
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 NotificationsDep = Annotated[Notifications, Depends(from_app_state("notifications"))]
-DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
+DeliveriesDep = Annotated[EventDeliveries, Depends(from_app_state("deliveries"))]
 
 
 # --- Subscriptions and deliveries (the contract with the sidecar) -----------------------------------------------
@@ -53,48 +52,62 @@ DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
 @router.get("/dapr/subscribe", tags=["dapr"])
 async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
-    routes_by_topic: dict[str, dict[str, str]] = {}
-    for contract, path in DELIVERY_ROUTES:
-        routes_by_topic.setdefault(contract.TOPIC, {})[contract.TYPE] = path
-    return [
-        Subscription(
-            pubsub=settings.pubsub_name,
-            topic=topic,
-            routes_by_type=routes,
-            # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
-            default_route=UNHANDLED_EVENT_ROUTE,
-            dead_letter_topic=settings.dead_letter_topic,
-        ).to_dapr()
-        for topic, routes in routes_by_topic.items()
-    ]
+    declared = subscriptions_by_topic(
+        settings.pubsub_name,
+        DELIVERY_ROUTES,
+        # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
+        default_route=UNHANDLED_EVENT_ROUTE,
+        dead_letter_topic=settings.dead_letter_topic,
+    )
+    return [subscription.to_dapr() for subscription in declared]
+
+
+async def _record_notice(
+    route: str,
+    contract: type[NotifiableEvent],
+    request: Request,
+    notifications: Notifications,
+    deliveries: EventDeliveries,
+) -> JSONResponse:
+    async def record(event_id: str, event: NotifiableEvent) -> Outcome:
+        return await notifications.record(RecordNotice(event_id=event_id, event=event))
+
+    body = await request.body()
+    return delivery_answer(
+        await deliveries.deliver(
+            route, contract, body, record, log_context=lambda event: {"user_id": str(event.user_id)}
+        )
+    )
 
 
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
-async def on_user_registered(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
+async def on_user_registered(
+    request: Request, notifications: NotificationsDep, deliveries: DeliveriesDep
+) -> JSONResponse:
     """Delivery of `user.registered`: welcome the new user, once per event."""
-    return delivery_answer(await deliveries.deliver(USER_REGISTERED_ROUTE, UserRegistered, await request.body()))
+    return await _record_notice(USER_REGISTERED_ROUTE, UserRegistered, request, notifications, deliveries)
 
 
 @router.post(ORDER_COMPLETED_ROUTE, tags=["dapr"])
-async def on_order_completed(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
+async def on_order_completed(
+    request: Request, notifications: NotificationsDep, deliveries: DeliveriesDep
+) -> JSONResponse:
     """Delivery of `order.completed`: tell the buyer their order is confirmed, once per event."""
-    return delivery_answer(await deliveries.deliver(ORDER_COMPLETED_ROUTE, OrderCompleted, await request.body()))
+    return await _record_notice(ORDER_COMPLETED_ROUTE, OrderCompleted, request, notifications, deliveries)
 
 
 @router.post(ORDER_CANCELLED_ROUTE, tags=["dapr"])
-async def on_order_cancelled(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
+async def on_order_cancelled(
+    request: Request, notifications: NotificationsDep, deliveries: DeliveriesDep
+) -> JSONResponse:
     """Delivery of `order.cancelled`: tell the buyer their order was cancelled and why, once per event."""
-    return delivery_answer(await deliveries.deliver(ORDER_CANCELLED_ROUTE, OrderCancelled, await request.body()))
+    return await _record_notice(ORDER_CANCELLED_ROUTE, OrderCancelled, request, notifications, deliveries)
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
 async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of an event type this version does not handle: acknowledged and logged."""
-    try:
-        envelope: Any = json.loads(await request.body())
-    except ValueError:
-        envelope = None
-    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope))
+    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope_of(await request.body())))
 
 
 # --- Queries ---------------------------------------------------------------------------------------------------

@@ -1,23 +1,16 @@
-"""Use cases: record the notice an event gives its user exactly once, answer the sidecar for each delivery, and
-list a user's notices."""
+"""Use cases: record the notice an event gives its user exactly once, and list a user's notices."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 from uuid import UUID
 
-from prometheus_client import Counter
-
 from notifications.domain import Inbox, Notice, NotifiableEvent, notice_for
-from sidecart_kit.events import CloudEvent, DeliveryStatus, log_unhandled_event, problems
-from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import StoreUnavailableError
 
-log = get_logger(__name__)
 Result = TypeVar("Result")
 
 
@@ -110,47 +103,3 @@ class Notifications:
             return updated, Outcome.RECORDED
 
         return await self._repository.update(user_id, decide, retry=self._retry, sleep=self._sleep)
-
-
-class Deliveries:
-    """What the sidecar is answered for each delivered event, counted in `events` by route and outcome."""
-
-    def __init__(self, notifications: Notifications, events: Counter) -> None:
-        self._notifications = notifications
-        self._events = events
-
-    async def deliver(self, route: str, contract: type[NotifiableEvent], body: bytes) -> DeliveryStatus:
-        """Reads the envelope and its data and records the notice once: SUCCESS once recorded (or recorded before),
-        DROP when the event is malformed (redelivery cannot fix it), RETRY when the store fails."""
-        try:
-            event = CloudEvent.model_validate_json(body)
-            if not event.id:
-                raise ValueError("the CloudEvent has no id")
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            return self._drop(route, exc, event_id=None)
-        try:
-            data = contract.model_validate(event.payload())
-        except ValueError as exc:
-            return self._drop(route, exc, event_id=event.id)
-        log_context = {"event_id": event.id, "event_type": event.type, "user_id": str(data.user_id)}
-        try:
-            outcome = await self._notifications.record(RecordNotice(event_id=event.id, event=data))
-        except StoreUnavailableError as exc:  # ContentionError included
-            log.warning("event_retry", error=str(exc), **log_context)
-            self._events.labels(route, "retry").inc()
-            return DeliveryStatus.RETRY
-        log.info("event_handled", outcome=outcome.value, **log_context)
-        self._events.labels(route, outcome.value).inc()
-        return DeliveryStatus.SUCCESS
-
-    def ignore(self, route: str, envelope: Any) -> DeliveryStatus:
-        """An event type this version does not handle (a future v2, say): acknowledged and logged, not lost
-        silently."""
-        log_unhandled_event(envelope)
-        self._events.labels(route, "ignored").inc()
-        return DeliveryStatus.SUCCESS
-
-    def _drop(self, route: str, exc: Exception, event_id: str | None) -> DeliveryStatus:
-        log.error("event_dropped_malformed", route=route, event_id=event_id, problems=problems(exc))
-        self._events.labels(route, "dropped").inc()
-        return DeliveryStatus.DROP

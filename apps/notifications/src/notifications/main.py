@@ -6,36 +6,30 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from prometheus_client import Counter
 
 from notifications import api
 from notifications.adapters import StoredInboxRepository
-from notifications.handlers import Deliveries, Limits, Notifications
-from notifications.settings import Settings, get_settings
+from notifications.handlers import Limits, Notifications
+from notifications.settings import Settings
+from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.sidecar import ReadinessProbe
+from sidecart_kit.state import StateStore
 
 
-def create_app(
-    settings: Settings | None = None, *, store: StateStore | None = None, health: ReadinessProbe | None = None
-) -> FastAPI:
-    """The notifications app, configured from `settings` (the environment by default). Tests pass fakes of the
-    sidecar's state store and health probe."""
-    settings = settings or get_settings()
+def create_app(settings: Settings, *, store: StateStore | None = None, health: ReadinessProbe | None = None) -> FastAPI:
+    """The notifications app, configured from `settings`. Tests pass fakes of the sidecar's state store and health
+    probe."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        repository = StoredInboxRepository(store or DaprStateStore(client, settings.state_store))
-        notifications = Notifications(
+        repository = StoredInboxRepository(store or settings.dapr_state_store(client))
+        app.state.notifications = Notifications(
             repository,
             limits=Limits(settings.max_notices_per_user, settings.max_remembered_events_per_user),
             retry=RetryPolicy(settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds),
         )
-        app.state.notifications = notifications
-        app.state.deliveries = Deliveries(notifications, events)
-        app.state.sidecar_health = health or SidecarHealth(client, settings.health_timeout_seconds)
         yield
 
     app = service_app(
@@ -45,11 +39,7 @@ def create_app(
         compose=compose,
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
+        sidecar_health=health,
     )
-    events = Counter(
-        "notifications_events_total",
-        "Events delivered by the sidecar, by how they ended.",
-        ["route", "outcome"],
-        registry=app.state.metrics_registry,
-    )
+    app.state.deliveries = EventDeliveries(delivery_counter("notifications", app.state.metrics_registry))
     return app

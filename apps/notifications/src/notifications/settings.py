@@ -1,15 +1,13 @@
 """Notifications configuration: NOTIFICATIONS_* variables on top of the kit's settings (which also read the ports
 and tokens the dapr CLI sets without a prefix)."""
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.state import StateStoreSettings
 
 
-class Settings(ServiceSettings):
+class Settings(StateStoreSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_")
 
     app_port: int = 8102
@@ -28,9 +26,3 @@ class Settings(ServiceSettings):
     save_attempts: int = 8
     save_backoff_seconds: float = 0.02
     save_backoff_max_seconds: float = 0.5
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The settings read from the environment once per process."""
-    return Settings()

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.orders import OrderCancelled, OrderCompleted
 from orders.domain import IdempotencyClaim, Line, Order, OrderStatus, Product, Reason, RequestedLine, StepRecord
 from orders.handlers import (
-    OutcomeUnknownError,
     ParticipantRefusedError,
     ParticipantUnavailableError,
     Reservation,
@@ -28,31 +27,21 @@ from orders.handlers import (
 )
 from orders.saga import SagaInput
 from orders.workflow import EngineStatus
-from sidecart_kit.sidecar import SidecarHealth, dapr_error_code
-from sidecart_kit.state import FIRST_WRITE, ConcurrencyConflictError, DaprStateStore, StoreUnavailableError
+from sidecart_kit.sidecar import SidecarHealth
+from sidecart_kit.state import (
+    FIRST_WRITE,
+    NOT_SENT,
+    ConcurrencyConflictError,
+    DaprStateStore,
+    OutcomeUnknownError,
+    SidecarError,
+    send_to_sidecar,
+)
 
 Record = TypeVar("Record", bound=BaseModel)
 
 # An outbox transaction's operation with this metadata is published instead of the state it names, never stored.
 _OUTBOX_PROJECTION = {"outbox.projection": "true", "contentType": "application/json"}
-
-
-# Failures before a request reached the sidecar: nothing was done.
-_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    try:
-        return await client.request(method, url, **kwargs)
-    except _UNSENT as error:
-        raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
-    except httpx.HTTPError as error:
-        raise OutcomeUnknownError(f"sidecar call failed: {error!r}") from error
-
-
-def _failed(operation: str, response: httpx.Response) -> str:
-    """What the sidecar answered to a refused or failed call (Dapr's error code, not its message)."""
-    return f"{operation}: {response.status_code} {dapr_error_code(response) or 'no error code'}"
 
 
 def _parse(model: type[Record], data: Any) -> Record:
@@ -184,7 +173,7 @@ class DaprOrderRepository:
         stored = {"key": key, "value": record, "etag": etag, "options": FIRST_WRITE, "metadata": {"type": event.TYPE}}
         projection = {"key": key, "value": event.model_dump(mode="json"), "metadata": _OUTBOX_PROJECTION}
         operations = [{"operation": "upsert", "request": request} for request in (stored, projection)]
-        response = await _send(
+        response = await send_to_sidecar(
             self._client, "POST", f"/state/{self._state.name}/transaction", json={"operations": operations}
         )
         if response.is_success:
@@ -193,7 +182,7 @@ class DaprOrderRepository:
         current = await self._state.get(key)
         if current is not None and current.etag != etag:
             return False
-        raise StoreUnavailableError(_failed("finish order (outbox transaction)", response))
+        raise SidecarError("finish order (outbox transaction)", response)
 
     async def get_orders(self, order_ids: Sequence[UUID]) -> list[Order]:
         keys = [order_key(order_id) for order_id in order_ids]
@@ -276,7 +265,7 @@ class _Participant:
         url = f"/invoke/{self._app_id}/method/{path.lstrip('/')}"
         try:
             response = await self._client.request(method, url, json=body)
-        except _UNSENT as error:
+        except NOT_SENT as error:
             raise ParticipantUnavailableError(
                 f"{self._app_id}: sidecar unreachable ({type(error).__name__})"
             ) from error
@@ -381,15 +370,15 @@ class DaprWorkflows:
         self._component = component
 
     async def exists(self, order_id: UUID) -> bool:
-        response = await _send(self._client, "GET", f"/workflows/{self._component}/{order_id}")
+        response = await send_to_sidecar(self._client, "GET", f"/workflows/{self._component}/{order_id}")
         if response.is_success:
             return True
         if response.status_code == httpx.codes.NOT_FOUND:
             return False
-        raise StoreUnavailableError(_failed("get workflow", response))
+        raise SidecarError("get workflow", response)
 
     async def start(self, order_id: UUID, saga: SagaInput) -> None:
-        response = await _send(
+        response = await send_to_sidecar(
             self._client,
             "POST",
             f"/workflows/{self._component}/{self._workflow}/start",
@@ -398,11 +387,11 @@ class DaprWorkflows:
         )
         if response.is_success:
             return
-        failure = _failed("start workflow", response)
+        failure = SidecarError("start workflow", response)
         if response.status_code >= 500:
             # The engine may have created the instance before failing: in doubt, so a retry checks first.
-            raise OutcomeUnknownError(failure)
-        raise StoreUnavailableError(failure)
+            raise OutcomeUnknownError(str(failure)) from failure
+        raise failure
 
 
 class WorkflowSidecarHealth(SidecarHealth):

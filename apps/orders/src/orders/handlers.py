@@ -32,17 +32,12 @@ from orders.domain import (
 from orders.saga import Finish, Outcome, SagaInput, StepResult
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
-from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 
 log = get_logger(__name__)
 
 # Rounds of read-modify-write under an ETag before giving up (each round re-reads what changed).
 _WRITE_ROUNDS = 5
-
-
-class OutcomeUnknownError(StoreUnavailableError):
-    """The call failed after reaching the sidecar (a timeout, a 5xx from the workflow engine): what it asked for
-    may have been done anyway."""
 
 
 class ParticipantUnavailableError(StoreUnavailableError):

@@ -22,7 +22,7 @@ from orders.adapters import (
     WorkflowSidecarHealth,
 )
 from orders.handlers import Orders, SagaObserver, SagaSteps, StartTiming
-from orders.settings import Settings, get_settings
+from orders.settings import Settings
 from orders.workflow import WORKFLOW_NAME, Runtime, StepsFactory, WorkflowWorker, build_runtime
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
@@ -67,13 +67,12 @@ def saga_steps_factory(settings: Settings, observer: SagaObserver | None) -> Ste
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     sidecar_transport: httpx.AsyncBaseTransport | None = None,
     runtime_factory: RuntimeFactory | None = None,
 ) -> FastAPI:
     """The app; tests pass a fake sidecar (`sidecar_transport`) and a fake workflow runtime."""
-    settings = settings or get_settings()
     make_runtime: RuntimeFactory = runtime_factory or build_runtime
 
     @asynccontextmanager
@@ -91,7 +90,7 @@ def create_app(
             ),
         )
         probe = WorkflowSidecarHealth(client, settings.health_timeout_seconds)
-        app.state.sidecar_health = probe
+        app.state.sidecar_health = probe  # the kit's probe, and the workflow engine's status for the orders' /readyz
         open_steps = saga_steps_factory(settings, saga_metrics)
         worker = WorkflowWorker(
             lambda: make_runtime(settings, open_steps),

@@ -1,7 +1,5 @@
 """Configuration from the environment: ORDERS_* for this service, plus what the dapr CLI sets (sidecart_kit.sidecar)."""
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -46,8 +44,3 @@ class Settings(ServiceSettings):
     workflow_check_interval_seconds: float = Field(default=2.0, gt=0)
     workflow_reconnect_after_seconds: float = Field(default=4.0, ge=0)
     max_concurrent_activities: int = Field(default=64, gt=0)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

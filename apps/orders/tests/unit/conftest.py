@@ -17,7 +17,6 @@ from contracts.orders import OrderCancelled, OrderCompleted
 from orders.domain import IdempotencyClaim, Line, Order, Product, RequestedLine
 from orders.handlers import (
     Orders,
-    OutcomeUnknownError,
     ParticipantRefusedError,
     ParticipantUnavailableError,
     Reservation,
@@ -30,7 +29,7 @@ from orders.main import create_app
 from orders.saga import SagaInput
 from orders.settings import Settings
 from sidecart_kit.locks import KeyedLocks
-from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 from sidecart_kit.testing import FakeSidecarHealth
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

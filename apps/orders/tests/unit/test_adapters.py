@@ -12,11 +12,11 @@ import pytest
 
 from orders.adapters import DaprInventory, DaprOrderRepository, DaprPayments, DaprWorkflows, WorkflowSidecarHealth
 from orders.domain import IdempotencyClaim, Line, Order, Reason, RequestedLine, StepName, StepRecord, StepStatus
-from orders.handlers import OutcomeUnknownError, ParticipantRefusedError, ParticipantUnavailableError
+from orders.handlers import ParticipantRefusedError, ParticipantUnavailableError
 from orders.saga import SagaInput
 from orders.settings import Settings
 from orders.workflow import EngineStatus
-from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 from sidecart_kit.testing import fake_sidecar_client
 
 STORE = "orders-store"

@@ -1,11 +1,12 @@
 """`python -m payments`: serve payments on 127.0.0.1 at the port the dapr CLI gives it (APP_PORT)."""
 
-from payments.settings import get_settings
+from payments.main import create_app
+from payments.settings import Settings
 from sidecart_kit.service import serve
 
 
 def main() -> None:
-    serve("payments.main:create_app", get_settings())
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

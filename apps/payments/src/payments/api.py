@@ -1,16 +1,12 @@
 """HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund."""
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import ErrorDetail
 from contracts.users import UserRegistered
@@ -24,11 +20,12 @@ from payments.domain import (
     Wallet,
     WalletNotFoundError,
 )
-from payments.handlers import ChargePayment, Payments, RefundOutcome
+from payments.handlers import ChargePayment, CreditOutcome, Payments, RefundOutcome
 from payments.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors, error_responses
-from sidecart_kit.events import CloudEvent, DeliveryStatus, Subscription, delivery_answer, log_unhandled_event, problems
+from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
 from sidecart_kit.logs import get_logger
+from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
@@ -39,27 +36,10 @@ USER_REGISTERED_ROUTE = "/events/user-registered"
 UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 
 
-class PaymentsMetrics:
-    """How events and the saga's calls ended, beside the kit's HTTP metrics on the same registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter(
-            "payments_events_total",
-            "Events delivered by the sidecar, by how they ended.",
-            ["route", "outcome"],
-            registry=registry,
-        )
-        self.operations = Counter(
-            "payments_operations_total",
-            "Charges and refunds answered, by operation and outcome.",
-            ["operation", "outcome"],
-            registry=registry,
-        )
-
-
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 PaymentsDep = Annotated[Payments, Depends(from_app_state("payments"))]
-MetricsDep = Annotated[PaymentsMetrics, Depends(from_app_state("metrics"))]
+OperationsDep = Annotated[OperationCounter, Depends(from_app_state("operations"))]
+DeliveriesDep = Annotated[EventDeliveries, Depends(from_app_state("deliveries"))]
 
 _ERRORS = error_responses(
     {
@@ -72,84 +52,41 @@ _ERRORS = error_responses(
 )
 
 
-@contextmanager
-def _counted(metrics: PaymentsMetrics, operation: str) -> Iterator[dict[str, str]]:
-    """Counts how an operation ended: the outcome the route sets, or the refusal's error code."""
-    ending = {"outcome": "ok"}
-    try:
-        yield ending
-    except PaymentsError as exc:
-        metrics.operations.labels(operation, _refusal(exc).code).inc()
-        raise
-    except StoreUnavailableError:
-        metrics.operations.labels(operation, "unavailable").inc()
-        raise
-    metrics.operations.labels(operation, ending["outcome"]).inc()
-
-
 # --- Subscriptions and deliveries (the contract with the sidecar) -----------------------------------------------
 
 
 @router.get("/dapr/subscribe", tags=["dapr"])
 async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
     """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
-    user_registered = Subscription(
-        pubsub=settings.pubsub_name,
-        topic=UserRegistered.TOPIC,
-        routes_by_type={UserRegistered.TYPE: USER_REGISTERED_ROUTE},
+    declared = subscriptions_by_topic(
+        settings.pubsub_name,
+        [(UserRegistered, USER_REGISTERED_ROUTE)],
         # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
         default_route=UNHANDLED_EVENT_ROUTE,
         dead_letter_topic=settings.dead_letter_topic,
     )
-    return [user_registered.to_dapr()]
-
-
-class IdentifiedCloudEvent(CloudEvent):
-    # Without an id a delivery cannot be told from its redeliveries: such an event is malformed.
-    id: str = Field(min_length=1)
-
-
-def _drop(metrics: PaymentsMetrics, exc: Exception, event_id: str | None) -> JSONResponse:
-    # Redelivery cannot fix a malformed event: drop it, loudly.
-    log.error("event_dropped_malformed", route=USER_REGISTERED_ROUTE, event_id=event_id, problems=problems(exc))
-    metrics.events.labels(USER_REGISTERED_ROUTE, "dropped").inc()
-    return delivery_answer(DeliveryStatus.DROP)
+    return [subscription.to_dapr() for subscription in declared]
 
 
 @router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
-async def on_user_registered(request: Request, payments: PaymentsDep, metrics: MetricsDep) -> JSONResponse:
+async def on_user_registered(request: Request, payments: PaymentsDep, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `user.registered`: the user's wallet gets the starting credit, once per user."""
-    try:
-        event = IdentifiedCloudEvent.model_validate_json(await request.body())
-    except ValidationError as exc:
-        return _drop(metrics, exc, event_id=None)
-    try:
-        user = UserRegistered.model_validate(event.payload())
-    except (ValidationError, ValueError) as exc:
-        return _drop(metrics, exc, event_id=event.id)
-    log_context = {"event_id": event.id, "event_type": event.type, "user_id": str(user.user_id)}
-    try:
-        outcome = await payments.grant_starting_credit(user.user_id)
-    except StoreUnavailableError as exc:
-        log.warning("event_retry", error=str(exc), **log_context)
-        metrics.events.labels(USER_REGISTERED_ROUTE, "retry").inc()
-        return delivery_answer(DeliveryStatus.RETRY)
-    log.info("event_handled", outcome=outcome.value, **log_context)
-    metrics.events.labels(USER_REGISTERED_ROUTE, outcome.value).inc()
-    return delivery_answer(DeliveryStatus.SUCCESS)
+
+    async def grant(event_id: str, user: UserRegistered) -> CreditOutcome:
+        return await payments.grant_starting_credit(user.user_id)
+
+    body = await request.body()
+    return delivery_answer(
+        await deliveries.deliver(
+            USER_REGISTERED_ROUTE, UserRegistered, body, grant, log_context=lambda user: {"user_id": str(user.user_id)}
+        )
+    )
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
-async def on_unhandled_event(request: Request, metrics: MetricsDep) -> JSONResponse:
+async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of an event type this version does not handle: acknowledged and logged."""
-    raw = await request.body()
-    try:
-        envelope: Any = json.loads(raw)
-    except ValueError:
-        envelope = None
-    log_unhandled_event(envelope)
-    metrics.events.labels(UNHANDLED_EVENT_ROUTE, "ignored").inc()
-    return delivery_answer(DeliveryStatus.SUCCESS)
+    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope_of(await request.body())))
 
 
 # --- Wallets ---------------------------------------------------------------------------------------------------
@@ -216,14 +153,13 @@ class RefundView(BaseModel):
 
 
 @router.post("/charges", tags=["charges"], response_model=ChargeView, responses=_ERRORS)
-async def charge(body: ChargeIn, payments: PaymentsDep, metrics: MetricsDep) -> ChargeView:
+async def charge(body: ChargeIn, payments: PaymentsDep, operations: OperationsDep) -> ChargeView:
     """Captures an order's amount from the user's wallet, once (402 insufficient_funds, decided for good)."""
     command = ChargePayment(
         order_id=body.order_id, user_id=body.user_id, amount_cents=body.amount_cents, currency=body.currency
     )
-    with _counted(metrics, "charge") as ending:
+    with operations.counted("charge", "captured"):
         decision = await payments.charge(command)
-        ending["outcome"] = "captured"
     log.info("charge_captured", order_id=str(body.order_id), amount_cents=body.amount_cents)
     return ChargeView(
         order_id=body.order_id,
@@ -234,11 +170,11 @@ async def charge(body: ChargeIn, payments: PaymentsDep, metrics: MetricsDep) -> 
 
 
 @router.post("/charges/{order_id}/refund", tags=["charges"], response_model=RefundView, responses=_ERRORS)
-async def refund(order_id: UUID, payments: PaymentsDep, metrics: MetricsDep) -> RefundView:
+async def refund(order_id: UUID, payments: PaymentsDep, operations: OperationsDep) -> RefundView:
     """Gives a captured charge back once (refunded), or voids an order never charged so it never is (voided)."""
-    with _counted(metrics, "refund") as ending:
+    with operations.counted("refund") as ending:
         outcome = await payments.refund(order_id)
-        ending["outcome"] = outcome.value
+        ending.outcome = outcome.value
     log.info("charge_refunded", order_id=str(order_id), outcome=outcome.value)
     status: Literal["refunded", "voided"] = "refunded" if outcome is RefundOutcome.REFUNDED else "voided"
     return RefundView(order_id=order_id, status=status)

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
 from uuid import UUID
 
 from payments.domain import (
@@ -27,16 +26,14 @@ from payments.domain import (
     status_of,
     wallet_key,
 )
-from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import (
     ConcurrencyConflictError,
     ContentionError,
-    Model,
+    DocumentUpdates,
     StateStore,
     StoreUnavailableError,
-    update_model,
 )
 
 log = get_logger(__name__)
@@ -66,8 +63,6 @@ class RefundOutcome(StrEnum):
 DEFAULT_RETRY = RetryPolicy(attempts=30, backoff_seconds=0.01, backoff_max_seconds=0.25)
 
 
-Result = TypeVar("Result")
-
 # Rounds of "read the charge index, act on it": one normally, a second after losing the race to create it.
 _ROUNDS = 5
 
@@ -90,11 +85,8 @@ class Payments:
         self._currency = currency
         self._starting_credit = starting_credit_cents
         self._max_entries = max_entries
-        self._retry = retry
-        # n calls racing on one document cost O(n^2) optimistic rounds; queued per key here, O(n) per replica.
-        self._locks = KeyedLocks()
+        self._updates = DocumentUpdates(store, retry=retry, sleep=sleep)
         self._clock = clock
-        self._sleep = sleep
 
     async def grant_starting_credit(self, user_id: UUID) -> CreditOutcome:
         """Credits a new user's wallet once, however many events announce the user."""
@@ -104,7 +96,7 @@ class Payments:
             updated = current.grant_starting_credit(self._starting_credit, self._clock(), self._max_entries)
             return updated, CreditOutcome.ALREADY_CREDITED if updated is None else CreditOutcome.CREDITED
 
-        return await self._change(wallet_key(user_id), Wallet.from_document, grant)
+        return await self._updates.update_model(wallet_key(user_id), Wallet.from_document, grant)
 
     async def wallet(self, user_id: UUID) -> Wallet:
         """The user's wallet; WalletNotFoundError until the starting credit was granted."""
@@ -132,7 +124,7 @@ class Payments:
             current = wallet or Wallet.open(command.user_id, self._currency)
             return current.charge(command.order_id, command.amount_cents, self._clock(), self._max_entries)
 
-        decision = await self._change(wallet_key(command.user_id), Wallet.from_document, decide)
+        decision = await self._updates.update_model(wallet_key(command.user_id), Wallet.from_document, decide)
         await self._copy_status(command.order_id, decision)
         match decision.state:
             case ChargeState.CAPTURED:
@@ -166,7 +158,7 @@ class Payments:
             current = wallet or Wallet.open(user_id, self._currency)
             return current.refund(order_id, amount_cents, self._clock(), self._max_entries)
 
-        return await self._change(wallet_key(user_id), Wallet.from_document, decide)
+        return await self._updates.update_model(wallet_key(user_id), Wallet.from_document, decide)
 
     async def _charge_record(self, command: ChargePayment) -> ChargeRecord:
         """The order's charge index, written first (pending) if there is none, so a refund finds the wallet."""
@@ -192,17 +184,6 @@ class Payments:
             return (None if record is None else record.with_status(status, self._clock())), None
 
         try:
-            await self._change(charge_key(order_id), ChargeRecord.from_document, advance)
+            await self._updates.update_model(charge_key(order_id), ChargeRecord.from_document, advance)
         except StoreUnavailableError as exc:
             log.warning("charge_index_not_updated", order_id=str(order_id), status=status.value, error=str(exc))
-
-    async def _change(
-        self,
-        key: str,
-        parse: Callable[[Any], Model],
-        decide: Callable[[Model | None], tuple[Model | None, Result]],
-    ) -> Result:
-        """Read, decide, write under the ETag read; again on conflict. `decide` returns None to write nothing."""
-        return await update_model(
-            self._store, key, parse, decide, retry=self._retry, locks=self._locks, sleep=self._sleep
-        )

@@ -9,33 +9,27 @@ from fastapi import FastAPI
 
 from payments import api
 from payments.handlers import Payments
-from payments.settings import Settings, get_settings
+from payments.settings import Settings
+from sidecart_kit.events import EventDeliveries, delivery_counter
+from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe, SidecarHealth
-from sidecart_kit.state import DaprStateStore, StateStore
+from sidecart_kit.sidecar import ReadinessProbe
+from sidecart_kit.state import StateStore
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     store: StateStore | None = None,
     sidecar_health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """The payments app, configured from `settings` (the environment by default); tests pass fake adapters."""
-    settings = settings or get_settings()
+    """The payments app, configured from `settings`; tests pass fake adapters."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
-        app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
         app.state.payments = Payments(
-            store
-            or DaprStateStore(
-                client,
-                settings.state_store,
-                max_concurrent_calls=settings.sidecar_max_concurrent_calls,
-                queue_timeout=settings.state_timeout_seconds,
-            ),
+            store or settings.dapr_state_store(client),
             currency=settings.currency,
             starting_credit_cents=settings.starting_credit_cents,
             max_entries=settings.max_wallet_entries,
@@ -52,6 +46,11 @@ def create_app(
         compose=compose,
         routers=[api.router],
         domain_errors=api.DOMAIN_ERRORS,
+        sidecar_health=sidecar_health,
     )
-    app.state.metrics = api.PaymentsMetrics(app.state.metrics_registry)
+    registry = app.state.metrics_registry
+    app.state.operations = OperationCounter(
+        "payments", registry, "Charges and refunds answered, by operation and outcome.", api.DOMAIN_ERRORS
+    )
+    app.state.deliveries = EventDeliveries(delivery_counter("payments", registry))
     return app

@@ -1,11 +1,12 @@
 """`python -m users`: serves the app on loopback, beside its Dapr sidecar (dapr.yaml starts it this way)."""
 
 from sidecart_kit.service import serve
-from users.settings import get_settings
+from users.main import create_app
+from users.settings import Settings
 
 
 def main() -> None:
-    serve("users.main:create_app", get_settings())
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

@@ -15,35 +15,21 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.users import UserRegistered
-from sidecart_kit.sidecar import dapr_error_code
-from sidecart_kit.state import FIRST_WRITE, StoreUnavailableError, Versioned, state_key_path
+from sidecart_kit.state import (
+    FIRST_WRITE,
+    SidecarError,
+    StoreUnavailableError,
+    Versioned,
+    send_to_sidecar,
+    state_key_path,
+)
 from users.domain import EmailClaim, User
-from users.handlers import OutcomeUnknownError, StoredClaim
+from users.handlers import StoredClaim
 
 Record = TypeVar("Record", bound=BaseModel)
 
 # Strong consistency: a write is acknowledged by the store's quorum, a read sees it.
 STRONG = {"consistency": "strong"}
-
-
-class SidecarError(StoreUnavailableError):
-    """The sidecar answered with an error status: the request was refused or failed, not left in doubt."""
-
-    def __init__(self, operation: str, response: httpx.Response) -> None:
-        self.status = response.status_code
-        self.code = dapr_error_code(response) or "no error code"
-        # Dapr's own message is left out on purpose: it quotes state keys, and those hold e-mail addresses.
-        super().__init__(f"{operation}: {self.status} {self.code}")
-
-
-async def _send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    try:
-        return await client.request(method, url, **kwargs)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-        # Never reached the sidecar: nothing was done.
-        raise StoreUnavailableError(f"sidecar unreachable: {error!r}") from error
-    except httpx.HTTPError as error:
-        raise OutcomeUnknownError(f"sidecar call failed: {error!r}") from error
 
 
 class _UserRecord(BaseModel):
@@ -94,7 +80,7 @@ class DaprUserRepository:
         }
         if etag is not None:
             item["etag"] = etag
-        response = await _send(self._client, "POST", f"/state/{self._store}", json=[item])
+        response = await send_to_sidecar(self._client, "POST", f"/state/{self._store}", json=[item])
         if response.is_success:
             return True
         if response.status_code == httpx.codes.CONFLICT:
@@ -110,7 +96,7 @@ class DaprUserRepository:
         raise error
 
     async def delete_claim(self, email: str, *, etag: str) -> None:
-        response = await _send(
+        response = await send_to_sidecar(
             self._client,
             "DELETE",
             state_key_path(self._store, claim_key(email)),
@@ -147,14 +133,14 @@ class DaprUserRepository:
                 },
             },
         ]
-        response = await _send(
+        response = await send_to_sidecar(
             self._client, "POST", f"/state/{self._store}/transaction", json={"operations": operations}
         )
         if not response.is_success:
             raise SidecarError("save user (outbox transaction)", response)
 
     async def _get(self, key: str) -> Versioned | None:
-        response = await _send(self._client, "GET", state_key_path(self._store, key), params=STRONG)
+        response = await send_to_sidecar(self._client, "GET", state_key_path(self._store, key), params=STRONG)
         if not response.is_success:
             raise SidecarError("get state", response)
         if response.status_code == httpx.codes.NO_CONTENT or not response.content:
@@ -179,7 +165,7 @@ class DaprSecretKeySource:
         self._name = name
 
     async def private_key_pem(self) -> str:
-        response = await _send(self._client, "GET", f"/secrets/{self._store}/{quote(self._name, safe='')}")
+        response = await send_to_sidecar(self._client, "GET", f"/secrets/{self._store}/{quote(self._name, safe='')}")
         if not response.is_success:
             raise SidecarError(f"get secret {self._name!r}", response)
         secrets = response.json()

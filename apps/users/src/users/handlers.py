@@ -8,7 +8,7 @@ from uuid import UUID
 
 from contracts.users import UserRegistered
 from sidecart_kit.logs import get_logger
-from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 from users.domain import (
     EmailClaim,
     EmailTakenError,
@@ -22,10 +22,6 @@ log = get_logger(__name__)
 
 # Each round re-reads the claim after losing a write race; three rounds outlast any realistic interleaving.
 _CLAIM_ROUNDS = 3
-
-
-class OutcomeUnknownError(StoreUnavailableError):
-    """The request reached the sidecar but no answer came back (a timeout): it may have been carried out anyway."""
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ from fastapi import FastAPI
 
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import SidecarHealth
 from sidecart_kit.state import StoreUnavailableError
 from users import api
 from users.adapters import DaprSecretKeySource, DaprUserRepository
 from users.handlers import Users
 from users.security import Argon2PasswordHasher, RsaTokenSigner
-from users.settings import Settings, get_settings
+from users.settings import Settings
 
 log = get_logger(__name__)
 
@@ -40,11 +39,8 @@ async def _retry_until(deadline_seconds: float, attempt: Callable[[], Awaitable[
             delay = min(delay * 2, 2.0)
 
 
-def create_app(
-    settings: Settings | None = None, *, sidecar_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
+def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The app; `sidecar_transport` replaces the network to the sidecar (tests pass a fake sidecar)."""
-    settings = settings or get_settings()
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
@@ -65,7 +61,6 @@ def create_app(
             claim_grace=timedelta(seconds=settings.claim_grace_seconds),
         )
         app.state.key_set = signer
-        app.state.sidecar_health = SidecarHealth(client, settings.health_timeout_seconds)
         log.info("users_started", kid=signer.kid, state_store=settings.state_store)
         yield
 

@@ -1,7 +1,5 @@
 """Configuration from the environment: USERS_* for this service, plus what the dapr CLI sets (sidecart_kit.sidecar)."""
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -31,8 +29,3 @@ class Settings(ServiceSettings):
     claim_grace_seconds: float = Field(default=30.0, ge=0)
     # Concurrent argon2 computations (64 MiB each): more requests wait instead of exhausting memory.
     hash_concurrency: int = Field(default=4, gt=0)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

@@ -10,11 +10,10 @@ import httpx
 import pytest
 
 from contracts.users import UserRegistered
-from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 from sidecart_kit.testing import fake_sidecar_client
 from users.adapters import DaprSecretKeySource, DaprUserRepository
 from users.domain import EmailClaim, User
-from users.handlers import OutcomeUnknownError
 from users.settings import Settings
 
 STORE = "users-store"
@@ -126,25 +125,6 @@ async def test_a_failed_transaction_is_unavailable_with_a_known_outcome(
         await store.add_user(user, user.registered_event())
     assert not isinstance(raised.value, OutcomeUnknownError)
     assert await store.get_user(user.id) is None
-
-
-@pytest.mark.parametrize(
-    ("error", "outcome_unknown"),
-    [(httpx.ConnectError("refused"), False), (httpx.ReadTimeout("slow"), True)],
-    ids=["never-sent", "sent-then-timed-out"],
-)
-async def test_transport_failures_say_whether_the_request_may_have_landed(
-    error: httpx.HTTPError, outcome_unknown: bool
-) -> None:
-    def fail(request: httpx.Request) -> httpx.Response:
-        raise error
-
-    async with fake_sidecar_client(fail) as failing_client:
-        store = DaprUserRepository(failing_client, STORE)
-        user = User(id=uuid4(), email="ann@example.com", name="Ann", password_hash="h", created_at=NOW)
-        with pytest.raises(StoreUnavailableError) as raised:
-            await store.add_user(user, user.registered_event())
-    assert isinstance(raised.value, OutcomeUnknownError) is outcome_unknown
 
 
 async def test_the_signing_key_comes_from_the_secret_store(sidecar_client: httpx.AsyncClient, sidecar: Any) -> None:

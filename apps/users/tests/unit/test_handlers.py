@@ -7,9 +7,9 @@ from uuid import uuid4
 
 import pytest
 
-from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 from users.domain import EmailTakenError, InvalidCredentialsError, User, UserNotFoundError
-from users.handlers import LogIn, OutcomeUnknownError, RegisterUser, Users
+from users.handlers import LogIn, RegisterUser, Users
 
 ANN = RegisterUser(email="Ann@Example.com", password="correct horse", name="Ann")
 
