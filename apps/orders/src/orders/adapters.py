@@ -360,22 +360,39 @@ def _answer(model: type[Record], body: Any, what: str) -> Record:
 
 
 class DaprWorkflows:
-    """Starts and looks up instances of one workflow. Starting an id that exists RESTARTS it in Dapr 1.18 (even
-    a running one), so callers look first (`exists`) and start only what does not exist.
+    """Starts, looks up and wakes instances of one workflow. Starting an id that exists RESTARTS it in Dapr 1.18
+    (even a running one), so callers look first (`runtime_status`) and start only what does not exist.
     """
+
+    # The event `wake` raises. The saga never waits for it: raising it only makes the engine run the instance.
+    WAKE_EVENT = "wake"
 
     def __init__(self, client: httpx.AsyncClient, workflow: str, component: str = "dapr") -> None:
         self._client = client
         self._workflow = workflow
         self._component = component
 
-    async def exists(self, order_id: UUID) -> bool:
+    async def runtime_status(self, order_id: UUID) -> str | None:
         response = await send_to_sidecar(self._client, "GET", f"/workflows/{self._component}/{order_id}")
-        if response.is_success:
-            return True
         if response.status_code == httpx.codes.NOT_FOUND:
-            return False
-        raise SidecarError("get workflow", response)
+            return None
+        if not response.is_success:
+            raise SidecarError("get workflow", response)
+        try:
+            status = response.json().get("runtimeStatus")
+        except (ValueError, AttributeError):
+            status = None
+        return status if isinstance(status, str) else "UNKNOWN"
+
+    async def wake(self, order_id: UUID) -> None:
+        response = await send_to_sidecar(
+            self._client,
+            "POST",
+            f"/workflows/{self._component}/{order_id}/raiseEvent/{self.WAKE_EVENT}",
+            json={},
+        )
+        if not response.is_success:
+            raise SidecarError("wake workflow", response)
 
     async def start(self, order_id: UUID, saga: SagaInput) -> None:
         response = await send_to_sidecar(

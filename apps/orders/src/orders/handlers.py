@@ -130,10 +130,20 @@ class Payments(Protocol):
         ...
 
 
+# The runtime status of an instance that exists but has not run yet.
+NOT_YET_RUN = "PENDING"
+
+
 class Workflows(Protocol):
-    async def exists(self, order_id: UUID) -> bool: ...
+    async def runtime_status(self, order_id: UUID) -> str | None:
+        """The instance's runtime status (PENDING, RUNNING, COMPLETED, ...); None when there is no instance."""
+        ...
 
     async def start(self, order_id: UUID, saga: SagaInput) -> None: ...
+
+    async def wake(self, order_id: UUID) -> None:
+        """Sends the instance an event it does not wait for: the engine runs it again, from its saved state."""
+        ...
 
 
 def utc_now() -> datetime:
@@ -180,6 +190,7 @@ class Orders:
         self._timing = timing or StartTiming()
         self._clock = clock
         self._sleep = sleep
+        self._woken: dict[UUID, datetime] = {}
 
     async def place(self, command: PlaceOrder) -> Order:
         """The order for this key: created and started the first time, the same one on every retry.
@@ -205,10 +216,14 @@ class Orders:
         raise StoreUnavailableError("the idempotency claim kept changing")
 
     async def get(self, user_id: UUID, order_id: UUID) -> Order:
+        """The order; reading one whose saga should have begun long ago also repairs its start (see `_repair_start`)."""
         stored = await self._repository.get_order(order_id)
         if stored is None or stored.order.user_id != user_id:
             raise OrderNotFoundError(str(order_id))
-        return stored.order
+        order = stored.order
+        if order.status is OrderStatus.PENDING and order.start_is_overdue(self._clock(), self._timing.grace):
+            return await self._repair_start(stored)
+        return order
 
     async def list_orders(self, user_id: UUID) -> list[Order]:
         """The user's latest orders, newest first."""
@@ -262,15 +277,16 @@ class Orders:
             order = stored.order
             if order.status is not OrderStatus.PENDING:
                 return order  # the saga has run a step: it exists
-            if await self._workflows.exists(order.id):
-                return order
+            status = await self._workflows.runtime_status(order.id)
             now = self._clock()
-            if order.start_is_overdue(now, self._timing.grace):
-                # Take the start over, under the order's ETag, so only one retry does it.
-                taken = order.with_workflow_requested(now)
-                if await self._repository.save_order(taken, stored.etag):
-                    log.warning("order_saga_start_taken_over", order_id=str(order.id))
-                    await self._start(taken)
+            overdue = order.start_is_overdue(now, self._timing.grace)
+            if status is not None:
+                if status == NOT_YET_RUN and overdue:
+                    await self._wake(order.id)
+                return order
+            if overdue:
+                taken = await self._take_over_start(stored, now)
+                if taken is not None:
                     return taken
             elif now >= deadline:
                 # Its creator may still be starting it; starting it here too could run the saga twice.
@@ -281,6 +297,44 @@ class Orders:
             if again is None:
                 raise StoreUnavailableError(f"order {order.id} vanished")
             stored = again
+
+    async def _take_over_start(self, stored: StoredOrder, now: datetime) -> Order | None:
+        """Starts the saga of an order whose start is overdue, under the order's ETag so that only one request does
+        it; None when another one got there first."""
+        taken = stored.order.with_workflow_requested(now)
+        if not await self._repository.save_order(taken, stored.etag):
+            return None
+        log.warning("order_saga_start_taken_over", order_id=str(taken.id))
+        await self._start(taken)
+        return taken
+
+    async def _repair_start(self, stored: StoredOrder) -> Order:
+        """Read repair for an order still pending long after its saga was requested: a start that never happened
+        is taken over, and an instance that exists but never ran is woken. The second happens when the app dies
+        while daprd creates the instance: daprd 1.18 can then run the instance's start reminder before the instance
+        is saved, find nothing, drop the reminder, and save it afterwards with nothing left to run it (seen when
+        the crash tests kill the app mid-start). Best effort: the reader gets the order either way."""
+        order = stored.order
+        try:
+            status = await self._workflows.runtime_status(order.id)
+            if status is None:
+                return await self._take_over_start(stored, self._clock()) or order
+            if status == NOT_YET_RUN:
+                await self._wake(order.id)
+        except StoreUnavailableError as error:
+            log.warning("order_start_not_repaired", order_id=str(order.id), error=str(error))
+        return order
+
+    async def _wake(self, order_id: UUID) -> None:
+        """Wakes an instance at most once per grace period: it may simply be waiting for a disconnected worker."""
+        now = self._clock()
+        woken_at = self._woken.get(order_id)
+        if woken_at is not None and now - woken_at < self._timing.grace:
+            return
+        self._woken = {key: at for key, at in self._woken.items() if now - at < self._timing.grace}
+        self._woken[order_id] = now
+        await self._workflows.wake(order_id)
+        log.warning("order_saga_woken", order_id=str(order_id))
 
     async def _start(self, order: Order) -> None:
         try:

@@ -213,16 +213,27 @@ class FakePayments:
 
 @dataclass
 class FakeWorkflows:
-    """The workflow engine's instances: `exists` and `start` (which, like Dapr, restarts an existing one)."""
+    """The workflow engine's instances: their status, `start` (which, like Dapr, restarts an existing one) and
+    `wake` (which runs an instance that never ran)."""
 
     instances: dict[UUID, SagaInput] = field(default_factory=dict)
     starts: list[UUID] = field(default_factory=list)
+    # Instances saved but never run (their start was lost): PENDING until woken.
+    stranded: set[UUID] = field(default_factory=set)
+    woken: list[UUID] = field(default_factory=list)
     # The next start fails: "refused" (the sidecar said no, nothing started) or "unknown" (a timeout).
     fail_next_start: str | None = None
 
-    async def exists(self, order_id: UUID) -> bool:
+    async def runtime_status(self, order_id: UUID) -> str | None:
         await asyncio.sleep(0)
-        return order_id in self.instances
+        if order_id not in self.instances:
+            return None
+        return "PENDING" if order_id in self.stranded else "RUNNING"
+
+    async def wake(self, order_id: UUID) -> None:
+        await asyncio.sleep(0)
+        self.woken.append(order_id)
+        self.stranded.discard(order_id)
 
     async def start(self, order_id: UUID, saga: SagaInput) -> None:
         await asyncio.sleep(0)

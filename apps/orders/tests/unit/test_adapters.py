@@ -81,11 +81,17 @@ class FakeSidecar:
             case "GET", ["workflows", "dapr", instance]:
                 if instance not in self.workflows:
                     return dapr_error(404, "ERR_INSTANCE_ID_NOT_FOUND")
-                return httpx.Response(200, json={"instanceID": instance, "runtimeStatus": "RUNNING"})
+                status = self.workflows[instance].get("status", "RUNNING")
+                return httpx.Response(200, json={"instanceID": instance, "runtimeStatus": status})
             case "POST", ["workflows", "dapr", name, "start"]:
                 instance = request.url.params["instanceID"]
                 self.workflows[instance] = {"name": name, "input": json.loads(request.content)}
                 return httpx.Response(202, json={"instanceID": instance})
+            case "POST", ["workflows", "dapr", instance, "raiseEvent", event]:
+                if instance not in self.workflows:
+                    return dapr_error(404, "ERR_INSTANCE_ID_NOT_FOUND")
+                self.workflows[instance].setdefault("events", []).append((event, json.loads(request.content)))
+                return httpx.Response(202)
         return httpx.Response(404, text="404 page not found")
 
     def _save(self, items: list[dict[str, Any]]) -> httpx.Response:
@@ -351,18 +357,27 @@ async def test_charge_commit_release_refund_paths(client: httpx.AsyncClient, sid
 # --- workflows and health -------------------------------------------------------------------------------------
 
 
-async def test_workflows_exist_and_start(client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
+async def test_workflows_start_report_their_status_and_wake(client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
     workflows = DaprWorkflows(client, "order_saga")
     order_id = uuid4()
     saga = SagaInput(order_id=order_id, user_id=uuid4(), lines=(RequestedLine("SKU-A", 1),))
 
-    assert not await workflows.exists(order_id)
+    assert await workflows.runtime_status(order_id) is None
     await workflows.start(order_id, saga)
 
-    assert await workflows.exists(order_id)
+    assert await workflows.runtime_status(order_id) == "RUNNING"
     started = sidecar.workflows[str(order_id)]
     assert started["name"] == "order_saga"
     assert SagaInput.from_json(started["input"]) == saga
+    started["status"] = "PENDING"
+    assert await workflows.runtime_status(order_id) == "PENDING"
+    await workflows.wake(order_id)
+    assert started["events"] == [(DaprWorkflows.WAKE_EVENT, {})]
+
+
+async def test_waking_an_instance_the_sidecar_does_not_know_fails(client: httpx.AsyncClient) -> None:
+    with pytest.raises(StoreUnavailableError):
+        await DaprWorkflows(client, "order_saga").wake(uuid4())
 
 
 async def test_probe(client: httpx.AsyncClient) -> None:

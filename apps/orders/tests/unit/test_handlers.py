@@ -191,6 +191,59 @@ async def test_a_retry_does_not_start_a_saga_that_has_moved_on(
     assert workflows.starts == [order.id]  # only the first
 
 
+async def test_a_retry_wakes_a_saga_whose_instance_was_saved_but_never_ran(
+    orders: Orders, workflows: Any, clock: Any
+) -> None:
+    order = await orders.place(place())
+    workflows.stranded.add(order.id)  # the app died while daprd created the instance: its start was lost
+
+    clock.advance(5)
+    await orders.place(place())
+    assert workflows.woken == []  # within the grace it may simply not have run yet
+
+    clock.advance(20)
+    again = await orders.place(place())
+
+    assert again.id == order.id
+    assert workflows.woken == [order.id]
+    assert workflows.starts == [order.id]  # woken, never started twice
+
+
+async def test_reading_an_overdue_order_repairs_its_start(
+    orders: Orders, repository: Any, workflows: Any, clock: Any
+) -> None:
+    stranded = await orders.place(place("key-1"))
+    workflows.stranded.add(stranded.id)
+    workflows.fail_next_start = "unknown"
+    with pytest.raises(StoreUnavailableError):
+        await orders.place(place("key-2"))
+    (unstarted,) = [order_id for order_id in repository.orders if order_id != stranded.id]
+
+    assert (await orders.get(USER, stranded.id)).id == stranded.id
+    assert workflows.woken == []  # nothing is overdue yet
+
+    clock.advance(20)
+    await orders.get(USER, stranded.id)
+    await orders.get(USER, stranded.id)  # woken once per grace period, however often it is read
+    await orders.get(USER, unstarted)
+
+    assert workflows.woken == [stranded.id]
+    assert workflows.starts == [stranded.id, unstarted]
+
+
+async def test_a_read_that_cannot_repair_the_start_still_answers(orders: Orders, workflows: Any, clock: Any) -> None:
+    order = await orders.place(place())
+    workflows.stranded.add(order.id)
+    clock.advance(20)
+
+    async def sidecar_down(order_id: UUID) -> None:
+        raise StoreUnavailableError("wake workflow: sidecar down")
+
+    workflows.wake = sidecar_down
+
+    assert (await orders.get(USER, order.id)).status is OrderStatus.PENDING
+
+
 async def test_the_takeover_of_a_start_happens_once(
     orders: Orders, repository: Any, workflows: Any, clock: Any
 ) -> None:
