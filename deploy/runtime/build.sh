@@ -51,7 +51,7 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 
 # dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
 # a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
-# Four fixes go into the copy too (the "-p4" in its name: the number of fixes), each applied by a checked edit:
+# Five fixes go into the copy too (the "-p5" in its name: the number of fixes), each applied by a checked edit:
 # 1. dapr 1.18.2's outbox builds its retry backoff without `Stop`, so once its 10 s are up it retries with no delay,
 #    forever. A redelivered internal outbox message whose state is already gone (published and deleted, but its
 #    offset not yet committed when a sidecar stopped) then spins a core against the state store and, on Kafka, blocks
@@ -75,7 +75,9 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 #    A broker that delivers one message at a time per partition (Kafka) thereby caps every app's outbox at one event
 #    per second: notifications handled order events at exactly 1.0/s, and a backlog left by an earlier run delayed
 #    the next run's notices by minutes. The fix looks after 50 ms, then retries from 100 ms (same 10 s limit).
-src="$cache/dapr-src-$dapr_version-p4"
+# 5. placement, scheduler and sentry take --healthz-listen-address but never use it: their healthz server listens
+#    on every interface. The fix passes the flag's value to the healthz server, so the dev stack keeps it on loopback.
+src="$cache/dapr-src-$dapr_version-p5"
 if [[ ! -f "$src/.complete" ]]; then
   say "preparing dapr $dapr_version sources in $src"
   rm -rf "$src"
@@ -103,6 +105,20 @@ if [[ ! -f "$src/.complete" ]]; then
   printf '%s\n' 'package wfengine' '' \
     '// keepWorkflowActorsRegistered: the last worker disconnecting leaves the workflow actor types registered.' \
     'const keepWorkflowActorsRegistered = true' >"$src/pkg/runtime/wfengine/sidecart_keep_registered.go"
+  healthz="$src/pkg/healthz/server/server.go"
+  [[ $(grep -cxF $'\tPort     int' "$healthz") == 1 && $(grep -cxF $'\tport    int' "$healthz") == 1 ]] \
+    && [[ $(grep -cxF $'\t\tport:    opts.Port,' "$healthz") == 1 ]] \
+    && [[ $(grep -cF 'net.Listen("tcp", fmt.Sprintf(":%d", s.port))' "$healthz") == 1 ]] \
+    || { say "healthz/server/server.go is not the one the fix is for"; exit 1; }
+  sed -i -e $'s/^\tPort     int$/&\\n\tListenAddress string/' -e $'s/^\tport    int$/&\\n\tlistenAddress string/' \
+    -e $'s/^\t\tport:    opts.Port,$/&\\n\t\tlistenAddress: opts.ListenAddress,/' \
+    -e 's/net.Listen("tcp", fmt.Sprintf(":%d", s.port))/net.Listen("tcp", fmt.Sprintf("%s:%d", s.listenAddress, s.port))/' \
+    "$healthz"
+  for app in placement scheduler sentry; do
+    main_go="$src/cmd/$app/app/app.go"
+    [[ $(grep -cE $'^\t+Port: +opts.HealthzPort,$' "$main_go") == 1 ]] || { say "$app's app.go is not the one the fix is for"; exit 1; }
+    sed -i -E $'s/^(\t+)Port: +opts.HealthzPort,$/&\\n\\1ListenAddress: opts.HealthzListenAddress,/' "$main_go"
+  done
   echo 'package components' >"$src/cmd/daprd/components/sidecart_curated.go"
   touch "$src/.complete"
 fi

@@ -15,7 +15,7 @@ import httpx
 
 from devstack.layout import Layout
 from devstack.platform_run import Platform
-from devstack.processes import descendants, flag_value, log, session_processes
+from devstack.processes import flag_value, log
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,8 @@ def _label(pid: int) -> str:
 
 
 def measure(platform: Platform) -> list[ProcessMemory]:
-    leaders = [s.process.pid for s in platform.servers if s.process and s.process.pid]
-    if platform.apps_process_pid:
-        leaders.append(platform.apps_process_pid)
-    pids = descendants(leaders + [pid for leader in leaders for pid in session_processes(leader)])
     rows = []
-    for pid in pids:
+    for pid in platform.processes():
         rss = _proc_field(pid, "VmRSS")
         if rss:
             rows.append(ProcessMemory(_label(pid), pid, int(rss.split()[0]), _pss_kib(pid)))

@@ -16,6 +16,7 @@ import yaml
 from devstack.layout import Layout
 from devstack.processes import (
     ManagedProcess,
+    descendants,
     flag_value,
     log,
     port_open,
@@ -32,11 +33,18 @@ class App:
     app_id: str
     app_port: int
     dapr_http_port: int
+    dapr_grpc_port: int
+    metrics_port: int
 
     @classmethod
     def of(cls, entry: dict[str, Any]) -> "App":
         """One app of dapr.yaml."""
-        return cls(entry["appID"], int(entry["appPort"]), int(entry["daprHTTPPort"]))
+        ports = (entry[name] for name in ("appPort", "daprHTTPPort", "daprGRPCPort", "metricsPort"))
+        return cls(entry["appID"], *(int(port) for port in ports))
+
+    @property
+    def ports(self) -> set[int]:
+        return {self.app_port, self.dapr_http_port, self.dapr_grpc_port, self.metrics_port}
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,13 @@ class Platform:
             if part == "app" and flag_value(words, "-m") == app_id:
                 return pid
         raise LookupError(f"no running {part} process for {app_id}")
+
+    def processes(self) -> list[int]:
+        """Every live process of the platform: the servers, placement and scheduler, `dapr run` with its daprds and
+        apps, restarted ones, and whatever they started."""
+        leaders = [s.process.pid for s in self.servers if s.process and s.process.pid]
+        leaders += [p.pid for p in (self._apps, *self._restarted) if p is not None and p.pid is not None]
+        return descendants(leaders + [pid for leader in leaders for pid in session_processes(leader)])
 
     def _candidate_pids(self) -> list[int]:
         leaders = [p.pid for p in (self._apps, *self._restarted) if p is not None and p.pid is not None]

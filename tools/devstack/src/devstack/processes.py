@@ -1,12 +1,14 @@
 """Child processes the dev stack owns: started with a log file, stopped with their whole process group."""
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -76,6 +78,58 @@ def descendants(roots: list[int]) -> list[int]:
             found.add(pid)
             pending.extend(children.get(pid, []))
     return sorted(found)
+
+
+@dataclass(frozen=True)
+class ListeningSocket:
+    pid: int
+    program: str
+    protocol: str  # tcp or udp
+    address: str
+    port: int
+
+    @property
+    def on_loopback(self) -> bool:
+        address = ipaddress.ip_address(self.address)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address.is_loopback
+
+
+def _proc_net_address(hex_address: str) -> str:
+    """/proc/net/{tcp,udp}{,6} write an address as 32-bit words in host (little-endian) byte order."""
+    raw = bytes.fromhex(hex_address)
+    host_order = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, host_order)
+
+
+def listening_sockets(pids: Sequence[int]) -> list[ListeningSocket]:
+    """The TCP sockets in LISTEN state and the unconnected UDP sockets that these processes hold, read from /proc
+    (what `ss -ltnup` shows, without needing it installed)."""
+    bound: dict[str, tuple[str, str, int]] = {}  # socket inode -> (protocol, address, port)
+    for protocol, listening_state in (("tcp", "0A"), ("udp", "07")):
+        for table in (Path(f"/proc/net/{protocol}"), Path(f"/proc/net/{protocol}6")):
+            with contextlib.suppress(OSError):
+                for line in table.read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == listening_state and fields[2].endswith(":0000"):
+                        address, port = fields[1].split(":")
+                        bound[fields[9]] = (protocol, _proc_net_address(address), int(port, 16))
+    found = []
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+            program = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue  # gone, or not ours to read
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue  # closed since it was listed
+            if link.startswith("socket:[") and (entry := bound.get(link[len("socket:[") : -1])):
+                found.append(ListeningSocket(pid, program, *entry))
+    return found
 
 
 class ManagedProcess:

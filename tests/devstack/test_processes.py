@@ -1,0 +1,48 @@
+"""What devstack reads of its processes from /proc."""
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.processes import listening_sockets
+
+
+@pytest.fixture
+def open_sockets() -> Iterator[dict[str, int]]:
+    """A TCP listener on loopback, one on every IPv4 interface, one on IPv6 loopback, and a bound UDP socket."""
+    made = {
+        "tcp 127.0.0.1": socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+        "tcp 0.0.0.0": socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+        "tcp ::1": socket.socket(socket.AF_INET6, socket.SOCK_STREAM),
+        "udp 127.0.0.1": socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+    }
+    for name, sock in made.items():
+        sock.bind((name.split()[1], 0))
+        if name.startswith("tcp"):
+            sock.listen()
+    yield {name: sock.getsockname()[1] for name, sock in made.items()}
+    for sock in made.values():
+        sock.close()
+
+
+def test_listening_sockets_names_each_address_and_whether_it_is_loopback(open_sockets: dict[str, int]) -> None:
+    found = {(s.protocol, s.address, s.port): s for s in listening_sockets([os.getpid()])}
+
+    expected = {name: (name.split()[0], name.split()[1], port) for name, port in open_sockets.items()}
+    assert set(expected.values()) <= set(found)
+    assert {name: found[key].on_loopback for name, key in expected.items()} == {
+        "tcp 127.0.0.1": True,
+        "tcp 0.0.0.0": False,
+        "tcp ::1": True,
+        "udp 127.0.0.1": True,
+    }
+    assert all(found[key].pid == os.getpid() for key in expected.values())
+
+
+def test_a_connected_socket_is_not_listening(open_sockets: dict[str, int]) -> None:
+    with socket.create_connection(("127.0.0.1", open_sockets["tcp 127.0.0.1"])) as client:
+        ports = {s.port for s in listening_sockets([os.getpid()])}
+
+        assert client.getsockname()[1] not in ports
