@@ -14,5 +14,7 @@ def test_every_socket_the_platform_listens_on_is_on_loopback(platform: Platform)
     # The sockets read are those of the platform's processes: every port dapr.yaml gives an app and its sidecar
     # is among them (the sidecars' internal gRPC ports, the servers' and placement's are too, unnamed here).
     assert {port for app in platform.run_file.apps for port in app.ports} <= {s.port for s in sockets}
-    exposed = sorted(f"{s.program} (pid {s.pid}) {s.protocol} {s.address}:{s.port}" for s in sockets if not s.on_loopback)
+    exposed = sorted(
+        f"{s.program} (pid {s.pid}) {s.protocol} {s.address}:{s.port}" for s in sockets if not s.on_loopback
+    )
     assert exposed == []
