@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from pydantic import ValidationError
 
 from contracts.api import ErrorBody, ErrorResponse
+from contracts.products import SKU_PATTERN
 from sidecart_kit.errors import error_code_for_status
 
 ALGORITHM = "RS256"
@@ -27,7 +28,7 @@ REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud")
 # The subject becomes a path segment of an upstream call, so it must be a plain identifier (users issues UUIDs).
 _ACCEPTABLE_SUBJECT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,127}")
 # So do SKUs and order ids from the public path; an id that cannot exist is refused before any app is asked.
-_ACCEPTABLE_SKU = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ACCEPTABLE_SKU = re.compile(SKU_PATTERN)
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -213,7 +214,7 @@ class UnknownResourceError(Exception):
 
 def parse_sku(value: str) -> str:
     """A SKU from the public path: 1 to 64 of A-Z a-z 0-9 . _ -, and never a dot segment ('.', '..')."""
-    if not _ACCEPTABLE_SKU.fullmatch(value) or not value.strip("."):
+    if not _ACCEPTABLE_SKU.fullmatch(value) or not value.strip("."):  # see contracts.products
         raise UnknownResourceError("No product has this SKU.")
     return value
 

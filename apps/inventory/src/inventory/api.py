@@ -4,12 +4,12 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.api import ErrorDetail
+from contracts.products import SKU_PATTERN, Sku
 from inventory.domain import (
     CURRENCY_PATTERN,
-    SKU_PATTERN,
     InventoryError,
     MixedCurrencyError,
     OutOfStockError,
@@ -40,7 +40,6 @@ router = APIRouter()
 InventoryDep = Annotated[Inventory, Depends(from_app_state("inventory"))]
 OperationsDep = Annotated[OperationCounter, Depends(from_app_state("operations"))]
 
-Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="1 to 64 of A-Z a-z 0-9 . _ -")]
 
 _ERRORS = error_responses(

@@ -20,7 +20,6 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 CATALOGUE_KEY = "catalogue"
 

@@ -7,13 +7,13 @@ from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import ErrorDetail, ErrorResponse
+from contracts.products import Sku
 from orders.domain import (
     MAX_LINES,
     MAX_QUANTITY,
-    SKU_MAX_LENGTH,
     IdempotencyKeyReusedError,
     Order,
     OrderNotFoundError,
@@ -29,8 +29,6 @@ from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
 # --- request and response bodies -----------------------------------------------------------------------------
-
-Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=SKU_MAX_LENGTH)]
 
 
 class ItemRequest(BaseModel):

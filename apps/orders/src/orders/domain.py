@@ -16,7 +16,6 @@ from contracts.orders import OrderCancelled, OrderCompleted, OrderLine
 
 MAX_LINES = 20
 MAX_QUANTITY = 100
-SKU_MAX_LENGTH = 64
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
 DETAIL_MAX_LENGTH = 300
 

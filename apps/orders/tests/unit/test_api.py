@@ -85,6 +85,11 @@ def test_an_invalid_idempotency_key_is_400(client: TestClient, key: str) -> None
         ({"items": [{"sku": "SKU-A", "quantity": "2"}]}, "items.0.quantity"),
         ({"items": [{"sku": "SKU-A", "quantity": 1}, {"sku": " ", "quantity": 1}]}, "items.1.sku"),
         ({"items": [{"sku": "S" * 65, "quantity": 1}]}, "items.0.sku"),
+        # Anything outside the catalogue's SKU rule: a control character, a path separator, a dot segment, unicode.
+        ({"items": [{"sku": "SKU\u0001A", "quantity": 1}]}, "items.0.sku"),
+        ({"items": [{"sku": "SKU/../A", "quantity": 1}]}, "items.0.sku"),
+        ({"items": [{"sku": "..", "quantity": 1}]}, "items.0.sku"),
+        ({"items": [{"sku": "SKÜ-A", "quantity": 1}]}, "items.0.sku"),
         ({"items": [{"quantity": 1}]}, "items.0.sku"),
         ({}, "items"),
     ],
