@@ -300,6 +300,10 @@ def test_a_service_app_composes_its_use_cases_once_the_sidecar_client_is_open() 
         assert client.get("/composed").status_code == 401  # the app-token guard
         assert client.get("/readyz").json() == {"status": "ready"}
         assert "http_requests_total" in client.get("/metrics").text
+        # No redirect to the path without its slash (Starlette would build it from the client's Host header).
+        slashed = client.get("/composed/", headers={"dapr-api-token": "t0k3n", "host": "evil.example"})
+        assert (slashed.status_code, slashed.json()["error"]["code"]) == (404, "not_found")
+        assert "location" not in slashed.headers
     assert app.state.composed is False
     assert app.title == "Sidecart demo"
     assert [request.url.path for request in seen] == ["/v1.0/healthz/outbound"]  # the kit's sidecar health probe

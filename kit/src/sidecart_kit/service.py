@@ -219,7 +219,15 @@ def service_app(
             async with compose(app, client):
                 yield
 
-    app = FastAPI(title=f"Sidecart {name}", summary=summary, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=f"Sidecart {name}",
+        summary=summary,
+        version="0.1.0",
+        lifespan=lifespan,
+        # No redirect from /path/ to /path: Starlette builds its Location from the client's Host header, so any
+        # client could make the API redirect to a host of its choosing. A path that is not a route is a 404.
+        redirect_slashes=False,
+    )
     app.state.settings = settings
     app.state.metrics_registry = install_plumbing(
         app, app_token=None if public else settings.app_api_token, domain_errors=domain_errors

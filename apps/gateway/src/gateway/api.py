@@ -19,13 +19,27 @@ from gateway.domain import (
     UpstreamResponse,
     accepted_order_id,
     forwarded_request_headers,
+    unreadable_header,
 )
 from gateway.handlers import ApiKeys, Authenticator, Gateway
 from gateway.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import from_app_state, read_limited_body
 
-router = APIRouter()
+
+async def refuse_unreadable_headers(request: Request) -> None:
+    """Every public route starts here: a header value that is not visible ASCII is the client's mistake (400)."""
+    name = unreadable_header(request.headers.raw)
+    if name is not None:
+        raise ApiError(
+            400,
+            "invalid_header",
+            "A header value may hold only visible ASCII characters, spaces and tabs.",
+            [ErrorDetail(field=name, reason="This header's value holds other bytes.")],
+        )
+
+
+router = APIRouter(dependencies=[Depends(refuse_unreadable_headers)])
 
 
 # --- What the lifespan built (main.py), read from app.state -------------------------------------------------

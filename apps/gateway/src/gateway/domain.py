@@ -318,6 +318,18 @@ class BadUpstreamResponseError(UpstreamError):
     """The app answered, but not usably (a 5xx outside the error shape, an unreadable success): 502 bad_gateway."""
 
 
+def unreadable_header(raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The name of the first header whose value is not visible ASCII, spaces and tabs (None: all are readable).
+
+    HTTP lets a value carry other bytes (obs-text), but no header of this API needs them, and a value that is
+    read as Latin-1 here and must be encoded again to travel on is where a 500 hides. Refusing them all at the
+    edge covers the whole class: the headers the gateway reads itself and the ones it forwards."""
+    for name, value in raw_headers:
+        if any(byte > 0x7E or (byte < 0x20 and byte != 0x09) for byte in value):
+            return name.decode("latin-1").lower()
+    return None
+
+
 def forwarded_request_headers(incoming: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The client's headers that travel on to the app."""
     return {name.lower(): value for name, value in incoming if name.lower() in FORWARDED_REQUEST_HEADERS}

@@ -764,3 +764,33 @@ def test_calls_to_other_apps_and_key_fetches_are_counted(sidecar: FakeSidecar, s
     # The JWKS and the profile, both from users.
     assert 'gateway_upstream_requests_total{app_id="users",outcome="answered"} 2.0' in metrics
     assert 'gateway_jwks_fetches_total{outcome="ok"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Idempotency-Key", "café".encode()),
+        ("Accept-Language", b"\xff\xfe"),
+        ("Content-Type", "application/json; charset=ütf-8".encode()),
+        ("traceparent", "00-é".encode()),
+        ("Authorization", "Bearer tökén".encode()),
+        ("X-Anything", b"a\x7fb"),
+    ],
+)
+def test_a_header_value_that_is_not_visible_ascii_is_400_before_anything_else(
+    client: TestClient, upstream: Any, bearer: dict[str, str], name: str, value: bytes
+) -> None:
+    headers: dict[str, str | bytes] = {**bearer, "Idempotency-Key": "k-1", name: value}
+    response = client.post("/api/v1/orders", json={"lines": []}, headers=headers)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["details"][0]["field"]) == ("invalid_header", name.lower())
+    assert upstream.calls == []
+
+
+def test_tabs_and_spaces_in_a_header_value_are_fine(client: TestClient, upstream: Any, bearer: dict[str, str]) -> None:
+    upstream.answer = _accepted(ORDER_ID)
+    headers = {**bearer, "Idempotency-Key": "k-1", "Accept-Language": "en-GB,\ten;q=0.8"}
+
+    assert client.post("/api/v1/orders", json={"lines": []}, headers=headers).status_code == 202
