@@ -27,6 +27,7 @@ from users.domain import (
     InvalidCredentialsError,
     User,
     UserNotFoundError,
+    has_ascii_local_part,
     normalise_email,
 )
 from users.handlers import LogIn, RegisterUser, Users
@@ -34,11 +35,20 @@ from users.handlers import LogIn, RegisterUser, Users
 # --- request and response bodies -----------------------------------------------------------------------
 
 
-def _strip(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
+def _normalised(value: Any) -> Any:
+    return normalise_email(value) if isinstance(value, str) else value
 
 
-Email = Annotated[EmailStr, BeforeValidator(_strip), AfterValidator(normalise_email)]
+def _ascii_local_part(email: str) -> str:
+    if not has_ascii_local_part(email):
+        raise ValueError("the part before the @ may hold only ASCII characters")
+    return email
+
+
+# Normalised before the address is validated too: a full-width at sign is an '@' once folded.
+Email = Annotated[
+    EmailStr, BeforeValidator(_normalised), AfterValidator(normalise_email), AfterValidator(_ascii_local_part)
+]
 Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH)]
 

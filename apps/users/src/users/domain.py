@@ -1,5 +1,6 @@
 """The rules of users: who a user is, who owns an e-mail address, when an unfinished claim may be taken."""
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -12,8 +13,15 @@ NAME_MAX_LENGTH = 100
 
 
 def normalise_email(email: str) -> str:
-    """One spelling per address, so `Ann@Example.com ` and `ann@example.com` are the same user."""
-    return email.strip().lower()
+    """One spelling per address, so `Ann@Example.com `, `ann@example.com` and the same address in full-width
+    letters are the same user: compatibility forms folded (NFKC), case folded, trimmed."""
+    return unicodedata.normalize("NFKC", email).strip().casefold()
+
+
+def has_ascii_local_part(email: str) -> bool:
+    """Whether the part before the @ is plain ASCII. Other scripts hold letters that look like Latin ones (a Cyrillic
+    a passes for a Latin one) and that no normal form folds, so such an address could pass for another user's."""
+    return email.rpartition("@")[0].isascii()
 
 
 @dataclass(frozen=True)

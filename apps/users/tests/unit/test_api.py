@@ -120,6 +120,37 @@ def test_a_body_that_is_not_an_object_is_422(client: TestClient, body: bytes) ->
     assert [d["field"] for d in details] == [None]
 
 
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        "\uff41\uff4e\uff4e@example.com",  # full-width letters
+        "ann\uff20example.com",  # a full-width at sign
+        "ANN@EXAMPLE.COM",
+        "ann@\uff45xample.com",  # a full-width letter in the domain
+    ],
+)
+def test_an_address_that_folds_to_a_taken_one_is_that_one(client: TestClient, look_alike: str) -> None:
+    assert sign_up(client, email="ann@example.com").status_code == 201
+
+    assert_error(sign_up(client, email=look_alike, password="other password"), 409, "email_taken")
+
+
+def test_a_local_part_in_another_script_is_422(client: TestClient, repository: Any) -> None:
+    cyrillic_a = "\u0430"
+    details = assert_error(sign_up(client, email=f"{cyrillic_a}nn@example.com"), 422, "validation_error")
+
+    assert [d["field"] for d in details] == ["email"]
+    assert repository.claims == {}
+
+
+def test_logging_in_with_the_full_width_spelling_finds_the_user(client: TestClient) -> None:
+    assert sign_up(client, email="ann@example.com").status_code == 201
+
+    login = client.post("/auth/token", json={"email": "\uff41\uff4e\uff4e@example.com", "password": ANN["password"]})
+
+    assert login.status_code == 200, login.text
+
+
 def test_a_duplicate_email_is_409_email_taken(client: TestClient) -> None:
     assert sign_up(client).status_code == 201
 
