@@ -1,12 +1,16 @@
 """What devstack reads of its processes from /proc."""
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from devstack.processes import listening_sockets
+from devstack.processes import listening_sockets, released
 
 
 @pytest.fixture
@@ -46,3 +50,18 @@ def test_a_connected_socket_is_not_listening(open_sockets: dict[str, int]) -> No
         ports = {s.port for s in listening_sockets([os.getpid()])}
 
         assert client.getsockname()[1] not in ports
+
+
+def test_a_killed_process_is_released_once_it_holds_no_file() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not released(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not released(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert released(child.pid)  # a zombie now (not reaped yet), with no open file
+    finally:
+        child.kill()
+        child.wait()
+    assert released(child.pid)  # gone

@@ -20,8 +20,8 @@ from devstack.processes import (
     flag_value,
     log,
     port_open,
+    released,
     session_processes,
-    stat_fields,
     wait_until,
 )
 from devstack.profiles import server_kits
@@ -96,11 +96,6 @@ class RunFile:
 
     def app(self, app_id: str) -> App:
         return next(a for a in self.apps if a.app_id == app_id)
-
-
-def _zombie(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is None or fields[0] == "Z"
 
 
 def _answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
@@ -237,7 +232,7 @@ class Platform:
         snapshot = Snapshot.of(f"{app_id}-{part}", pid)
         os.kill(pid, signal.SIGKILL)
         self._killed_apps.add(app_id)
-        wait_until(f"{app_id} {part} to die", lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10)
+        wait_until(f"{app_id} {part} to die", lambda: released(pid), 10)
         log(f"killed {app_id} {part} (pid {pid})")
         return snapshot
 

@@ -61,6 +61,19 @@ def _live_stats() -> dict[int, list[str]]:
     return {pid: fields for pid in pids if (fields := stat_fields(pid)) is not None}
 
 
+def released(pid: int) -> bool:
+    """Dead, with every file it held closed: gone, or a zombie with no open file left. A zombie alone is not enough:
+    the leader of a multi-threaded process (daprd, Go) shows as one while its other threads are still exiting and
+    its sockets still open, and a daprd restarted then died binding its metrics port (address already in use)."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return True
+    try:
+        return fields[0] == "Z" and not os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return True  # reaped meanwhile
+
+
 def session_processes(session_id: int) -> list[int]:
     """Every live process in a session; a ManagedProcess is the leader of its own."""
     return sorted(pid for pid, fields in _live_stats().items() if int(fields[3]) == session_id)
