@@ -20,26 +20,31 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
-def _request_context(service: str) -> structlog.types.Processor:
-    def add(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
-        event.setdefault("service", service)
-        request_id = current_request_id()
-        if request_id is not None:
-            event.setdefault("request_id", request_id)
-        trace_id, span_id = current_trace_ids()
-        if trace_id is not None:
-            event.setdefault("trace_id", trace_id)
-            event.setdefault("span_id", span_id)
-        return event
+class _Service:
+    """The name every line carries. Read when a line is written, not when a logger is first used: structlog caches
+    each logger's processors on first use, so a name captured then would outlive a later configure_logging."""
 
-    return add
+    name = "unknown"
+
+
+def _add_request_context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    event.setdefault("service", _Service.name)
+    request_id = current_request_id()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    trace_id, span_id = current_trace_ids()
+    if trace_id is not None:
+        event.setdefault("trace_id", trace_id)
+        event.setdefault("span_id", span_id)
+    return event
 
 
 def configure_logging(level: str, service: str) -> None:
     """structlog and the standard library (uvicorn, the SDKs) both write one JSON object per line to stdout."""
+    _Service.name = service
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
-        _request_context(service),
+        _add_request_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
