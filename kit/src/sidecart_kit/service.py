@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, Depends, FastAPI, Request
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -162,11 +162,13 @@ def install_plumbing(
     app_token: SecretStr | None = None,
     domain_errors: DomainErrors | None = None,
     registry: CollectorRegistry | None = None,
+    expose_metrics: bool = True,
 ) -> CollectorRegistry:
     """Adds request ids, trace context, the access log and the one 500, the error shape, the app-token guard (when
     `app_token` is given: every app behind a sidecar passes its settings' app_api_token), and the HTTP RED metrics
     (http_requests_total, http_request_duration_seconds by method, route template and status) beside process
-    metrics at /metrics. Returns the registry, for the service's own business metrics."""
+    metrics at /metrics (unless `expose_metrics` is False: the caller serves the registry elsewhere). Returns the
+    registry, for the service's own business metrics."""
     registry = registry or CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
@@ -177,7 +179,9 @@ def install_plumbing(
         registry=registry,
     )
     instrumentator.add(metrics.requests(registry=registry), metrics.latency(registry=registry))
-    instrumentator.instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
+    instrumentator.instrument(app)
+    if expose_metrics:
+        instrumentator.expose(app, endpoint="/metrics", include_in_schema=False)
     # Added last = outermost: the request id is set before anything logs, the trace context before the access log.
     if app_token is not None:
         app.add_middleware(AppTokenMiddleware, token=app_token)
@@ -209,12 +213,15 @@ def service_app(
     guard unless the app is `public`, the gateway), the probe routes, `routers`, and a lifespan that opens one
     sidecar client, puts the sidecar's health probe on app.state.sidecar_health (`sidecar_health` in tests) and
     runs `compose` (the service's composition root) with the client. The metrics registry is on
-    app.state.metrics_registry for the service's business metrics; app.state.settings holds `settings`."""
+    app.state.metrics_registry for the service's business metrics; app.state.settings holds `settings`.
+
+    A public app keeps what only operators need off its public port: no /docs, /redoc or /openapi.json, and its
+    /metrics on a port of its own (settings.metrics_port, on app_host), started and stopped with the app."""
     configure_logging(settings.log_level, name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_sidecar_client(settings, sidecar_transport) as client:
+        async with create_sidecar_client(settings, sidecar_transport) as client, _metrics_server(app, settings, public):
             app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
             async with compose(app, client):
                 yield
@@ -227,15 +234,38 @@ def service_app(
         # No redirect from /path/ to /path: Starlette builds its Location from the client's Host header, so any
         # client could make the API redirect to a host of its choosing. A path that is not a route is a 404.
         redirect_slashes=False,
+        docs_url=None if public else "/docs",
+        redoc_url=None if public else "/redoc",
+        openapi_url=None if public else "/openapi.json",
     )
     app.state.settings = settings
     app.state.metrics_registry = install_plumbing(
-        app, app_token=None if public else settings.app_api_token, domain_errors=domain_errors
+        app,
+        app_token=None if public else settings.app_api_token,
+        domain_errors=domain_errors,
+        expose_metrics=not public,
     )
     app.include_router(probe_routes(readiness))
     for router in routers:
         app.include_router(router)
     return app
+
+
+@asynccontextmanager
+async def _metrics_server(app: FastAPI, settings: ServiceSettings, public: bool) -> AsyncIterator[None]:
+    """A public app's /metrics, on settings.metrics_port (prometheus_client's own small server, on a thread)."""
+    if not public or settings.metrics_port is None:
+        yield
+        return
+    server, thread = start_http_server(
+        settings.metrics_port, addr=settings.app_host, registry=app.state.metrics_registry
+    )
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:

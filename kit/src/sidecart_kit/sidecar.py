@@ -57,6 +57,8 @@ class ServiceSettings(BaseSettings):
     health_timeout_seconds: float = Field(default=2.0, gt=0)
 
     log_level: str = "INFO"
+    # Where a public app (the gateway) serves /metrics instead of on its public port: on app_host, at this port.
+    metrics_port: int | None = None
 
     @classmethod
     def settings_customise_sources(

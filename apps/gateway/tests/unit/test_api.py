@@ -2,6 +2,7 @@
 lifespan, the kit's sidecar client) over a fake sidecar."""
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,7 +37,7 @@ def health() -> FakeSidecarHealth:
 @pytest.fixture
 def client(gateway: Gateway, jwks_source: Any, key_source: Any, clock: Any, health: FakeSidecarHealth) -> TestClient:
     # A small general limit shows the telemetry route keeps its own 1 MiB.
-    app = create_app(Settings(max_body_bytes=1024))
+    app = create_app(Settings(max_body_bytes=1024, metrics_port=None))
     authenticator = Authenticator(
         SigningKeys(jwks_source, ttl=300, min_refetch_interval=5, clock=clock),
         TokenPolicy(issuer="sidecart-users", audience="sidecart", leeway_seconds=10),
@@ -684,6 +685,8 @@ def sidecar(signer: Any) -> FakeSidecar:
 
 def _whole_app(sidecar: FakeSidecar, **settings: Any) -> TestClient:
     """The gateway as create_app builds it; entering the client runs its lifespan."""
+    # No metrics port unless a test asks for one: a running platform's gateway may hold the default one.
+    settings = {"metrics_port": None, **settings}
     return TestClient(create_app(Settings(**settings), sidecar_transport=httpx.MockTransport(sidecar)))
 
 
@@ -757,10 +760,18 @@ def test_the_ingest_app_id_comes_from_settings(sidecar: FakeSidecar) -> None:
     assert sidecar.invocation().url.path == "/v1.0/invoke/ingest-blue/method/events"
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def test_calls_to_other_apps_and_key_fetches_are_counted(sidecar: FakeSidecar, signer: Any) -> None:
-    with _whole_app(sidecar) as client:
+    port = _free_port()
+    with _whole_app(sidecar, metrics_port=port) as client:
         client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {signer.token(sub=SUBJECT)}"})
-        metrics = client.get("/metrics").text
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     # The JWKS and the profile, both from users.
     assert 'gateway_upstream_requests_total{app_id="users",outcome="answered"} 2.0' in metrics
     assert 'gateway_jwks_fetches_total{outcome="ok"} 1.0' in metrics
@@ -794,3 +805,13 @@ def test_tabs_and_spaces_in_a_header_value_are_fine(client: TestClient, upstream
     headers = {**bearer, "Idempotency-Key": "k-1", "Accept-Language": "en-GB,\ten;q=0.8"}
 
     assert client.post("/api/v1/orders", json={"lines": []}, headers=headers).status_code == 202
+
+
+def test_metrics_and_docs_are_not_on_the_public_port_but_metrics_are_on_their_own(sidecar: FakeSidecar) -> None:
+    port = _free_port()
+    with _whole_app(sidecar, metrics_port=port) as client:
+        for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 404, path
+        assert "http_requests_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics")  # stopped with the app
