@@ -29,6 +29,7 @@ SCENARIOS = {
     "test_analytics": "telemetry to reports, redelivery counted once",
     "test_request_ids": "one request id end to end",
     "test_service_shape": "every app the same shape: metrics, ids, errors",
+    "test_network_exposure": "every listening socket on loopback",
 }
 PROFILE_TIMEOUT_S = 20 * 60
 
