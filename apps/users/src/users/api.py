@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from contracts.api import ErrorResponse
+from contracts.users import normalise_email
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
@@ -28,7 +29,6 @@ from users.domain import (
     User,
     UserNotFoundError,
     has_ascii_local_part,
-    normalise_email,
 )
 from users.handlers import LogIn, RegisterUser, Users
 

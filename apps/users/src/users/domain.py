@@ -1,21 +1,14 @@
 """The rules of users: who a user is, who owns an e-mail address, when an unfinished claim may be taken."""
 
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
-from contracts.users import UserRegistered
+from contracts.users import UserRegistered, normalise_email
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 256
 NAME_MAX_LENGTH = 100
-
-
-def normalise_email(email: str) -> str:
-    """One spelling per address, so `Ann@Example.com `, `ann@example.com` and the same address in full-width
-    letters are the same user: compatibility forms folded (NFKC), case folded, trimmed."""
-    return unicodedata.normalize("NFKC", email).strip().casefold()
 
 
 def has_ascii_local_part(email: str) -> bool:

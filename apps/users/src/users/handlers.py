@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
-from contracts.users import UserRegistered
+from contracts.users import UserRegistered, normalise_email
 from sidecart_kit.logs import get_logger
 from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 from users.domain import (
@@ -15,7 +15,6 @@ from users.domain import (
     InvalidCredentialsError,
     User,
     UserNotFoundError,
-    normalise_email,
 )
 
 log = get_logger(__name__)

@@ -3,7 +3,8 @@
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from users.domain import EmailClaim, User, normalise_email
+from contracts.users import normalise_email
+from users.domain import EmailClaim, User
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 GRACE = timedelta(seconds=30)
