@@ -19,9 +19,11 @@ from gateway.domain import (
     UpstreamResponse,
     accepted_order_id,
     forwarded_request_headers,
+    login_email,
     unreadable_header,
 )
 from gateway.handlers import ApiKeys, Authenticator, Gateway
+from gateway.rate_limits import RateLimitedError, RateLimits
 from gateway.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import from_app_state, read_limited_body
@@ -39,7 +41,16 @@ async def refuse_unreadable_headers(request: Request) -> None:
         )
 
 
-router = APIRouter(dependencies=[Depends(refuse_unreadable_headers)])
+def client_address(request: Request) -> str:
+    """The peer of the connection (uvicorn runs without proxy headers: no X-Forwarded-For is believed)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def count_request(request: Request) -> None:
+    request.app.state.rate_limits.count_request(client_address(request))
+
+
+router = APIRouter(dependencies=[Depends(refuse_unreadable_headers), Depends(count_request)])
 
 
 # --- What the lifespan built (main.py), read from app.state -------------------------------------------------
@@ -48,14 +59,19 @@ SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 GatewayDep = Annotated[Gateway, Depends(from_app_state("gateway"))]
 AuthenticatorDep = Annotated[Authenticator, Depends(from_app_state("authenticator"))]
 ApiKeysDep = Annotated[ApiKeys, Depends(from_app_state("api_keys"))]
+RateLimitsDep = Annotated[RateLimits, Depends(from_app_state("rate_limits"))]
 
 # --- What each request brings ---------------------------------------------------------------------------------
 
 AuthorizationHeader = Annotated[str | None, Header(description="Bearer <token> from POST /api/v1/auth/token")]
 
 
-async def get_caller(authenticator: AuthenticatorDep, authorization: AuthorizationHeader = None) -> Principal:
-    return await authenticator.authenticate(authorization)
+async def get_caller(
+    authenticator: AuthenticatorDep, rate_limits: RateLimitsDep, authorization: AuthorizationHeader = None
+) -> Principal:
+    caller = await authenticator.authenticate(authorization)
+    rate_limits.count_caller(caller.subject)
+    return caller
 
 
 async def authenticate_event_sender(
@@ -78,6 +94,14 @@ async def get_forwarded_headers(request: Request) -> dict[str, str]:
 async def read_body(request: Request, settings: SettingsDep) -> bytes:
     """The request body, held to the general limit."""
     return await read_limited_body(request, settings.max_body_bytes)
+
+
+async def count_login(request: Request, rate_limits: RateLimitsDep, body: Annotated[bytes, Depends(read_body)]) -> None:
+    rate_limits.count_login(client_address(request), login_email(body))
+
+
+async def count_sign_up(request: Request, rate_limits: RateLimitsDep) -> None:
+    rate_limits.count_sign_up(client_address(request))
 
 
 async def read_event_batch(request: Request, settings: SettingsDep) -> bytes:
@@ -107,13 +131,13 @@ def _passed_on(answer: UpstreamResponse) -> Response:
     return Response(content=answer.body, status_code=answer.status, headers=dict(answer.headers))
 
 
-@router.post("/api/v1/users", tags=["users"], response_class=Response)
+@router.post("/api/v1/users", tags=["users"], response_class=Response, dependencies=[Depends(count_sign_up)])
 async def sign_up(gateway: GatewayDep, body: BodyDep, headers: ForwardedHeadersDep) -> Response:
     """Sign up: create an account."""
     return _passed_on(await gateway.sign_up(body, headers))
 
 
-@router.post("/api/v1/auth/token", tags=["auth"], response_class=Response)
+@router.post("/api/v1/auth/token", tags=["auth"], response_class=Response, dependencies=[Depends(count_login)])
 async def issue_token(gateway: GatewayDep, body: BodyDep, headers: ForwardedHeadersDep) -> Response:
     """Log in: exchange credentials for a bearer token."""
     return _passed_on(await gateway.issue_token(body, headers))
@@ -247,6 +271,13 @@ def _authentication_failed(exc: Exception) -> ApiError:
     )
 
 
+def _rate_limited(exc: Exception) -> ApiError:
+    assert isinstance(exc, RateLimitedError)
+    seconds = exc.retry_after_seconds
+    message = f"Too many requests (the limit per {exc.scope}). Try again in {seconds} s."
+    return ApiError(429, "rate_limited", message, headers={"retry-after": str(seconds)})
+
+
 def _upstream_failed(exc: Exception) -> ApiError:
     assert isinstance(exc, UpstreamError)
     return ApiError(exc.status, exc.code, exc.message, headers={"retry-after": "2"} if exc.status == 503 else {})
@@ -267,5 +298,6 @@ DOMAIN_ERRORS: DomainErrors = {
         headers={"retry-after": "5"},
     ),
     UnknownResourceError: lambda exc: ApiError(404, "not_found", str(exc)),
+    RateLimitedError: _rate_limited,
     UpstreamError: _upstream_failed,
 }

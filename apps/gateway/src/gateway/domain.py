@@ -318,6 +318,16 @@ class BadUpstreamResponseError(UpstreamError):
     """The app answered, but not usably (a 5xx outside the error shape, an unreadable success): 502 bad_gateway."""
 
 
+def login_email(body: bytes) -> str | None:
+    """The e-mail address a login body names, for the per-account limit (None when it names none: users will
+    answer 422 for it)."""
+    try:
+        email = json.loads(body).get("email")
+    except (ValueError, AttributeError):
+        return None
+    return email if isinstance(email, str) else None
+
+
 def unreadable_header(raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The name of the first header whose value is not visible ASCII, spaces and tabs (None: all are readable).
 

@@ -32,6 +32,15 @@ class Settings(ServiceSettings):
     # However many tokens name an unknown key, the gateway asks users for its keys at most this often.
     jwks_min_refetch_seconds: float = 5.0
 
+    # Rate limits (the `limits` notation; "a;b" is both). The defaults suit one machine, where every client is
+    # 127.0.0.1 and the test suite and benchmarks share that address: set the per-address ones tighter where clients
+    # have addresses of their own. The login limit per account and address is what stops password guessing.
+    rate_limit_per_address: str = "200/second;6000/minute"
+    rate_limit_per_user: str = "50/second;1200/minute"
+    login_limit_per_account_and_address: str = "10/minute"
+    login_limit_per_address: str = "600/minute"
+    sign_up_limit_per_address: str = "600/minute"
+
     max_body_bytes: int = 1024 * 1024
     # The telemetry route keeps ingest's own limit, whatever the general one becomes.
     max_event_batch_bytes: int = 1024 * 1024

@@ -20,6 +20,7 @@ from gateway.domain import (
 )
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.main import create_app
+from gateway.rate_limits import LimitSpecs, RateLimitedError, RateLimits
 from gateway.settings import Settings
 from sidecart_kit.testing import FakeSidecarHealth
 
@@ -34,8 +35,33 @@ def health() -> FakeSidecarHealth:
     return FakeSidecarHealth()
 
 
+def limit_specs(**tighter: str) -> LimitSpecs:
+    """The default limits, with some replaced."""
+    defaults = Settings()
+    specs = {
+        "per_address": defaults.rate_limit_per_address,
+        "per_subject": defaults.rate_limit_per_user,
+        "login_per_account_and_address": defaults.login_limit_per_account_and_address,
+        "login_per_address": defaults.login_limit_per_address,
+        "sign_up_per_address": defaults.sign_up_limit_per_address,
+    }
+    return LimitSpecs(**{**specs, **tighter})
+
+
 @pytest.fixture
-def client(gateway: Gateway, jwks_source: Any, key_source: Any, clock: Any, health: FakeSidecarHealth) -> TestClient:
+def rate_limits() -> RateLimits:
+    return RateLimits(limit_specs())
+
+
+@pytest.fixture
+def client(
+    gateway: Gateway,
+    jwks_source: Any,
+    key_source: Any,
+    clock: Any,
+    health: FakeSidecarHealth,
+    rate_limits: RateLimits,
+) -> TestClient:
     # A small general limit shows the telemetry route keeps its own 1 MiB.
     app = create_app(Settings(max_body_bytes=1024, metrics_port=None))
     authenticator = Authenticator(
@@ -48,6 +74,7 @@ def client(gateway: Gateway, jwks_source: Any, key_source: Any, clock: Any, heal
     app.state.authenticator = authenticator
     app.state.api_keys = api_keys
     app.state.sidecar_health = health
+    app.state.rate_limits = rate_limits
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -815,3 +842,71 @@ def test_metrics_and_docs_are_not_on_the_public_port_but_metrics_are_on_their_ow
         assert "http_requests_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/metrics")  # stopped with the app
+
+
+# --- rate limits ------------------------------------------------------------------------------------------------
+
+
+def _rate_limited_client(client: TestClient, **tighter: str) -> TestClient:
+    client.app.state.rate_limits = RateLimits(limit_specs(**tighter))  # type: ignore[attr-defined]
+    return client
+
+
+def test_login_attempts_on_one_account_are_held_back_with_an_honest_retry_after(
+    client: TestClient, upstream: Any
+) -> None:
+    _rate_limited_client(client, login_per_account_and_address="3/minute")
+    attempt = {"email": "ann@example.com", "password": "guess"}
+
+    answers = [client.post("/api/v1/auth/token", json=attempt) for _ in range(5)]
+
+    assert [a.status_code for a in answers[:3]] == [upstream.answer.status] * 3
+    refused = _assert_error_shape(answers[3], 429, "rate_limited")
+    assert "account" in refused["error"]["message"]
+    assert 1 <= int(answers[3].headers["retry-after"]) <= 60
+    assert len(upstream.calls) == 3  # the refused attempts never reached users
+    # The same account in another spelling is the same account; another account is not held back.
+    look_alike = {"email": "ANN@Example.com", "password": "guess"}
+    assert client.post("/api/v1/auth/token", json=look_alike).status_code == 429
+    assert client.post("/api/v1/auth/token", json={"email": "bob@example.com", "password": "x"}).status_code != 429
+
+
+def test_the_owner_of_an_account_under_attack_logs_in_from_another_address(upstream: Any) -> None:
+    limits = RateLimits(limit_specs(login_per_account_and_address="3/minute"))
+    for _ in range(3):
+        limits.count_login("203.0.113.9", "ann@example.com")
+    with pytest.raises(RateLimitedError):
+        limits.count_login("203.0.113.9", "ann@example.com")
+
+    limits.count_login("198.51.100.7", "ann@example.com")  # the owner, elsewhere: not refused
+
+
+def test_a_signed_in_user_over_the_limit_gets_429_whatever_the_route(
+    client: TestClient, upstream: Any, bearer: dict[str, str]
+) -> None:
+    _rate_limited_client(client, per_subject="2/minute")
+
+    statuses = [client.get("/api/v1/users/me", headers=bearer).status_code for _ in range(3)]
+    other_route = client.get("/api/v1/users/me/wallet", headers=bearer)
+
+    assert statuses[:2] == [upstream.answer.status] * 2
+    assert statuses[2] == 429
+    assert other_route.status_code == 429
+    assert len(upstream.calls) == 2
+
+
+def test_every_public_route_counts_against_the_client_address(client: TestClient, upstream: Any) -> None:
+    _rate_limited_client(client, per_address="2/second", sign_up_per_address="100/minute")
+
+    statuses = [client.post("/api/v1/users", json={}).status_code for _ in range(3)]
+
+    assert statuses[2] == 429
+    assert client.get("/api/v1/products").status_code == 429  # before even asking for a token
+
+
+def test_sign_ups_from_one_address_are_limited(client: TestClient, upstream: Any) -> None:
+    _rate_limited_client(client, sign_up_per_address="2/minute")
+
+    statuses = [client.post("/api/v1/users", json={}).status_code for _ in range(3)]
+
+    assert statuses[2] == 429

@@ -30,6 +30,7 @@ SCENARIOS = {
     "test_request_ids": "one request id end to end",
     "test_service_shape": "every app the same shape: metrics, ids, errors",
     "test_network_exposure": "every listening socket on loopback",
+    "test_rate_limits": "rate limits at the gateway: guessing held back, owner still in",
 }
 PROFILE_TIMEOUT_S = 20 * 60
 
