@@ -35,8 +35,8 @@ class Settings(ServiceSettings):
     # Rate limits (the `limits` notation; "a;b" is both). The defaults suit one machine, where every client is
     # 127.0.0.1 and the test suite and benchmarks share that address: set the per-address ones tighter where clients
     # have addresses of their own. The login limit per account and address is what stops password guessing.
-    rate_limit_per_address: str = "200/second;6000/minute"
-    rate_limit_per_user: str = "50/second;1200/minute"
+    rate_limit_per_address: str = "1000/second"
+    rate_limit_per_user: str = "100/second"
     login_limit_per_account_and_address: str = "10/minute"
     login_limit_per_address: str = "600/minute"
     sign_up_limit_per_address: str = "600/minute"
