@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas footprint bench-saga bench-ingest bench-kit runtime \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas footprint bench-saga bench-ingest bench-kit bench-login-burst runtime \
 	clean
 
 help: ## list the targets
@@ -58,6 +58,9 @@ bench-ingest: python-env ## benchmark: telemetry events/s accepted through the g
 
 bench-kit: python-env ## benchmark: the kit's sidecar client and server stack, per library (reports/bench-kit.md)
 	@$(PY) -m devstack bench-kit
+
+bench-login-burst: python-env ## benchmark: bystanders' latency while one account's password is guessed (reports/)
+	@$(PY) -m devstack bench-login-burst
 
 runtime: ## (re)build the Dapr runtime into .runtime/.dapr/bin
 	@bash deploy/runtime/build.sh

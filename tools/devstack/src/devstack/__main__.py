@@ -9,6 +9,7 @@ import threading
 from devstack import conformance
 from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_kit import run as run_bench_kit
+from devstack.bench_login_burst import run as run_bench_login_burst
 from devstack.bench_saga import run as run_bench_saga
 from devstack.footprint import run as run_footprint
 from devstack.layout import Layout
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--clients", default="1,4", help="comma-separated concurrency levels")
     ingest.add_argument("--batch", type=int, default=1000)
     ingest.add_argument("--seconds", type=float, default=20)
+    burst = sub.add_parser(
+        "bench-login-burst", parents=[on_profile], help="bystanders' latency while one account's password is guessed"
+    )
+    burst.add_argument("--attackers", type=int, default=20, help="concurrent attacker connections")
+    burst.add_argument("--seconds", type=float, default=10)
     sub.add_parser(
         "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
     )
@@ -74,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench-ingest":
         levels = [int(n) for n in args.clients.split(",")]
         log(f"report written to {run_bench_ingest(layout, args.profile, levels, args.batch, args.seconds)}")
+        return 0
+    if args.command == "bench-login-burst":
+        log(f"report written to {run_bench_login_burst(layout, args.profile, args.attackers, args.seconds)}")
         return 0
     if args.command == "footprint":
         log(f"report written to {run_footprint(layout, args.profile, args.warm_up_users)}")
