@@ -46,13 +46,6 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def count_request(request: Request) -> None:
-    request.app.state.rate_limits.count_request(client_address(request))
-
-
-router = APIRouter(dependencies=[Depends(refuse_unreadable_headers), Depends(count_request)])
-
-
 # --- What the lifespan built (main.py), read from app.state -------------------------------------------------
 
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
@@ -60,6 +53,13 @@ GatewayDep = Annotated[Gateway, Depends(from_app_state("gateway"))]
 AuthenticatorDep = Annotated[Authenticator, Depends(from_app_state("authenticator"))]
 ApiKeysDep = Annotated[ApiKeys, Depends(from_app_state("api_keys"))]
 RateLimitsDep = Annotated[RateLimits, Depends(from_app_state("rate_limits"))]
+
+
+async def count_request(request: Request, rate_limits: RateLimitsDep) -> None:
+    rate_limits.count_request(client_address(request))
+
+
+router = APIRouter(dependencies=[Depends(refuse_unreadable_headers), Depends(count_request)])
 
 # --- What each request brings ---------------------------------------------------------------------------------
 

@@ -29,6 +29,9 @@ REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud")
 _ACCEPTABLE_SUBJECT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,127}")
 # So do SKUs and order ids from the public path; an id that cannot exist is refused before any app is asked.
 _ACCEPTABLE_SKU = re.compile(SKU_PATTERN)
+# Anything but tab, space and visible ASCII. A compiled search: a Python loop over each header byte cost ~20 µs a
+# request (with a bearer token), this ~3 µs.
+_UNREADABLE_BYTE = re.compile(rb"[^\t\x20-\x7e]")
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -335,7 +338,7 @@ def unreadable_header(raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     read as Latin-1 here and must be encoded again to travel on is where a 500 hides. Refusing them all at the
     edge covers the whole class: the headers the gateway reads itself and the ones it forwards."""
     for name, value in raw_headers:
-        if any(byte > 0x7E or (byte < 0x20 and byte != 0x09) for byte in value):
+        if _UNREADABLE_BYTE.search(value):
             return name.decode("latin-1").lower()
     return None
 

@@ -11,7 +11,7 @@ from gateway import api
 from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource
 from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
-from gateway.rate_limits import LimitSpecs, RateLimits
+from gateway.rate_limits import RateLimits
 from gateway.settings import Settings
 from sidecart_kit.service import service_app
 
@@ -30,15 +30,7 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         )
         policy = TokenPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds)
         app.state.authenticator = Authenticator(keys, policy)
-        app.state.rate_limits = RateLimits(
-            LimitSpecs(
-                per_address=settings.rate_limit_per_address,
-                per_subject=settings.rate_limit_per_user,
-                login_per_account_and_address=settings.login_limit_per_account_and_address,
-                login_per_address=settings.login_limit_per_address,
-                sign_up_per_address=settings.sign_up_limit_per_address,
-            )
-        )
+        app.state.rate_limits = RateLimits(settings.rate_limit_specs())
         app.state.api_keys = ApiKeys(
             DaprSecretApiKeySource(
                 client,

@@ -3,6 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from gateway.rate_limits import LimitSpecs
 from sidecart_kit.sidecar import ServiceSettings
 
 
@@ -40,6 +41,15 @@ class Settings(ServiceSettings):
     login_limit_per_account_and_address: str = "10/minute"
     login_limit_per_address: str = "600/minute"
     sign_up_limit_per_address: str = "600/minute"
+
+    def rate_limit_specs(self) -> LimitSpecs:
+        return LimitSpecs(
+            per_address=self.rate_limit_per_address,
+            per_subject=self.rate_limit_per_user,
+            login_per_account_and_address=self.login_limit_per_account_and_address,
+            login_per_address=self.login_limit_per_address,
+            sign_up_per_address=self.sign_up_limit_per_address,
+        )
 
     max_body_bytes: int = 1024 * 1024
     # The telemetry route keeps ingest's own limit, whatever the general one becomes.

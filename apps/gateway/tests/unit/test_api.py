@@ -5,6 +5,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -37,15 +38,7 @@ def health() -> FakeSidecarHealth:
 
 def limit_specs(**tighter: str) -> LimitSpecs:
     """The default limits, with some replaced."""
-    defaults = Settings()
-    specs = {
-        "per_address": defaults.rate_limit_per_address,
-        "per_subject": defaults.rate_limit_per_user,
-        "login_per_account_and_address": defaults.login_limit_per_account_and_address,
-        "login_per_address": defaults.login_limit_per_address,
-        "sign_up_per_address": defaults.sign_up_limit_per_address,
-    }
-    return LimitSpecs(**{**specs, **tighter})
+    return replace(Settings().rate_limit_specs(), **tighter)
 
 
 @pytest.fixture
