@@ -16,12 +16,11 @@ import yaml
 from devstack.layout import Layout
 from devstack.processes import (
     ManagedProcess,
-    descendants,
+    family,
     flag_value,
     log,
     port_open,
     released,
-    session_processes,
     wait_until,
 )
 from devstack.profiles import server_kits
@@ -198,7 +197,7 @@ class Platform:
 
     def pid_of(self, app_id: str, part: Literal["app", "sidecar"]) -> int:
         """The pid of an app's process or of its daprd, wherever it runs now (under dapr run, or restarted)."""
-        for pid in self._candidate_pids():
+        for pid in self.processes():
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
@@ -220,11 +219,7 @@ class Platform:
         apps, restarted ones, and whatever they started."""
         leaders = [s.process.pid for s in self.servers if s.process and s.process.pid]
         leaders += [p.pid for p in (self._apps, *self._restarted) if p is not None and p.pid is not None]
-        return descendants(leaders + [pid for leader in leaders for pid in session_processes(leader)])
-
-    def _candidate_pids(self) -> list[int]:
-        leaders = [p.pid for p in (self._apps, *self._restarted) if p is not None and p.pid is not None]
-        return [pid for leader in leaders for pid in session_processes(leader)]
+        return family(leaders)
 
     def kill(self, app_id: str, part: Literal["app", "sidecar"]) -> Snapshot:
         """SIGKILLs an app or its sidecar, as a crash would, and returns what `restart` needs to bring it back."""

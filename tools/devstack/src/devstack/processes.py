@@ -74,15 +74,22 @@ def released(pid: int) -> bool:
         return True  # reaped meanwhile
 
 
-def session_processes(session_id: int) -> list[int]:
-    """Every live process in a session; a ManagedProcess is the leader of its own."""
-    return sorted(pid for pid, fields in _live_stats().items() if int(fields[3]) == session_id)
+def family(leaders: Sequence[int]) -> list[int]:
+    """The leaders' sessions (a ManagedProcess leads its own) and every live process below them by parent pid
+    (PostgreSQL's children leave its session), from one read of /proc."""
+    stats = _live_stats()
+    sessions = set(leaders)
+    return _below([*leaders, *(pid for pid, fields in stats.items() if int(fields[3]) in sessions)], stats)
 
 
 def descendants(roots: list[int]) -> list[int]:
-    """The roots and every live process below them, by parent pid (PostgreSQL's children leave its session)."""
+    """The roots and every live process below them, by parent pid."""
+    return _below(roots, _live_stats())
+
+
+def _below(roots: Sequence[int], stats: dict[int, list[str]]) -> list[int]:
     children: dict[int, list[int]] = {}
-    for pid, fields in _live_stats().items():
+    for pid, fields in stats.items():
         children.setdefault(int(fields[1]), []).append(pid)
     found, pending = set(), list(roots)
     while pending:
