@@ -13,7 +13,6 @@ from inventory.domain import (
     InventoryError,
     MixedCurrencyError,
     OutOfStockError,
-    Product,
     ProductExistsError,
     ProductNotFoundError,
     RequestedLine,
@@ -56,21 +55,14 @@ _ERRORS = error_responses(
 
 
 class ProductView(BaseModel):
+    # Read from a Product by attribute name (model_validate): the view names what it shows, nothing is copied by hand.
+    model_config = ConfigDict(from_attributes=True)
+
     sku: str
     name: str
     price_cents: int
     currency: str
     available: int
-
-    @classmethod
-    def of(cls, product: Product) -> "ProductView":
-        return cls(
-            sku=product.sku,
-            name=product.name,
-            price_cents=product.price_cents,
-            currency=product.currency,
-            available=product.available,
-        )
 
 
 class ProductList(BaseModel):
@@ -78,6 +70,8 @@ class ProductList(BaseModel):
 
 
 class StockView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     sku: str
     initial: int
     available: int
@@ -97,13 +91,13 @@ class NewProduct(BaseModel):
 @router.get("/products", tags=["catalogue"], response_model=ProductList, responses=_ERRORS)
 async def list_products(inventory: InventoryDep) -> ProductList:
     """Every product with the units available now."""
-    return ProductList(items=[ProductView.of(product) for product in await inventory.list_products()])
+    return ProductList(items=[ProductView.model_validate(product) for product in await inventory.list_products()])
 
 
 @router.get("/products/{sku}", tags=["catalogue"], response_model=ProductView, responses=_ERRORS)
 async def get_product(sku: SkuPath, inventory: InventoryDep) -> ProductView:
     """One product with the units available now."""
-    return ProductView.of(await inventory.get_product(sku))
+    return ProductView.model_validate(await inventory.get_product(sku))
 
 
 @router.put("/admin/products/{sku}", tags=["admin"], status_code=201, response_model=ProductView, responses=_ERRORS)
@@ -113,20 +107,13 @@ async def create_product(sku: SkuPath, body: NewProduct, inventory: InventoryDep
         CreateProduct(sku=sku, name=body.name, price_cents=body.price_cents, currency=body.currency, stock=body.stock)
     )
     log.info("product_created", sku=sku, stock=body.stock)
-    return ProductView.of(product)
+    return ProductView.model_validate(product)
 
 
 @router.get("/admin/products/{sku}/stock", tags=["admin"], response_model=StockView, responses=_ERRORS)
 async def get_stock(sku: SkuPath, inventory: InventoryDep) -> StockView:
     """The stock figures of a product: available + reserved + sold == initial."""
-    product = await inventory.get_product(sku)
-    return StockView(
-        sku=product.sku,
-        initial=product.initial,
-        available=product.available,
-        reserved=product.reserved,
-        sold=product.sold,
-    )
+    return StockView.model_validate(await inventory.get_product(sku))
 
 
 # --- reservations (the order saga's steps) ---------------------------------------------------------------------
@@ -155,6 +142,8 @@ class ReserveIn(BaseModel):
 
 
 class LineView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     sku: str
     quantity: int
     unit_price_cents: int
@@ -172,10 +161,7 @@ class ReservationView(BaseModel):
         return cls(
             order_id=reservation.order_id,
             status="reserved",  # the answer to "reserve": the same after a commit, since it is a replay
-            lines=[
-                LineView(sku=line.sku, quantity=line.quantity, unit_price_cents=line.unit_price_cents)
-                for line in reservation.lines
-            ],
+            lines=[LineView.model_validate(line) for line in reservation.lines],
             total_cents=reservation.total_cents,
             currency=reservation.currency,
         )
