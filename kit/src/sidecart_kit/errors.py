@@ -95,6 +95,14 @@ def error_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str
 # How a service answers each of its own errors: the exception type, and the ApiError it becomes.
 DomainErrors = Mapping[type[Exception], Callable[[Exception], ApiError]]
 
+
+def unavailable(
+    message: str, *, retry_after_seconds: int, code: str = "unavailable"
+) -> Callable[[Exception], ApiError]:
+    """The answer to an error that passes (a store or a peer down for now): 503, and when to try again."""
+    return lambda exc: ApiError(503, code, message, headers={"retry-after": str(retry_after_seconds)})
+
+
 _LOCATIONS = frozenset({"body", "path", "query", "header", "cookie"})
 
 

@@ -15,7 +15,7 @@ from contracts.api import ErrorDetail, ErrorResponse
 from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.telemetry import TelemetryEvent, TelemetryType
 from contracts.users import UserRegistered
-from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.errors import ApiError, DomainErrors, unavailable
 from sidecart_kit.events import (
     BulkDelivery,
     BulkSettings,
@@ -48,8 +48,8 @@ BUSINESS_ROUTES: tuple[tuple[type[BusinessEvent], str], ...] = (
 )
 
 DOMAIN_ERRORS: DomainErrors = {
-    StoreUnavailableError: lambda exc: ApiError(
-        503, "store_unavailable", "Analytics cannot be read right now.", headers={"retry-after": "2"}
+    StoreUnavailableError: unavailable(
+        "Analytics cannot be read right now.", retry_after_seconds=2, code="store_unavailable"
     ),
 }
 

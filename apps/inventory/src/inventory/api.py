@@ -26,7 +26,7 @@ from inventory.domain import (
     UnknownSkuError,
 )
 from inventory.handlers import CreateProduct, Inventory, ReserveStock
-from sidecart_kit.errors import ApiError, DomainErrors, error_responses
+from sidecart_kit.errors import ApiError, DomainErrors, error_responses, unavailable
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import from_app_state
@@ -245,10 +245,7 @@ def _refusal(exc: Exception) -> ApiError:
     return ApiError(409, "conflict", str(exc))
 
 
-def _store_unavailable(exc: Exception) -> ApiError:
-    return ApiError(
-        503, "unavailable", "Inventory cannot be read or changed right now; retry.", headers={"retry-after": "1"}
-    )
-
-
-DOMAIN_ERRORS: DomainErrors = {InventoryError: _refusal, StoreUnavailableError: _store_unavailable}
+DOMAIN_ERRORS: DomainErrors = {
+    InventoryError: _refusal,
+    StoreUnavailableError: unavailable("Inventory cannot be read or changed right now; retry.", retry_after_seconds=1),
+}

@@ -14,7 +14,7 @@ from contracts.users import UserRegistered
 from notifications.domain import NotifiableEvent
 from notifications.handlers import Notifications, Outcome, RecordNotice
 from notifications.settings import Settings
-from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.errors import DomainErrors, unavailable
 from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
@@ -35,8 +35,8 @@ DELIVERY_ROUTES: tuple[tuple[type[NotifiableEvent], str], ...] = (
 )
 
 DOMAIN_ERRORS: DomainErrors = {
-    StoreUnavailableError: lambda exc: ApiError(
-        503, "store_unavailable", "Notifications cannot be read right now.", headers={"retry-after": "2"}
+    StoreUnavailableError: unavailable(
+        "Notifications cannot be read right now.", retry_after_seconds=2, code="store_unavailable"
     ),
 }
 

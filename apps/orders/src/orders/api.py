@@ -23,7 +23,7 @@ from orders.domain import (
     idempotency_key_is_valid,
 )
 from orders.handlers import Orders, PlaceOrder
-from sidecart_kit.errors import ApiError, DomainErrors
+from sidecart_kit.errors import ApiError, DomainErrors, unavailable
 from sidecart_kit.service import from_app_state
 from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
@@ -206,7 +206,5 @@ DOMAIN_ERRORS: DomainErrors = {
         409, "idempotency_key_reused", "This Idempotency-Key was already used with a different request body."
     ),
     OrderNotFoundError: lambda _: ApiError(404, "order_not_found", "No order with this id."),
-    StoreUnavailableError: lambda _: ApiError(
-        503, "unavailable", "The service is unavailable, try again shortly.", headers={"Retry-After": "1"}
-    ),
+    StoreUnavailableError: unavailable("The service is unavailable, try again shortly.", retry_after_seconds=1),
 }

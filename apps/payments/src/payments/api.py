@@ -22,7 +22,7 @@ from payments.domain import (
 )
 from payments.handlers import ChargePayment, CreditOutcome, Payments, RefundOutcome
 from payments.settings import Settings
-from sidecart_kit.errors import ApiError, DomainErrors, error_responses
+from sidecart_kit.errors import ApiError, DomainErrors, error_responses, unavailable
 from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
@@ -203,10 +203,7 @@ def _refusal(exc: Exception) -> ApiError:
     return ApiError(409, "conflict", str(exc))
 
 
-def _store_unavailable(exc: Exception) -> ApiError:
-    return ApiError(
-        503, "unavailable", "Payments cannot be read or changed right now; retry.", headers={"retry-after": "1"}
-    )
-
-
-DOMAIN_ERRORS: DomainErrors = {PaymentsError: _refusal, StoreUnavailableError: _store_unavailable}
+DOMAIN_ERRORS: DomainErrors = {
+    PaymentsError: _refusal,
+    StoreUnavailableError: unavailable("Payments cannot be read or changed right now; retry.", retry_after_seconds=1),
+}
