@@ -28,8 +28,6 @@ class TooManyEventsError(ValueError):
 
     def __init__(self, count: int, limit: int) -> None:
         super().__init__(f"the batch holds {count} events; at most {limit} are accepted per request")
-        self.count = count
-        self.limit = limit
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def test_a_body_that_is_no_batch_is_malformed(body: bytes) -> None:
 
 def test_too_many_events() -> None:
     assert len(read_batch(json.dumps({"events": [{}] * 1000}).encode(), 1000)) == 1000
-    with pytest.raises(TooManyEventsError):
+    with pytest.raises(TooManyEventsError, match="1001 events; at most 1000"):
         read_batch(json.dumps({"events": [{}] * 1001}).encode(), 1000)
 
 

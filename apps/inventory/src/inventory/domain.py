@@ -14,7 +14,7 @@ ETag, so each rule changes one document:
 """
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -176,19 +176,8 @@ class Product:
         )
 
     def to_document(self) -> dict[str, Any]:
-        return {
-            "sku": self.sku,
-            "name": self.name,
-            "price_cents": self.price_cents,
-            "currency": self.currency,
-            "initial": self.initial,
-            "available": self.available,
-            "reserved": self.reserved,
-            "sold": self.sold,
-            "holds": {
-                order_id: {"quantity": hold.quantity, "token": hold.token} for order_id, hold in self.holds.items()
-            },
-        }
+        # The stored document is the record itself, holds included ({order_id: {"quantity", "token"}}).
+        return asdict(self)
 
     @classmethod
     def from_document(cls, document: object) -> "Product":
