@@ -17,7 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from sidecart_kit.errors import ApiError
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
-from sidecart_kit.service import from_app_state, install_plumbing, probe_routes, serve, service_app
+from sidecart_kit.service import Service, from_app_state, install_plumbing, probe_routes, serve, service_app
 from sidecart_kit.sidecar import ServiceSettings
 from sidecart_kit.testing import FakeSidecarHealth, fake_sidecar_client
 
@@ -288,12 +288,7 @@ def test_a_service_app_composes_its_use_cases_once_the_sidecar_client_is_open() 
 
     settings = ServiceSettings(app_api_token=SecretStr("t0k3n"))
     app = service_app(
-        "demo",
-        settings,
-        summary="A demo.",
-        compose=compose,
-        routers=[router],
-        sidecar_transport=httpx.MockTransport(sidecar),
+        Service("demo", "A demo.", routers=[router]), settings, compose, sidecar_transport=httpx.MockTransport(sidecar)
     )
     with TestClient(app) as client:
         assert client.get("/composed", headers={"dapr-api-token": "t0k3n"}).json() == {"composed": True}
@@ -305,7 +300,7 @@ def test_a_service_app_composes_its_use_cases_once_the_sidecar_client_is_open() 
         assert (slashed.status_code, slashed.json()["error"]["code"]) == (404, "not_found")
         assert "location" not in slashed.headers
     assert app.state.composed is False
-    assert app.title == "Sidecart demo"
+    assert (app.title, app.summary) == ("Sidecart demo", "A demo.")
     assert [request.url.path for request in seen] == ["/v1.0/healthz/outbound"]  # the kit's sidecar health probe
 
 
@@ -315,7 +310,7 @@ def test_a_service_app_takes_the_sidecar_health_probe_it_is_given() -> None:
         yield
 
     health = FakeSidecarHealth(ready=False)
-    app = service_app("demo", ServiceSettings(), summary="A demo.", compose=compose, routers=[], sidecar_health=health)
+    app = service_app(Service("demo", "A demo.", routers=[]), ServiceSettings(), compose, sidecar_health=health)
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 503
         health.ready = True

@@ -5,6 +5,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
 from typing import Annotated, Any, TypeVar
@@ -196,28 +197,40 @@ def install_plumbing(
 Compose = Callable[[FastAPI, httpx.AsyncClient], AbstractAsyncContextManager[None]]
 
 
+@dataclass(frozen=True)
+class Service:
+    """What a service says about itself, apart from its settings and its composition root: its name (in its logs and
+    its title), a one-line summary, its routes and its table of domain errors.
+
+    `public`: the public edge (the gateway), called by clients rather than by its sidecar. `readiness`: where on
+    app.state /readyz finds its ReadinessProbe; None for a service that serves a /readyz of its own."""
+
+    name: str
+    summary: str
+    routers: Sequence[APIRouter]
+    domain_errors: DomainErrors | None = None
+    public: bool = False
+    readiness: str | None = "sidecar_health"
+
+
 def service_app(
-    name: str,
+    service: Service,
     settings: ServiceSettings,
-    *,
-    summary: str,
     compose: Compose,
-    routers: Sequence[APIRouter],
-    domain_errors: DomainErrors | None = None,
-    public: bool = False,
-    readiness: str | None = "sidecar_health",
+    *,
     sidecar_transport: httpx.AsyncBaseTransport | None = None,
     sidecar_health: ReadinessProbe | None = None,
 ) -> FastAPI:
-    """A service's FastAPI app, the same way for every service: JSON logs named `name`, the plumbing (the app-token
-    guard unless the app is `public`, the gateway), the probe routes, `routers`, and a lifespan that opens one
-    sidecar client, puts the sidecar's health probe on app.state.sidecar_health (`sidecar_health` in tests) and
-    runs `compose` (the service's composition root) with the client. The metrics registry is on
-    app.state.metrics_registry for the service's business metrics; app.state.settings holds `settings`.
+    """`service`'s FastAPI app, the same way for every service: JSON logs named after it, the plumbing (the app-token
+    guard unless the app is public), the probe routes, its routers, and a lifespan that opens one sidecar client, puts
+    the sidecar's health probe on app.state.sidecar_health (`sidecar_health` in tests) and runs `compose` (the
+    service's composition root) with the client. The metrics registry is on app.state.metrics_registry for the
+    service's business metrics; app.state.settings holds `settings`.
 
     A public app keeps what only operators need off its public port: no /docs, /redoc or /openapi.json, and its
     /metrics on a port of its own (settings.metrics_port, on app_host), started and stopped with the app."""
-    configure_logging(settings.log_level, name)
+    configure_logging(settings.log_level, service.name)
+    public = service.public
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -227,8 +240,8 @@ def service_app(
                 yield
 
     app = FastAPI(
-        title=f"Sidecart {name}",
-        summary=summary,
+        title=f"Sidecart {service.name}",
+        summary=service.summary,
         version="0.1.0",
         lifespan=lifespan,
         # No redirect from /path/ to /path: Starlette builds its Location from the client's Host header, so any
@@ -242,11 +255,11 @@ def service_app(
     app.state.metrics_registry = install_plumbing(
         app,
         app_token=None if public else settings.app_api_token,
-        domain_errors=domain_errors,
+        domain_errors=service.domain_errors,
         expose_metrics=not public,
     )
-    app.include_router(probe_routes(readiness))
-    for router in routers:
+    app.include_router(probe_routes(service.readiness))
+    for router in service.routers:
         app.include_router(router)
     return app
 

@@ -1,15 +1,20 @@
 """Test doubles every service's unit tests use: an in-memory state store with Dapr's ETag rules, a sidecar client
-over an httpx.MockTransport, and the sidecar health probe. No network, nothing patched."""
+over an httpx.MockTransport, the sidecar health probe, and settings read from an environment the test names. No
+network, nothing patched."""
 
 import asyncio
 import copy
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+from unittest import mock
 
 import httpx
 
 from sidecart_kit.sidecar import ServiceSettings, create_sidecar_client
 from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 SidecarHandler = (
     Callable[[httpx.Request], httpx.Response] | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -19,6 +24,12 @@ SidecarHandler = (
 def fake_sidecar_client(handler: SidecarHandler, settings: ServiceSettings | None = None) -> httpx.AsyncClient:
     """The kit's sidecar client, answered by `handler` instead of a sidecar (paths are /v1.0/...)."""
     return create_sidecar_client(settings or ServiceSettings(), httpx.MockTransport(handler))
+
+
+def settings_from_environment(settings_class: type[SettingsT], environment: Mapping[str, str]) -> SettingsT:
+    """`settings_class` as read from exactly `environment`: nothing set in the shell that runs the tests leaks in."""
+    with mock.patch.dict(os.environ, environment, clear=True):
+        return settings_class()
 
 
 class SimulatedCrash(BaseException):

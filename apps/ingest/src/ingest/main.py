@@ -11,7 +11,7 @@ from ingest import api
 from ingest.adapters import DaprBulkPublisher
 from ingest.handlers import Ingest
 from ingest.settings import Settings
-from sidecart_kit.service import service_app
+from sidecart_kit.service import Service, service_app
 
 
 def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
@@ -33,15 +33,14 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         )
         yield
 
-    app = service_app(
+    # Described here rather than once at import: a failed publish's Retry-After, in the error table, is a setting.
+    ingest = Service(
         "ingest",
-        settings,
-        summary="Validates telemetry batches event by event and bulk-publishes the valid ones.",
-        compose=compose,
+        "Validates telemetry batches event by event and bulk-publishes the valid ones.",
         routers=[api.router],
         domain_errors=api.domain_errors(settings),
-        sidecar_transport=sidecar_transport,
     )
+    app = service_app(ingest, settings, compose, sidecar_transport=sidecar_transport)
     registry = app.state.metrics_registry
     events = Counter(
         "ingest_events_total",

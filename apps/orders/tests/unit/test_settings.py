@@ -1,21 +1,20 @@
 """The environment orders reads: ORDERS_* for its own settings, the dapr CLI's variables without the prefix."""
 
-import pytest
-
 from orders.settings import Settings
+from sidecart_kit.testing import settings_from_environment
 
 
 def test_the_defaults_match_dapr_yaml() -> None:
-    settings = Settings()
+    settings = settings_from_environment(Settings, {})
     assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8105, 3505, 50051)
     assert (settings.sidecar_timeout_seconds, settings.invoke_timeout_seconds) == (10.0, 30.0)
 
 
-def test_variables_are_read_with_and_without_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DAPR_GRPC_PORT", "50999")
-    monkeypatch.setenv("ORDERS_SIDECAR_TIMEOUT_SECONDS", "7")  # ORDERS_STATE_TIMEOUT_SECONDS before the kit
-    monkeypatch.setenv("ORDERS_INDEX_LIMIT", "10")
+def test_variables_are_read_with_and_without_the_prefix() -> None:
+    dapr_cli = {"DAPR_GRPC_PORT": "50999"}
+    # ORDERS_SIDECAR_TIMEOUT_SECONDS was ORDERS_STATE_TIMEOUT_SECONDS before the kit.
+    orders = {"ORDERS_SIDECAR_TIMEOUT_SECONDS": "7", "ORDERS_INDEX_LIMIT": "10"}
 
-    settings = Settings()
+    settings = settings_from_environment(Settings, dapr_cli | orders)
 
     assert (settings.dapr_grpc_port, settings.sidecar_timeout_seconds, settings.index_limit) == (50999, 7.0, 10)

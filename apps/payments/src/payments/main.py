@@ -13,9 +13,16 @@ from payments.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import service_app
+from sidecart_kit.service import Service, service_app
 from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StateStore
+
+PAYMENTS = Service(
+    "payments",
+    "Wallets, charges and refunds for the order saga, never a negative balance.",
+    routers=[api.router],
+    domain_errors=api.DOMAIN_ERRORS,
+)
 
 
 def create_app(
@@ -39,18 +46,10 @@ def create_app(
         )
         yield
 
-    app = service_app(
-        "payments",
-        settings,
-        summary="Wallets, charges and refunds for the order saga, never a negative balance.",
-        compose=compose,
-        routers=[api.router],
-        domain_errors=api.DOMAIN_ERRORS,
-        sidecar_health=sidecar_health,
-    )
+    app = service_app(PAYMENTS, settings, compose, sidecar_health=sidecar_health)
     registry = app.state.metrics_registry
     app.state.operations = OperationCounter(
-        "payments", registry, "Charges and refunds answered, by operation and outcome.", api.DOMAIN_ERRORS
+        PAYMENTS.name, registry, "Charges and refunds answered, by operation and outcome.", api.DOMAIN_ERRORS
     )
-    app.state.deliveries = EventDeliveries(delivery_counter("payments", registry))
+    app.state.deliveries = EventDeliveries(delivery_counter(PAYMENTS.name, registry))
     return app

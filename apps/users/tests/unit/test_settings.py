@@ -2,24 +2,21 @@
 
 from datetime import timedelta
 
-import pytest
-
+from sidecart_kit.testing import settings_from_environment
 from users.settings import Settings
 
 
 def test_the_defaults_match_dapr_yaml() -> None:
-    settings = Settings()
+    settings = settings_from_environment(Settings, {})
     assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8101, 3501, 50011)
     assert (settings.state_store, settings.sidecar_timeout_seconds) == ("users-store", 10.0)
 
 
-def test_variables_are_read_with_and_without_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("APP_PORT", "9101")
-    monkeypatch.setenv("APP_API_TOKEN", "from-the-cli")
-    monkeypatch.setenv("USERS_STATE_STORE", "other-store")
-    monkeypatch.setenv("USERS_SIDECAR_TIMEOUT_SECONDS", "3")
+def test_variables_are_read_with_and_without_the_prefix() -> None:
+    dapr_cli = {"APP_PORT": "9101", "APP_API_TOKEN": "from-the-cli"}
+    users = {"USERS_STATE_STORE": "other-store", "USERS_SIDECAR_TIMEOUT_SECONDS": "3"}
 
-    settings = Settings()
+    settings = settings_from_environment(Settings, dapr_cli | users)
 
     assert (settings.app_port, settings.state_store, settings.sidecar_timeout_seconds) == (9101, "other-store", 3.0)
     assert settings.app_api_token is not None
