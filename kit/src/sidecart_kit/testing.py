@@ -1,20 +1,23 @@
 """Test doubles every service's unit tests use: an in-memory state store with Dapr's ETag rules, a sidecar client
-over an httpx.MockTransport, the sidecar health probe, and settings read from an environment the test names. No
-network, nothing patched."""
+over an httpx.MockTransport, the sidecar health probe, and settings read from an environment the test names; and the
+checks every service runs the same way: crashes at every write, endless write conflicts, the probe routes. No
+network, nothing patched. (sidecart_kit.pytest_plugin hands the doubles to tests as fixtures.)"""
 
 import asyncio
 import copy
 import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 from unittest import mock
 
 import httpx
+from fastapi.testclient import TestClient
 
 from sidecart_kit.sidecar import ServiceSettings, create_sidecar_client
-from sidecart_kit.state import ConcurrencyConflictError, StoreUnavailableError, Versioned
+from sidecart_kit.state import ConcurrencyConflictError, ContentionError, StoreUnavailableError, Versioned
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+UseCase = TypeVar("UseCase")
 
 SidecarHandler = (
     Callable[[httpx.Request], httpx.Response] | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -42,6 +45,7 @@ class FakeStateStore:
     - `interleave`: yield to the event loop before each read and write, so concurrent calls really interleave.
     - `available`: False simulates an outage of the whole store.
     - `crash_after_writes`: after that many more successful writes, the next write raises SimulatedCrash.
+    - `conflicting`: True makes every write lose a race with another writer (ConcurrencyConflictError).
     """
 
     def __init__(self) -> None:
@@ -49,6 +53,7 @@ class FakeStateStore:
         self.interleave = False
         self.available = True
         self.crash_after_writes: int | None = None
+        self.conflicting = False
         self.writes = 0
         self.conflicts = 0
 
@@ -81,7 +86,7 @@ class FakeStateStore:
                 raise SimulatedCrash(f"crashed before writing {key}")
             self.crash_after_writes -= 1
         stored = self.documents.get(key)
-        if etag != (None if stored is None else str(stored[1])):
+        if self.conflicting or etag != (None if stored is None else str(stored[1])):
             self.conflicts += 1
             raise ConcurrencyConflictError("etag mismatch")
         self.writes += 1
@@ -117,3 +122,61 @@ class FakeSidecarHealth:
 
     async def is_ready(self) -> bool:
         return self.ready
+
+
+async def crash_at_every_write(
+    prepare: Callable[[FakeStateStore], Awaitable[UseCase]],
+    action: Callable[[UseCase], Awaitable[object]],
+    recover: Callable[[UseCase], Awaitable[object]],
+    check: Callable[[FakeStateStore], None],
+    *,
+    invariant: Callable[[FakeStateStore], None] = lambda store: None,
+) -> int:
+    """Runs `action` on the use case `prepare` builds over a fresh store, crashing before its 1st, 2nd, ... write;
+    after each crash the store must hold to `invariant`, and again once `recover` has run, when `check` (what the
+    recovery must have achieved) must pass too. Returns how many writes the action makes uncrashed."""
+    crash_point = 0
+    while True:
+        store = FakeStateStore()
+        use_case = await prepare(store)
+        store.crash_after_writes = crash_point
+        try:
+            await action(use_case)
+        except SimulatedCrash:
+            pass
+        else:
+            return crash_point  # the action finished: every write was a crash point
+        store.crash_after_writes = None
+        invariant(store)
+        await recover(use_case)
+        invariant(store)
+        check(store)
+        crash_point += 1
+
+
+async def backoffs_before_contention(call: Awaitable[object], sleep: FakeSleep) -> int:
+    """How many times `call` backed off (on `sleep`) before it gave up with ContentionError; an AssertionError if it
+    did not give up."""
+    try:
+        await call
+    except ContentionError:
+        return len(sleep.delays)
+    raise AssertionError("the call did not give up with ContentionError")
+
+
+class Readiness(Protocol):
+    """A fake whose `ready` says whether the sidecar is (FakeSidecarHealth, or a service's fake sidecar)."""
+
+    ready: bool
+
+
+def assert_probes_follow_the_sidecar(client: TestClient, sidecar: Readiness) -> None:
+    """The app's probe routes are wired to its sidecar: /readyz is ready while `sidecar` is and 503 not_ready (in the
+    error shape) once it is not, and /healthz answers ok either way."""
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    sidecar.ready = False
+    response = client.get("/readyz")
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "not_ready")
+    assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
+    assert (client.get("/healthz").status_code, client.get("/healthz").json()) == (200, {"status": "ok"})

@@ -1,4 +1,5 @@
-"""The kit's fakes, a state store with a few more faults, a publisher, and makers of valid events."""
+"""A state store with a few more faults than the kit's, a publisher, and makers of valid events (the kit's
+fixtures give the rest: sleep, sidecar_health)."""
 
 import uuid
 from collections.abc import Mapping, Sequence
@@ -10,7 +11,7 @@ import pytest
 from analytics.handlers import PublishFailedError
 from contracts.telemetry import TelemetryEvent
 from sidecart_kit.state import StoreUnavailableError, Versioned
-from sidecart_kit.testing import FakeSleep, FakeStateStore
+from sidecart_kit.testing import FakeStateStore
 
 NOW = datetime(2026, 11, 22, 12, 30, 15, tzinfo=UTC)
 
@@ -68,8 +69,3 @@ def store() -> DocumentStore:
 @pytest.fixture
 def publisher() -> FakePublisher:
     return FakePublisher()
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    return FakeSleep()

@@ -23,17 +23,12 @@ from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.main import create_app
 from gateway.rate_limits import LimitSpecs, RateLimitedError, RateLimits
 from gateway.settings import Settings
-from sidecart_kit.testing import FakeSidecarHealth
+from sidecart_kit.testing import FakeSidecarHealth, assert_probes_follow_the_sidecar
 
 SUBJECT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 API_KEY = "k-live-0123456789"
 MIB = 1024 * 1024
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-@pytest.fixture
-def health() -> FakeSidecarHealth:
-    return FakeSidecarHealth()
 
 
 def limit_specs(**tighter: str) -> LimitSpecs:
@@ -52,7 +47,7 @@ def client(
     jwks_source: Any,
     key_source: Any,
     clock: Any,
-    health: FakeSidecarHealth,
+    sidecar_health: FakeSidecarHealth,
     rate_limits: RateLimits,
 ) -> TestClient:
     # A small general limit shows the telemetry route keeps its own 1 MiB.
@@ -66,7 +61,7 @@ def client(
     app.state.gateway = gateway
     app.state.authenticator = authenticator
     app.state.api_keys = api_keys
-    app.state.sidecar_health = health
+    app.state.sidecar_health = sidecar_health
     app.state.rate_limits = rate_limits
     return TestClient(app, raise_server_exceptions=False)
 
@@ -89,24 +84,8 @@ def _assert_error_shape(response: Any, status: int, code: str) -> dict[str, Any]
 # --- health -------------------------------------------------------------------------------------------------
 
 
-def test_healthz(client: TestClient) -> None:
-    response = client.get("/healthz")
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
-
-
-def test_readyz_when_the_sidecar_is_ready(client: TestClient) -> None:
-    response = client.get("/readyz")
-    assert (response.status_code, response.json()) == (200, {"status": "ready"})
-
-
-def test_readyz_when_the_sidecar_is_not(client: TestClient, health: FakeSidecarHealth) -> None:
-    health.ready = False
-    _assert_error_shape(client.get("/readyz"), 503, "not_ready")
-
-
-def test_healthz_does_not_depend_on_the_sidecar(client: TestClient, health: FakeSidecarHealth) -> None:
-    health.ready = False
-    assert client.get("/healthz").status_code == 200
+def test_probes_follow_the_sidecar(client: TestClient, sidecar_health: FakeSidecarHealth) -> None:
+    assert_probes_follow_the_sidecar(client, sidecar_health)
 
 
 # --- authentication -----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from ingest.main import create_app
 from ingest.settings import Settings
+from sidecart_kit.testing import assert_probes_follow_the_sidecar
 
 MakeEvent = Callable[..., dict[str, Any]]
 MIB = 1024 * 1024
@@ -155,15 +156,8 @@ def test_metrics_count_accepted_and_rejected(client: TestClient, make_event: Mak
     assert 'ingest_events_total{outcome="rejected"} 1.0' in metrics
 
 
-def test_healthz(client: TestClient, sidecar: Any) -> None:
-    sidecar.ready = False
-    assert (client.get("/healthz").status_code, client.get("/healthz").json()) == (200, {"status": "ok"})
-
-
-def test_readyz_follows_the_sidecar(client: TestClient, sidecar: Any) -> None:
-    assert client.get("/readyz").json() == {"status": "ready"}
-    sidecar.ready = False
-    _assert_error(client.get("/readyz"), 503, "not_ready")
+def test_probes_follow_the_sidecar(client: TestClient, sidecar: Any) -> None:
+    assert_probes_follow_the_sidecar(client, sidecar)
 
 
 def test_only_the_sidecar_is_answered_when_it_sends_an_app_token(sidecar: Any, make_event: MakeEvent) -> None:

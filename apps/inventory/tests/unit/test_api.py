@@ -13,14 +13,10 @@ from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore
 
 
 @pytest.fixture
-def health() -> FakeSidecarHealth:
-    return FakeSidecarHealth()
-
-
-@pytest.fixture
-def client(store: FakeStateStore, health: FakeSidecarHealth) -> Iterator[TestClient]:
+def client(store: FakeStateStore, sidecar_health: FakeSidecarHealth) -> Iterator[TestClient]:
     settings = Settings(seed_demo_catalogue=False, reconcile_interval_seconds=0)
-    with TestClient(create_app(settings, store=store, sidecar_health=health), raise_server_exceptions=False) as client:
+    app = create_app(settings, store=store, sidecar_health=sidecar_health)
+    with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
@@ -237,13 +233,13 @@ def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_follows_the_sidecar_and_the_seeding(client: TestClient, health: Any) -> None:
+def test_readyz_follows_the_sidecar_and_the_seeding(client: TestClient, sidecar_health: Any) -> None:
     assert (client.get("/readyz").status_code, client.get("/readyz").json()) == (200, {"status": "ready"})
     client.app.state.seeded = False  # type: ignore[attr-defined]
     response = client.get("/readyz")
     assert (response.status_code, _error(response)["code"]) == (503, "not_ready")
     client.app.state.seeded = True  # type: ignore[attr-defined]
-    health.ready = False
+    sidecar_health.ready = False
     response = client.get("/readyz")
     assert (response.status_code, _error(response)["code"]) == (503, "not_ready")
 

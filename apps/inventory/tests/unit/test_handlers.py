@@ -36,8 +36,8 @@ from inventory.handlers import (
     ReserveStock,
 )
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, ContentionError, StoreUnavailableError, Versioned
-from sidecart_kit.testing import FakeStateStore, SimulatedCrash
+from sidecart_kit.state import StoreUnavailableError, Versioned
+from sidecart_kit.testing import FakeStateStore, SimulatedCrash, backoffs_before_contention, crash_at_every_write
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -369,24 +369,13 @@ async def _crash_everywhere(
     check: Callable[[Any], None],
 ) -> int:
     """Runs `action` crashing before its 1st, 2nd, ... write, then `recover`, and checks the outcome each time."""
-    crash_point = 0
-    while True:
-        store = FakeStateStore()
+
+    async def prepare(store: FakeStateStore) -> Inventory:
         inventory = _inventory(store, sleep)
         await setup(inventory, store)
-        store.crash_after_writes = crash_point
-        try:
-            await action(inventory)
-        except SimulatedCrash:
-            pass
-        else:
-            return crash_point  # the action finished: every write was a crash point
-        store.crash_after_writes = None
-        _assert_balanced(store)
-        await recover(inventory)
-        _assert_balanced(store)
-        check(store)
-        crash_point += 1
+        return inventory
+
+    return await crash_at_every_write(prepare, action, recover, check, invariant=_assert_balanced)
 
 
 ORDER_ID = uuid.UUID("7d7f5f3e-1f0a-4a51-9d43-1a5f3f0b2c11")
@@ -532,11 +521,8 @@ async def test_a_store_outage_is_reported(store: Any, sleep: Any) -> None:
 
 
 async def test_endless_conflicts_give_up_after_the_attempts(store: Any, sleep: Any) -> None:
-    async def always_conflicting(*args: Any) -> None:
-        raise ConcurrencyConflictError("changed")
-
-    store.save = always_conflicting
+    store.conflicting = True
     inventory = _inventory(store, sleep, retry=RetryPolicy(attempts=4))
-    with pytest.raises(ContentionError):
-        await inventory.create_product(CreateProduct("A-1", "a", 1, "EUR", 1))
-    assert len(sleep.delays) == 4
+    assert (
+        await backoffs_before_contention(inventory.create_product(CreateProduct("A-1", "a", 1, "EUR", 1)), sleep) == 4
+    )

@@ -1,4 +1,5 @@
-"""The kit's fakes of the sidecar's state store and sleep (no network, nothing patched)."""
+"""The kit's fake state store with faults of its own (the kit's fixtures give the rest: sleep, sidecar_health); no
+network, nothing patched."""
 
 import uuid
 from typing import Any
@@ -8,7 +9,7 @@ import pytest
 
 from notifications.domain import Inbox, inbox_key
 from sidecart_kit.state import StoreUnavailableError
-from sidecart_kit.testing import FakeSleep, FakeStateStore
+from sidecart_kit.testing import FakeStateStore
 
 
 class InboxStore(FakeStateStore):
@@ -30,11 +31,6 @@ class InboxStore(FakeStateStore):
 @pytest.fixture
 def store() -> InboxStore:
     return InboxStore()
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    return FakeSleep()
 
 
 @pytest.fixture

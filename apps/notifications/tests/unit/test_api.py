@@ -15,19 +15,14 @@ from contracts.users import UserRegistered
 from notifications.api import ORDER_CANCELLED_ROUTE, ORDER_COMPLETED_ROUTE, USER_REGISTERED_ROUTE
 from notifications.main import create_app
 from notifications.settings import Settings
-from sidecart_kit.testing import FakeSidecarHealth
+from sidecart_kit.testing import FakeSidecarHealth, assert_probes_follow_the_sidecar
 
 from .conftest import InboxStore
 
 
 @pytest.fixture
-def health() -> FakeSidecarHealth:
-    return FakeSidecarHealth()
-
-
-@pytest.fixture
-def client(store: InboxStore, health: FakeSidecarHealth) -> Iterator[TestClient]:
-    app = create_app(Settings(pubsub_name="bus", dead_letter_topic="poison"), store=store, health=health)
+def client(store: InboxStore, sidecar_health: FakeSidecarHealth) -> Iterator[TestClient]:
+    app = create_app(Settings(pubsub_name="bus", dead_letter_topic="poison"), store=store, health=sidecar_health)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -356,15 +351,8 @@ def test_listing_during_a_store_outage_is_503(client: TestClient, store: InboxSt
 # --- health and errors --------------------------------------------------------------------------------------
 
 
-def test_healthz(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
-
-
-def test_readyz_follows_the_sidecar(client: TestClient, health: FakeSidecarHealth) -> None:
-    assert (client.get("/readyz").status_code, client.get("/readyz").json()) == (200, {"status": "ready"})
-    health.ready = False
-    response = client.get("/readyz")
-    assert (response.status_code, response.json()["error"]["code"]) == (503, "not_ready")
+def test_probes_follow_the_sidecar(client: TestClient, sidecar_health: FakeSidecarHealth) -> None:
+    assert_probes_follow_the_sidecar(client, sidecar_health)
 
 
 def test_wrong_method_is_405_in_the_error_shape(client: TestClient) -> None:

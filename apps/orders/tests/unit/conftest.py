@@ -300,24 +300,21 @@ def steps(
 
 
 @pytest.fixture
-def probe() -> FakeSidecarHealth:
-    return FakeSidecarHealth()
-
-
-@pytest.fixture
 def worker_state() -> FakeWorkerState:
     return FakeWorkerState()
 
 
 @pytest.fixture
-def make_app(orders: Orders, probe: FakeSidecarHealth, worker_state: FakeWorkerState) -> Callable[[Settings], FastAPI]:
+def make_app(
+    orders: Orders, sidecar_health: FakeSidecarHealth, worker_state: FakeWorkerState
+) -> Callable[[Settings], FastAPI]:
     """The real app with fakes on app.state, where its lifespan would put the real ones (it dials the sidecar, so it
     never runs)."""
 
     def make(settings: Settings) -> FastAPI:
         application = create_app(settings)
         application.state.orders = orders
-        application.state.sidecar_health = probe
+        application.state.sidecar_health = sidecar_health
         application.state.workflow_worker = worker_state
         return application
 

@@ -1,7 +1,6 @@
 """The Dapr adapters against a fake sidecar (httpx.MockTransport) that answers like daprd 1.18 on Redis."""
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
@@ -14,7 +13,6 @@ from orders.adapters import DaprInventory, DaprOrderRepository, DaprPayments, Da
 from orders.domain import IdempotencyClaim, Line, Order, Reason, RequestedLine, StepName, StepRecord, StepStatus
 from orders.handlers import ParticipantRefusedError, ParticipantUnavailableError
 from orders.saga import SagaInput
-from orders.settings import Settings
 from orders.workflow import EngineStatus
 from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
 from sidecart_kit.testing import fake_sidecar_client
@@ -129,14 +127,8 @@ def sidecar() -> FakeSidecar:
 
 
 @pytest.fixture
-async def client(sidecar: FakeSidecar) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake_sidecar_client(sidecar, Settings()) as opened:
-        yield opened
-
-
-@pytest.fixture
-def repository(client: httpx.AsyncClient) -> DaprOrderRepository:
-    return DaprOrderRepository(client, STORE)
+def repository(sidecar_client: httpx.AsyncClient) -> DaprOrderRepository:
+    return DaprOrderRepository(sidecar_client, STORE)
 
 
 def an_order() -> Order:
@@ -251,12 +243,12 @@ async def test_keys_are_url_encoded(repository: DaprOrderRepository, sidecar: Fa
 # --- inventory and payments ------------------------------------------------------------------------------------
 
 
-async def test_product_lookup(client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
+async def test_product_lookup(sidecar_client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
     sidecar.invoked[("GET", "inventory", "products/SKU-A")] = httpx.Response(
         200, json={"sku": "SKU-A", "name": "A", "price_cents": 500, "currency": "EUR", "available": 3}
     )
     sidecar.invoked[("GET", "inventory", "products/NOPE")] = app_error(404, "product_not_found")
-    inventory = DaprInventory(client, "inventory")
+    inventory = DaprInventory(sidecar_client, "inventory")
 
     product = await inventory.get_product("SKU-A")
     assert product is not None
@@ -264,7 +256,7 @@ async def test_product_lookup(client: httpx.AsyncClient, sidecar: FakeSidecar) -
     assert await inventory.get_product("NOPE") is None
 
 
-async def test_a_reservation_is_read_with_its_prices(client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
+async def test_a_reservation_is_read_with_its_prices(sidecar_client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
     order_id = uuid4()
     sidecar.invoked[("POST", "inventory", "reservations")] = httpx.Response(
         200,
@@ -277,7 +269,7 @@ async def test_a_reservation_is_read_with_its_prices(client: httpx.AsyncClient, 
         },
     )
 
-    reservation = await DaprInventory(client, "inventory").reserve(order_id, [RequestedLine("SKU-A", 2)])
+    reservation = await DaprInventory(sidecar_client, "inventory").reserve(order_id, [RequestedLine("SKU-A", 2)])
 
     assert reservation.total_cents == 900
     assert reservation.lines == (Line("SKU-A", 2, 450),)
@@ -295,18 +287,18 @@ async def test_a_reservation_is_read_with_its_prices(client: httpx.AsyncClient, 
     ],
 )
 async def test_a_4xx_is_a_final_refusal_with_its_code(
-    client: httpx.AsyncClient, sidecar: FakeSidecar, answer: httpx.Response, code: str
+    sidecar_client: httpx.AsyncClient, sidecar: FakeSidecar, answer: httpx.Response, code: str
 ) -> None:
     sidecar.invoked[("POST", "inventory", "reservations")] = answer
     with pytest.raises(ParticipantRefusedError) as refused:
-        await DaprInventory(client, "inventory").reserve(uuid4(), [RequestedLine("SKU-A", 1)])
+        await DaprInventory(sidecar_client, "inventory").reserve(uuid4(), [RequestedLine("SKU-A", 1)])
     assert refused.value.code == code
 
 
-async def test_insufficient_funds_is_a_refusal(client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
+async def test_insufficient_funds_is_a_refusal(sidecar_client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
     sidecar.invoked[("POST", "payments", "charges")] = app_error(402, "insufficient_funds", "balance 100")
     with pytest.raises(ParticipantRefusedError) as refused:
-        await DaprPayments(client, "payments").charge(uuid4(), uuid4(), 1000, "EUR")
+        await DaprPayments(sidecar_client, "payments").charge(uuid4(), uuid4(), 1000, "EUR")
     assert (refused.value.status, refused.value.code, refused.value.message) == (
         402,
         "insufficient_funds",
@@ -327,14 +319,14 @@ async def test_insufficient_funds_is_a_refusal(client: httpx.AsyncClient, sideca
     ],
 )
 async def test_transient_failures_are_unavailable(
-    client: httpx.AsyncClient, sidecar: FakeSidecar, answer: httpx.Response | Exception
+    sidecar_client: httpx.AsyncClient, sidecar: FakeSidecar, answer: httpx.Response | Exception
 ) -> None:
     sidecar.invoked[("POST", "payments", "charges")] = answer
     with pytest.raises(ParticipantUnavailableError):
-        await DaprPayments(client, "payments").charge(uuid4(), uuid4(), 1000, "EUR")
+        await DaprPayments(sidecar_client, "payments").charge(uuid4(), uuid4(), 1000, "EUR")
 
 
-async def test_charge_commit_release_refund_paths(client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
+async def test_charge_commit_release_refund_paths(sidecar_client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
     order_id = uuid4()
     sidecar.invoked[("POST", "payments", "charges")] = httpx.Response(
         200, json={"order_id": str(order_id), "status": "captured", "amount_cents": 1000, "balance_cents": 0}
@@ -346,7 +338,7 @@ async def test_charge_commit_release_refund_paths(client: httpx.AsyncClient, sid
     sidecar.invoked[("POST", "inventory", f"reservations/{order_id}/release")] = httpx.Response(
         200, json={"status": "released"}
     )
-    payments, inventory = DaprPayments(client, "payments"), DaprInventory(client, "inventory")
+    payments, inventory = DaprPayments(sidecar_client, "payments"), DaprInventory(sidecar_client, "inventory")
 
     assert await payments.charge(order_id, uuid4(), 1000, "EUR") == 1000
     assert await payments.refund(order_id) == "voided"
@@ -357,8 +349,10 @@ async def test_charge_commit_release_refund_paths(client: httpx.AsyncClient, sid
 # --- workflows and health -------------------------------------------------------------------------------------
 
 
-async def test_workflows_start_report_their_status_and_wake(client: httpx.AsyncClient, sidecar: FakeSidecar) -> None:
-    workflows = DaprWorkflows(client, "order_saga")
+async def test_workflows_start_report_their_status_and_wake(
+    sidecar_client: httpx.AsyncClient, sidecar: FakeSidecar
+) -> None:
+    workflows = DaprWorkflows(sidecar_client, "order_saga")
     order_id = uuid4()
     saga = SagaInput(order_id=order_id, user_id=uuid4(), lines=(RequestedLine("SKU-A", 1),))
 
@@ -375,13 +369,13 @@ async def test_workflows_start_report_their_status_and_wake(client: httpx.AsyncC
     assert started["events"] == [(DaprWorkflows.WAKE_EVENT, {})]
 
 
-async def test_waking_an_instance_the_sidecar_does_not_know_fails(client: httpx.AsyncClient) -> None:
+async def test_waking_an_instance_the_sidecar_does_not_know_fails(sidecar_client: httpx.AsyncClient) -> None:
     with pytest.raises(StoreUnavailableError):
-        await DaprWorkflows(client, "order_saga").wake(uuid4())
+        await DaprWorkflows(sidecar_client, "order_saga").wake(uuid4())
 
 
-async def test_probe(client: httpx.AsyncClient) -> None:
-    assert await WorkflowSidecarHealth(client, 1.0).is_ready()
+async def test_probe(sidecar_client: httpx.AsyncClient) -> None:
+    assert await WorkflowSidecarHealth(sidecar_client, 1.0).is_ready()
 
 
 RUNNING = {"runtimeStatus": "RUNNING", "placement": "placement: connected"}

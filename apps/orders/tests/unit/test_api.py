@@ -199,14 +199,16 @@ def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_needs_the_sidecar_and_the_workflow_worker(client: TestClient, probe: Any, worker_state: Any) -> None:
+def test_readyz_needs_the_sidecar_and_the_workflow_worker(
+    client: TestClient, sidecar_health: Any, worker_state: Any
+) -> None:
     assert client.get("/readyz").json() == {"status": "ready"}
 
     worker_state.connected = False
     details = assert_error(client.get("/readyz"), 503, "not_ready")
     assert ["workflow worker" in detail.reason for detail in details] == [True]
 
-    probe.ready = False
+    sidecar_health.ready = False
     assert len(assert_error(client.get("/readyz"), 503, "not_ready")) == 2
 
 

@@ -1,22 +1,8 @@
-"""The kit's fakes of the ports (no network, nothing patched), and the ids and time the tests share."""
+"""The ids and time the tests share (the kit's fixtures give the fakes of the ports: store, sleep, sidecar_health)."""
 
 import uuid
 from datetime import UTC, datetime
 
-import pytest
-
-from sidecart_kit.testing import FakeSleep, FakeStateStore
-
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 USER = uuid.UUID("6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11")
 ORDER = uuid.UUID("7d7f5f3e-1f0a-4a51-9d43-1a5f3f0b2c11")
-
-
-@pytest.fixture
-def store() -> FakeStateStore:
-    return FakeStateStore()
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    return FakeSleep()

@@ -12,18 +12,13 @@ from fastapi.testclient import TestClient
 from contracts.users import UserRegistered
 from payments.main import create_app
 from payments.settings import Settings
-from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore
+from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore, assert_probes_follow_the_sidecar
 
 
 @pytest.fixture
-def health() -> FakeSidecarHealth:
-    return FakeSidecarHealth()
-
-
-@pytest.fixture
-def client(store: FakeStateStore, health: FakeSidecarHealth) -> Iterator[TestClient]:
+def client(store: FakeStateStore, sidecar_health: FakeSidecarHealth) -> Iterator[TestClient]:
     settings = Settings(pubsub_name="bus", dead_letter_topic="poison", starting_credit_cents=10_000)
-    app = create_app(settings, store=store, sidecar_health=health)
+    app = create_app(settings, store=store, sidecar_health=sidecar_health)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -251,12 +246,8 @@ def test_outcomes_are_counted(client: TestClient, user_id: str) -> None:
 # --- health and errors -----------------------------------------------------------------------------------------
 
 
-def test_healthz_and_readyz(client: TestClient, health: Any) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready"}
-    health.ready = False
-    response = client.get("/readyz")
-    assert (response.status_code, _error(response)["code"]) == (503, "not_ready")
+def test_probes_follow_the_sidecar(client: TestClient, sidecar_health: FakeSidecarHealth) -> None:
+    assert_probes_follow_the_sidecar(client, sidecar_health)
 
 
 def test_errors_carry_the_request_id(client: TestClient) -> None:

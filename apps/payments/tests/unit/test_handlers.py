@@ -28,8 +28,8 @@ from payments.handlers import (
     RefundOutcome,
 )
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.state import ConcurrencyConflictError, ContentionError, StoreUnavailableError
-from sidecart_kit.testing import FakeStateStore, SimulatedCrash
+from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.testing import FakeStateStore, backoffs_before_contention, crash_at_every_write
 
 from .conftest import NOW, ORDER, USER
 
@@ -226,27 +226,17 @@ async def _crash_everywhere(
     check: Callable[[Any], None],
     setup: Callable[[Payments], Awaitable[object]] | None = None,
 ) -> int:
-    """Runs `action` crashing before its 1st, 2nd, ... write, then `recover`, and checks the outcome each time."""
-    crash_point = 0
-    while True:
-        store = FakeStateStore()
+    """Runs `action` on a credited wallet crashing before its 1st, 2nd, ... write, then `recover`, and checks the
+    outcome each time."""
+
+    async def prepare(store: FakeStateStore) -> Payments:
         payments = _payments(store, sleep)
         await payments.grant_starting_credit(USER)
         if setup is not None:
             await setup(payments)
-        store.crash_after_writes = crash_point
-        try:
-            await action(payments)
-        except SimulatedCrash:
-            pass
-        else:
-            return crash_point
-        store.crash_after_writes = None
-        _assert_balanced(store)
-        await recover(payments)
-        _assert_balanced(store)
-        check(store)
-        crash_point += 1
+        return payments
+
+    return await crash_at_every_write(prepare, action, recover, check, invariant=_assert_balanced)
 
 
 async def test_a_crashed_charge_is_completed_by_its_retry(sleep: Any) -> None:
@@ -313,11 +303,6 @@ async def test_a_failed_status_copy_does_not_fail_the_charge(store: Any, sleep: 
 
 
 async def test_endless_conflicts_give_up_after_the_attempts(store: Any, sleep: Any) -> None:
-    async def always_conflicting(*args: Any) -> None:
-        raise ConcurrencyConflictError("changed")
-
-    store.save = always_conflicting
+    store.conflicting = True
     payments = _payments(store, sleep, retry=RetryPolicy(attempts=4))
-    with pytest.raises(ContentionError):
-        await payments.grant_starting_credit(USER)
-    assert len(sleep.delays) == 4
+    assert await backoffs_before_contention(payments.grant_starting_credit(USER), sleep) == 4

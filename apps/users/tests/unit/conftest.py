@@ -214,16 +214,11 @@ def signer(private_key: RSAPrivateKey) -> RsaTokenSigner:
 
 
 @pytest.fixture
-def probe() -> FakeSidecarHealth:
-    return FakeSidecarHealth()
-
-
-@pytest.fixture
 def make_app(
     repository: FakeUserRepository,
     passwords: FakePasswordHasher,
     signer: RsaTokenSigner,
-    probe: FakeSidecarHealth,
+    sidecar_health: FakeSidecarHealth,
 ) -> Callable[[Settings], FastAPI]:
     """The real app with fakes on app.state, where its lifespan would put the real ones (it dials the sidecar, so it
     never runs)."""
@@ -232,7 +227,7 @@ def make_app(
         application = create_app(settings)
         application.state.users = Users(repository, passwords, signer, claim_grace=GRACE)
         application.state.key_set = signer
-        application.state.sidecar_health = probe
+        application.state.sidecar_health = sidecar_health
         return application
 
     return make

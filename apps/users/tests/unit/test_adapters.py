@@ -1,7 +1,6 @@
 """The Dapr adapters against the fake sidecar (conftest.FakeSidecar), which answers like daprd 1.18 on Redis."""
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -11,19 +10,11 @@ import pytest
 
 from contracts.users import UserRegistered
 from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
-from sidecart_kit.testing import fake_sidecar_client
 from users.adapters import DaprSecretKeySource, DaprUserRepository
 from users.domain import EmailClaim, User
-from users.settings import Settings
 
 STORE = "users-store"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def sidecar_client(sidecar: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake_sidecar_client(sidecar, Settings()) as client:
-        yield client
 
 
 @pytest.fixture

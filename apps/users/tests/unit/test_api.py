@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.testing import assert_probes_follow_the_sidecar
 from users.settings import Settings
 
 ANN = {"email": "ann@example.com", "password": "correct horse", "name": "Ann"}
@@ -35,16 +36,8 @@ def sign_up(client: TestClient, **changes: str) -> httpx.Response:
 # --- probes and keys ---------------------------------------------------------------------------------------
 
 
-def test_healthz(client: TestClient) -> None:
-    assert (client.get("/healthz").status_code, client.get("/healthz").json()) == (200, {"status": "ok"})
-
-
-def test_readyz_follows_the_sidecar(client: TestClient, probe: Any) -> None:
-    assert client.get("/readyz").json() == {"status": "ready"}
-
-    probe.ready = False
-
-    assert_error(client.get("/readyz"), 503, "not_ready")
+def test_probes_follow_the_sidecar(client: TestClient, sidecar_health: Any) -> None:
+    assert_probes_follow_the_sidecar(client, sidecar_health)
 
 
 def test_jwks_publishes_the_rsa_signing_key(client: TestClient, signer: Any) -> None:
