@@ -20,6 +20,7 @@ from typing import Any
 from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.telemetry import TelemetryEvent
 from contracts.users import UserRegistered
+from sidecart_kit.documents import MalformedDocumentError
 
 TELEMETRY_TYPES: tuple[str, ...] = ("page_view", "product_view", "search", "add_to_cart")
 SHARDS = 16
@@ -30,10 +31,6 @@ _MINUTE = "%Y%m%d%H%M"
 _HOUR = "%Y%m%d%H"
 
 BusinessEvent = UserRegistered | OrderCompleted | OrderCancelled
-
-
-class MalformedDocumentError(ValueError):
-    """A stored document is not what this version wrote: retrying cannot repair it."""
 
 
 def shard_of(event_id: str) -> int:

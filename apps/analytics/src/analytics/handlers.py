@@ -17,7 +17,6 @@ from analytics.domain import (
     BusinessHour,
     BusinessIndex,
     DeadLetter,
-    MalformedDocumentError,
     Outcome,
     TelemetryIndex,
     TelemetryShard,
@@ -32,6 +31,7 @@ from analytics.domain import (
     top_products,
 )
 from contracts.telemetry import TelemetryEvent
+from sidecart_kit.documents import MalformedDocumentError
 from sidecart_kit.events import (
     BulkDelivery,
     BulkEntry,

@@ -20,12 +20,10 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from sidecart_kit.documents import MalformedDocumentError, fields_of, whole_number
+
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 CATALOGUE_KEY = "catalogue"
-
-
-class MalformedDocumentError(ValueError):
-    """A stored document that does not have the expected shape."""
 
 
 def product_key(sku: str) -> str:
@@ -111,13 +109,6 @@ class Settlement(StrEnum):
     RELEASED = "released"
 
 
-def _int(document: Mapping[str, Any], name: str, minimum: int = 0) -> int:
-    value = document[name]
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise MalformedDocumentError(f"{name} is not an integer >= {minimum}")
-    return value
-
-
 @dataclass(frozen=True)
 class Hold:
     """Units held for an order, and the token of the reservation round that took them.
@@ -181,30 +172,24 @@ class Product:
 
     @classmethod
     def from_document(cls, document: object) -> "Product":
-        if not isinstance(document, Mapping):
-            raise MalformedDocumentError("a product document is not an object")
-        try:
-            holds = document.get("holds", {})
+        with fields_of(document, "product") as fields:
+            holds = fields.get("holds", {})
             if not isinstance(holds, Mapping):
                 raise MalformedDocumentError("holds is malformed")
             return cls(
-                sku=str(document["sku"]),
-                name=str(document["name"]),
-                price_cents=_int(document, "price_cents"),
-                currency=str(document["currency"]),
-                initial=_int(document, "initial"),
-                available=_int(document, "available"),
-                reserved=_int(document, "reserved"),
-                sold=_int(document, "sold"),
+                sku=str(fields["sku"]),
+                name=str(fields["name"]),
+                price_cents=whole_number(fields, "price_cents"),
+                currency=str(fields["currency"]),
+                initial=whole_number(fields, "initial"),
+                available=whole_number(fields, "available"),
+                reserved=whole_number(fields, "reserved"),
+                sold=whole_number(fields, "sold"),
                 holds={
-                    str(order_id): Hold(_int(hold, "quantity", minimum=1), str(hold["token"]))
+                    str(order_id): Hold(whole_number(hold, "quantity", minimum=1), str(hold["token"]))
                     for order_id, hold in holds.items()
                 },
             )
-        except MalformedDocumentError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise MalformedDocumentError(f"malformed product: {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -341,29 +326,25 @@ class Reservation:
 
     @classmethod
     def from_document(cls, document: object) -> "Reservation":
-        if not isinstance(document, Mapping):
-            raise MalformedDocumentError("a reservation document is not an object")
-        try:
+        with fields_of(document, "reservation") as fields:
             return cls(
-                order_id=UUID(str(document["order_id"])),
-                status=ReservationStatus(document["status"]),
+                order_id=UUID(str(fields["order_id"])),
+                status=ReservationStatus(fields["status"]),
                 lines=tuple(
-                    ReservedLine(str(line["sku"]), _int(line, "quantity", 1), _int(line, "unit_price_cents"))
-                    for line in document["lines"]
+                    ReservedLine(
+                        str(line["sku"]), whole_number(line, "quantity", 1), whole_number(line, "unit_price_cents")
+                    )
+                    for line in fields["lines"]
                 ),
-                currency=str(document["currency"]),
+                currency=str(fields["currency"]),
                 shortages=tuple(
-                    Shortage(str(item["sku"]), _int(item, "requested", 1), _int(item, "available"))
-                    for item in document.get("shortages", [])
+                    Shortage(str(item["sku"]), whole_number(item, "requested", 1), whole_number(item, "available"))
+                    for item in fields.get("shortages", [])
                 ),
-                hold_tokens={str(sku): str(token) for sku, token in dict(document.get("hold_tokens", {})).items()},
-                created_at=datetime.fromisoformat(str(document["created_at"])),
-                updated_at=datetime.fromisoformat(str(document["updated_at"])),
+                hold_tokens={str(sku): str(token) for sku, token in dict(fields.get("hold_tokens", {})).items()},
+                created_at=datetime.fromisoformat(str(fields["created_at"])),
+                updated_at=datetime.fromisoformat(str(fields["updated_at"])),
             )
-        except MalformedDocumentError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedDocumentError(f"malformed reservation: {exc!r}") from exc
 
 
 def plan_reservation(

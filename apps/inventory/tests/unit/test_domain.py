@@ -9,7 +9,6 @@ from inventory.domain import (
     Catalogue,
     Hold,
     HoldOutcome,
-    MalformedDocumentError,
     MixedCurrencyError,
     Product,
     RequestedLine,
@@ -22,6 +21,7 @@ from inventory.domain import (
     product_key,
     reservation_key,
 )
+from sidecart_kit.documents import MalformedDocumentError
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 ORDER = "7d7f5f3e-1f0a-4a51-9d43-1a5f3f0b2c11"

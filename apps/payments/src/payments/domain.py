@@ -14,11 +14,9 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from sidecart_kit.documents import MalformedDocumentError, fields_of, whole_number
+
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
-
-
-class MalformedDocumentError(ValueError):
-    """A stored document that does not have the expected shape."""
 
 
 def wallet_key(user_id: UUID) -> str:
@@ -65,13 +63,6 @@ class CurrencyMismatchError(PaymentsError):
 # --- wallets ---------------------------------------------------------------------------------------------------
 
 
-def _int(document: Mapping[str, Any], name: str, minimum: int | None = 0) -> int:
-    value = document[name]
-    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
-        raise MalformedDocumentError(f"{name} is not an integer >= {minimum}")
-    return value
-
-
 def _uuid_or_none(value: object) -> UUID | None:
     return None if value is None else UUID(str(value))
 
@@ -109,9 +100,9 @@ class ChargeDecision:
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> "ChargeDecision":
         return cls(
-            amount_cents=_int(document, "amount_cents"),
+            amount_cents=whole_number(document, "amount_cents"),
             state=ChargeState(document["state"]),
-            balance_cents=_int(document, "balance_cents"),
+            balance_cents=whole_number(document, "balance_cents"),
             decided_at=datetime.fromisoformat(str(document["decided_at"])),
         )
 
@@ -136,7 +127,7 @@ class Entry:
         return cls(
             kind=EntryKind(document["kind"]),
             order_id=_uuid_or_none(document.get("order_id")),
-            amount_cents=_int(document, "amount_cents"),
+            amount_cents=whole_number(document, "amount_cents"),
             at=datetime.fromisoformat(str(document["at"])),
         )
 
@@ -232,27 +223,21 @@ class Wallet:
 
     @classmethod
     def from_document(cls, document: object) -> "Wallet":
-        if not isinstance(document, Mapping):
-            raise MalformedDocumentError("a wallet document is not an object")
-        try:
-            charges = document.get("charges", {})
-            entries = document.get("entries", [])
+        with fields_of(document, "wallet") as fields:
+            charges = fields.get("charges", {})
+            entries = fields.get("entries", [])
             if not isinstance(charges, Mapping) or not isinstance(entries, list):
                 raise MalformedDocumentError("charges or entries are malformed")
             return cls(
-                user_id=UUID(str(document["user_id"])),
-                currency=str(document["currency"]),
-                balance_cents=_int(document, "balance_cents"),
-                credits_granted_cents=_int(document, "credits_granted_cents"),
-                captured_cents=_int(document, "captured_cents"),
-                starting_credit_granted=bool(document.get("starting_credit_granted", False)),
+                user_id=UUID(str(fields["user_id"])),
+                currency=str(fields["currency"]),
+                balance_cents=whole_number(fields, "balance_cents"),
+                credits_granted_cents=whole_number(fields, "credits_granted_cents"),
+                captured_cents=whole_number(fields, "captured_cents"),
+                starting_credit_granted=bool(fields.get("starting_credit_granted", False)),
                 charges={str(order_id): ChargeDecision.from_document(charges[order_id]) for order_id in charges},
                 entries=tuple(Entry.from_document(entry) for entry in entries),
             )
-        except MalformedDocumentError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise MalformedDocumentError(f"malformed wallet: {exc!r}") from exc
 
 
 # --- the charge index ------------------------------------------------------------------------------------------
@@ -315,21 +300,15 @@ class ChargeRecord:
 
     @classmethod
     def from_document(cls, document: object) -> "ChargeRecord":
-        if not isinstance(document, Mapping):
-            raise MalformedDocumentError("a charge document is not an object")
-        try:
+        with fields_of(document, "charge") as fields:
             return cls(
-                order_id=UUID(str(document["order_id"])),
-                user_id=_uuid_or_none(document.get("user_id")),
-                amount_cents=_int(document, "amount_cents"),
-                currency=str(document["currency"]),
-                status=ChargeStatus(document["status"]),
-                updated_at=datetime.fromisoformat(str(document["updated_at"])),
+                order_id=UUID(str(fields["order_id"])),
+                user_id=_uuid_or_none(fields.get("user_id")),
+                amount_cents=whole_number(fields, "amount_cents"),
+                currency=str(fields["currency"]),
+                status=ChargeStatus(fields["status"]),
+                updated_at=datetime.fromisoformat(str(fields["updated_at"])),
             )
-        except MalformedDocumentError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedDocumentError(f"malformed charge: {exc!r}") from exc
 
 
 def status_of(decision: ChargeDecision) -> ChargeStatus:

@@ -9,11 +9,11 @@ from payments.domain import (
     ChargeState,
     ChargeStatus,
     EntryKind,
-    MalformedDocumentError,
     Wallet,
     charge_key,
     wallet_key,
 )
+from sidecart_kit.documents import MalformedDocumentError
 
 from .conftest import NOW, ORDER, USER
 
