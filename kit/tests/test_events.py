@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -19,6 +21,8 @@ from sidecart_kit.events import (
     CloudEvent,
     DeliveryStatus,
     EventDeliveries,
+    EventRoutes,
+    SubscriberSettings,
     Subscription,
     bulk_answer,
     delivery_answer,
@@ -207,3 +211,37 @@ def test_an_unhandled_event_is_acknowledged_and_counted() -> None:
     assert deliveries.ignore("/events/unhandled", envelope_of(b'{"id": "e1", "type": "v2"}')) is DeliveryStatus.SUCCESS
     assert deliveries.ignore("/events/unhandled", envelope_of(b"not json")) is DeliveryStatus.SUCCESS
     assert _counts(registry) == {("/events/unhandled", "ignored"): 2.0}
+
+
+def test_event_routes_declare_each_subscription_beside_its_route() -> None:
+    router = APIRouter()
+    events = EventRoutes(router, more=lambda settings: [Subscription(settings.pubsub_name, "audit")])
+    delivered: list[str] = []
+
+    @events.subscribe(OrderCompleted, "/events/order-completed")
+    async def on_order_completed() -> dict[str, str]:
+        delivered.append("order-completed")
+        return {"status": "SUCCESS"}
+
+    app = FastAPI()
+    app.include_router(router)
+    app.state.settings = SubscriberSettings(pubsub_name="bus", dead_letter_topic="poison")
+    app.state.deliveries = EventDeliveries(delivery_counter("demo", CollectorRegistry()))
+    client = TestClient(app)
+
+    assert client.get("/dapr/subscribe").json() == [
+        {
+            "pubsubname": "bus",
+            "topic": OrderCompleted.TOPIC,
+            "routes": {
+                "rules": [{"match": f'event.type == "{OrderCompleted.TYPE}"', "path": "/events/order-completed"}],
+                "default": "/events/unhandled",
+            },
+            "deadLetterTopic": "poison",
+        },
+        {"pubsubname": "bus", "topic": "audit", "routes": {}},
+    ]
+    assert client.post("/events/order-completed").json() == {"status": "SUCCESS"}
+    assert delivered == ["order-completed"]
+    unhandled = client.post("/events/unhandled", json={"id": "e-1", "type": "sidecart.order.completed.v2"})
+    assert (unhandled.status_code, unhandled.json()) == (200, {"status": "SUCCESS"})

@@ -1,23 +1,42 @@
-"""Pub/sub as an app sees it through its sidecar: subscriptions declared beside their handlers, the CloudEvent
-envelopes and bulk deliveries the sidecar sends, and the answers it expects."""
+"""Pub/sub as an app sees it through its sidecar: the settings of a publisher and a subscriber, subscriptions
+declared beside their handlers, the CloudEvent envelopes and bulk deliveries the sidecar sends, and the answers it
+expects."""
 
 import base64
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.events import Event
 from sidecart_kit.logs import get_logger
+from sidecart_kit.service import from_app_state
+from sidecart_kit.sidecar import ServiceSettings
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
 EventData = TypeVar("EventData", bound=Event)
+Route = TypeVar("Route", bound=Callable[..., Any])
+
+UNHANDLED_EVENT_ROUTE = "/events/unhandled"
+
+
+class PubSubSettings(ServiceSettings):
+    """The settings of a service that publishes or subscribes: the name of its pub/sub component."""
+
+    pubsub_name: str = "pubsub"
+
+
+class SubscriberSettings(PubSubSettings):
+    """The settings of a service that subscribes: where a delivery the sidecar gave up on goes."""
+
+    dead_letter_topic: str = "deadletter"
 
 
 class DeliveryStatus(StrEnum):
@@ -125,6 +144,55 @@ def subscriptions_by_topic(
         )
         for topic, routes_by_type in routes_by_topic.items()
     ]
+
+
+class EventRoutes:
+    """An app's subscriptions, each declared beside the route its deliveries arrive at
+    (`@events.subscribe(UserRegistered, "/events/user-registered")` on the route), and what comes with them on
+    `router`: GET /dapr/subscribe, the subscriptions of those routes (subscriptions_by_topic, on the app's
+    settings.pubsub_name, dead-lettered to its settings.dead_letter_topic: a SubscriberSettings) and `more`
+    subscriptions of the app's own, each read from its settings; and, unless the app answers it itself
+    (`answer_unhandled=False`), POST /events/unhandled, where its topics' other event types (a future v2, say) are
+    acknowledged and logged by app.state.deliveries (an EventDeliveries), not lost silently."""
+
+    def __init__(
+        self,
+        router: APIRouter,
+        *,
+        more: Callable[[Any], Iterable[Subscription]] = lambda settings: (),
+        answer_unhandled: bool = True,
+    ) -> None:
+        self._router = router
+        self.routes: list[tuple[type[Event], str]] = []
+        settings_dep = Annotated[SubscriberSettings, Depends(from_app_state("settings"))]
+
+        @router.get("/dapr/subscribe", tags=["dapr"])
+        async def subscriptions(settings: settings_dep) -> list[dict[str, Any]]:
+            """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
+            return [subscription.to_dapr() for subscription in self.declared(settings, more(settings))]
+
+        if not answer_unhandled:
+            return
+        deliveries_dep = Annotated[EventDeliveries, Depends(from_app_state("deliveries"))]
+
+        @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
+        async def on_unhandled_event(request: Request, deliveries: deliveries_dep) -> JSONResponse:
+            """Delivery of an event type this version does not handle: acknowledged and logged."""
+            return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope_of(await request.body())))
+
+    def subscribe(self, contract: type[Event], path: str) -> Callable[[Route], Route]:
+        """Subscribes to `contract`'s events, delivered to the decorated route at POST `path`."""
+        self.routes.append((contract, path))
+        return self._router.post(path, tags=["dapr"])
+
+    def declared(self, settings: SubscriberSettings, more: Iterable[Subscription] = ()) -> list[Subscription]:
+        by_topic = subscriptions_by_topic(
+            settings.pubsub_name,
+            self.routes,
+            default_route=UNHANDLED_EVENT_ROUTE,
+            dead_letter_topic=settings.dead_letter_topic,
+        )
+        return [*by_topic, *more]
 
 
 class CloudEvent(BaseModel):

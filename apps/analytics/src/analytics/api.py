@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ValidationError
 
-from analytics.domain import BusinessEvent
 from analytics.handlers import Analytics, Deliveries
 from analytics.settings import Settings
 from contracts.api import ErrorDetail, ErrorResponse
@@ -17,14 +16,15 @@ from contracts.telemetry import TelemetryEvent, TelemetryType
 from contracts.users import UserRegistered
 from sidecart_kit.errors import ApiError, DomainErrors, unavailable
 from sidecart_kit.events import (
+    UNHANDLED_EVENT_ROUTE,
     BulkDelivery,
     BulkSettings,
+    EventRoutes,
     Subscription,
     bulk_answer,
     delivery_answer,
     envelope_of,
     problems,
-    subscriptions_by_topic,
 )
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
@@ -37,15 +37,8 @@ TELEMETRY_ROUTE = "/events/telemetry"
 USER_REGISTERED_ROUTE = "/events/user-registered"
 ORDER_COMPLETED_ROUTE = "/events/order-completed"
 ORDER_CANCELLED_ROUTE = "/events/order-cancelled"
-UNHANDLED_EVENT_ROUTE = "/events/unhandled"
 DEAD_LETTER_ROUTE = "/events/dead-letter"
 MAX_TIMESERIES_SPAN = timedelta(hours=24)
-
-BUSINESS_ROUTES: tuple[tuple[type[BusinessEvent], str], ...] = (
-    (UserRegistered, USER_REGISTERED_ROUTE),
-    (OrderCompleted, ORDER_COMPLETED_ROUTE),
-    (OrderCancelled, ORDER_CANCELLED_ROUTE),
-)
 
 DOMAIN_ERRORS: DomainErrors = {
     StoreUnavailableError: unavailable(
@@ -54,7 +47,6 @@ DOMAIN_ERRORS: DomainErrors = {
 }
 
 
-SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 AnalyticsDep = Annotated[Analytics, Depends(from_app_state("analytics"))]
 DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
 
@@ -62,11 +54,8 @@ DeliveriesDep = Annotated[Deliveries, Depends(from_app_state("deliveries"))]
 # --- Subscriptions (the contract with the sidecar) --------------------------------------------------------------
 
 
-@router.get("/dapr/subscribe", tags=["dapr"])
-async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
-    """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start). Types this
-    version does not know are acknowledged and logged (in the bulk format on the telemetry topic: the default route
-    of a bulk subscription receives bulk deliveries too)."""
+def _telemetry_and_dead_letters(settings: Settings) -> list[Subscription]:
+    """Beside the business events: telemetry in bulk, and the telemetry dead letters (kept for inspection)."""
     telemetry = Subscription(
         pubsub=settings.pubsub_name,
         topic=TelemetryEvent.TOPIC,
@@ -75,16 +64,15 @@ async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
         dead_letter_topic=settings.telemetry_dead_letter_topic,
         bulk=BulkSettings(max_messages=settings.bulk_max_messages, max_await_ms=settings.bulk_max_await_ms),
     )
-    business = subscriptions_by_topic(
-        settings.pubsub_name,
-        BUSINESS_ROUTES,
-        default_route=UNHANDLED_EVENT_ROUTE,
-        dead_letter_topic=settings.dead_letter_topic,
-    )
     dead_letters = Subscription(
         pubsub=settings.pubsub_name, topic=settings.telemetry_dead_letter_topic, default_route=DEAD_LETTER_ROUTE
     )
-    return [subscription.to_dapr() for subscription in (telemetry, *business, dead_letters)]
+    return [telemetry, dead_letters]
+
+
+# Types this version does not know are acknowledged and logged here, in the bulk format on the telemetry topic too
+# (the default route of a bulk subscription receives bulk deliveries): so the unhandled route is the app's own.
+events = EventRoutes(router, more=_telemetry_and_dead_letters, answer_unhandled=False)
 
 
 # --- Deliveries -------------------------------------------------------------------------------------------------
@@ -105,19 +93,19 @@ async def on_telemetry(request: Request, deliveries: DeliveriesDep) -> JSONRespo
     return bulk_answer(await deliveries.telemetry(TELEMETRY_ROUTE, delivery))
 
 
-@router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
+@events.subscribe(UserRegistered, USER_REGISTERED_ROUTE)
 async def on_user_registered(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `user.registered`: one sign-up, once per event."""
     return delivery_answer(await deliveries.business(USER_REGISTERED_ROUTE, UserRegistered, await request.body()))
 
 
-@router.post(ORDER_COMPLETED_ROUTE, tags=["dapr"])
+@events.subscribe(OrderCompleted, ORDER_COMPLETED_ROUTE)
 async def on_order_completed(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `order.completed`: one completed order and its revenue, once per event."""
     return delivery_answer(await deliveries.business(ORDER_COMPLETED_ROUTE, OrderCompleted, await request.body()))
 
 
-@router.post(ORDER_CANCELLED_ROUTE, tags=["dapr"])
+@events.subscribe(OrderCancelled, ORDER_CANCELLED_ROUTE)
 async def on_order_cancelled(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `order.cancelled`: one cancelled order, once per event."""
     return delivery_answer(await deliveries.business(ORDER_CANCELLED_ROUTE, OrderCancelled, await request.body()))

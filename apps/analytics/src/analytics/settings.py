@@ -6,10 +6,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from sidecart_kit.events import SubscriberSettings
 from sidecart_kit.state import StateStoreSettings
 
 
-class Settings(StateStoreSettings):
+class Settings(StateStoreSettings, SubscriberSettings):
     model_config = SettingsConfigDict(env_prefix="ANALYTICS_")
 
     app_port: int = 8107
@@ -18,10 +19,8 @@ class Settings(StateStoreSettings):
     # A lost first-insert race on Redis only surfaces after Dapr's own component retries (~6 s), so allow more.
     sidecar_timeout_seconds: float = Field(default=20.0, gt=0)
 
-    pubsub_name: str = "pubsub"
     state_store: str = "analytics-store"
     telemetry_dead_letter_topic: str = "telemetry-deadletter"
-    dead_letter_topic: str = "deadletter"
     bulk_max_messages: int = 500
     bulk_max_await_ms: int = 200
 

@@ -4,10 +4,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts.telemetry import TelemetryEvent
-from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.events import PubSubSettings
 
 
-class Settings(ServiceSettings):
+class Settings(PubSubSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_")
 
     app_port: int = 8106
@@ -16,7 +16,6 @@ class Settings(ServiceSettings):
     # A bulk publish of a whole batch (up to 1,000 events) may take longer than the kit's default allows.
     sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    pubsub_name: str = "pubsub"
     telemetry_topic: str = TelemetryEvent.TOPIC
     # The CloudEvent `source` of every event ingest publishes.
     event_source: str = "ingest"

@@ -2,7 +2,7 @@
 /healthz and /readyz)."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
@@ -13,26 +13,18 @@ from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
 from notifications.domain import NotifiableEvent
 from notifications.handlers import Notifications, Outcome, RecordNotice
-from notifications.settings import Settings
 from sidecart_kit.errors import DomainErrors, unavailable
-from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
+from sidecart_kit.events import EventDeliveries, EventRoutes, delivery_answer
 from sidecart_kit.service import from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
 router = APIRouter()
+# Each event type this version turns into a notice is subscribed to beside its route.
+events = EventRoutes(router)
 
 USER_REGISTERED_ROUTE = "/events/user-registered"
 ORDER_COMPLETED_ROUTE = "/events/order-completed"
 ORDER_CANCELLED_ROUTE = "/events/order-cancelled"
-UNHANDLED_EVENT_ROUTE = "/events/unhandled"
-
-# Each event type this version turns into a notice, and the route its deliveries arrive at: the subscriptions
-# are built from this table.
-DELIVERY_ROUTES: tuple[tuple[type[NotifiableEvent], str], ...] = (
-    (UserRegistered, USER_REGISTERED_ROUTE),
-    (OrderCompleted, ORDER_COMPLETED_ROUTE),
-    (OrderCancelled, ORDER_CANCELLED_ROUTE),
-)
 
 DOMAIN_ERRORS: DomainErrors = {
     StoreUnavailableError: unavailable(
@@ -41,25 +33,11 @@ DOMAIN_ERRORS: DomainErrors = {
 }
 
 
-SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 NotificationsDep = Annotated[Notifications, Depends(from_app_state("notifications"))]
 DeliveriesDep = Annotated[EventDeliveries, Depends(from_app_state("deliveries"))]
 
 
 # --- Subscriptions and deliveries (the contract with the sidecar) -----------------------------------------------
-
-
-@router.get("/dapr/subscribe", tags=["dapr"])
-async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
-    """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
-    declared = subscriptions_by_topic(
-        settings.pubsub_name,
-        DELIVERY_ROUTES,
-        # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
-        default_route=UNHANDLED_EVENT_ROUTE,
-        dead_letter_topic=settings.dead_letter_topic,
-    )
-    return [subscription.to_dapr() for subscription in declared]
 
 
 async def _record_notice(
@@ -80,7 +58,7 @@ async def _record_notice(
     )
 
 
-@router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
+@events.subscribe(UserRegistered, USER_REGISTERED_ROUTE)
 async def on_user_registered(
     request: Request, notifications: NotificationsDep, deliveries: DeliveriesDep
 ) -> JSONResponse:
@@ -88,7 +66,7 @@ async def on_user_registered(
     return await _record_notice(USER_REGISTERED_ROUTE, UserRegistered, request, notifications, deliveries)
 
 
-@router.post(ORDER_COMPLETED_ROUTE, tags=["dapr"])
+@events.subscribe(OrderCompleted, ORDER_COMPLETED_ROUTE)
 async def on_order_completed(
     request: Request, notifications: NotificationsDep, deliveries: DeliveriesDep
 ) -> JSONResponse:
@@ -96,18 +74,12 @@ async def on_order_completed(
     return await _record_notice(ORDER_COMPLETED_ROUTE, OrderCompleted, request, notifications, deliveries)
 
 
-@router.post(ORDER_CANCELLED_ROUTE, tags=["dapr"])
+@events.subscribe(OrderCancelled, ORDER_CANCELLED_ROUTE)
 async def on_order_cancelled(
     request: Request, notifications: NotificationsDep, deliveries: DeliveriesDep
 ) -> JSONResponse:
     """Delivery of `order.cancelled`: tell the buyer their order was cancelled and why, once per event."""
     return await _record_notice(ORDER_CANCELLED_ROUTE, OrderCancelled, request, notifications, deliveries)
-
-
-@router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
-async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
-    """Delivery of an event type this version does not handle: acknowledged and logged."""
-    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope_of(await request.body())))
 
 
 # --- Queries ---------------------------------------------------------------------------------------------------

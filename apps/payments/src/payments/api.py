@@ -1,7 +1,7 @@
 """HTTP routes: the Dapr subscription and its deliveries, wallets, the saga's charge and refund."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
@@ -23,7 +23,7 @@ from payments.domain import (
 from payments.handlers import ChargePayment, CreditOutcome, Payments, RefundOutcome
 from payments.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors, error_responses, unavailable
-from sidecart_kit.events import EventDeliveries, delivery_answer, envelope_of, subscriptions_by_topic
+from sidecart_kit.events import EventDeliveries, EventRoutes, delivery_answer
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import from_app_state
@@ -31,10 +31,9 @@ from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
 router = APIRouter()
+events = EventRoutes(router)
 
 USER_REGISTERED_ROUTE = "/events/user-registered"
-UNHANDLED_EVENT_ROUTE = "/events/unhandled"
-
 
 SettingsDep = Annotated[Settings, Depends(from_app_state("settings"))]
 PaymentsDep = Annotated[Payments, Depends(from_app_state("payments"))]
@@ -55,20 +54,7 @@ _ERRORS = error_responses(
 # --- Subscriptions and deliveries (the contract with the sidecar) -----------------------------------------------
 
 
-@router.get("/dapr/subscribe", tags=["dapr"])
-async def subscriptions(settings: SettingsDep) -> list[dict[str, Any]]:
-    """The topics this app subscribes to, routed by CloudEvent type (read by the sidecar at start)."""
-    declared = subscriptions_by_topic(
-        settings.pubsub_name,
-        [(UserRegistered, USER_REGISTERED_ROUTE)],
-        # Types this version does not know (a future v2, say) are acknowledged and logged, not lost silently.
-        default_route=UNHANDLED_EVENT_ROUTE,
-        dead_letter_topic=settings.dead_letter_topic,
-    )
-    return [subscription.to_dapr() for subscription in declared]
-
-
-@router.post(USER_REGISTERED_ROUTE, tags=["dapr"])
+@events.subscribe(UserRegistered, USER_REGISTERED_ROUTE)
 async def on_user_registered(request: Request, payments: PaymentsDep, deliveries: DeliveriesDep) -> JSONResponse:
     """Delivery of `user.registered`: the user's wallet gets the starting credit, once per user."""
 
@@ -81,12 +67,6 @@ async def on_user_registered(request: Request, payments: PaymentsDep, deliveries
             USER_REGISTERED_ROUTE, UserRegistered, body, grant, log_context=lambda user: {"user_id": str(user.user_id)}
         )
     )
-
-
-@router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
-async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
-    """Delivery of an event type this version does not handle: acknowledged and logged."""
-    return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope_of(await request.body())))
 
 
 # --- Wallets ---------------------------------------------------------------------------------------------------

@@ -1,20 +1,20 @@
-"""Payments configuration: PAYMENTS_* variables, over the kit's settings of a service with a state store."""
+"""Payments configuration: PAYMENTS_* variables, over the kit's settings of a service with a state store that
+subscribes to events."""
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from sidecart_kit.events import SubscriberSettings
 from sidecart_kit.state import StateStoreSettings
 
 
-class Settings(StateStoreSettings):
+class Settings(StateStoreSettings, SubscriberSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_")
 
     app_port: int = 8104
     dapr_http_port: int = 3504
     dapr_grpc_port: int = 50041
 
-    pubsub_name: str = "pubsub"
-    dead_letter_topic: str = "deadletter"
     state_store: str = "payments-store"
 
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from contracts.users import UserRegistered
 from payments.main import create_app
 from payments.settings import Settings
+from sidecart_kit.events import subscriptions_by_topic
 from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore, assert_probes_follow_the_sidecar
 
 
@@ -69,17 +70,14 @@ def _error(response: Any) -> dict[str, Any]:
 
 
 def test_subscription_routes_by_type_with_a_default_and_a_dead_letter_topic(client: TestClient) -> None:
-    assert client.get("/dapr/subscribe").json() == [
-        {
-            "pubsubname": "bus",
-            "topic": "users",
-            "routes": {
-                "rules": [{"match": 'event.type == "sidecart.user.registered.v1"', "path": "/events/user-registered"}],
-                "default": "/events/unhandled",
-            },
-            "deadLetterTopic": "poison",
-        }
-    ]
+    # The Dapr format of a subscription is the kit's (and its tests'); what payments subscribes to is its own.
+    expected = subscriptions_by_topic(
+        "bus",
+        [(UserRegistered, "/events/user-registered")],
+        default_route="/events/unhandled",
+        dead_letter_topic="poison",
+    )
+    assert client.get("/dapr/subscribe").json() == [subscription.to_dapr() for subscription in expected]
 
 
 def test_a_registered_user_gets_the_starting_credit_once(client: TestClient, user_id: str) -> None:
