@@ -27,7 +27,7 @@ from sidecart_kit.events import (
     problems,
 )
 from sidecart_kit.logs import get_logger
-from sidecart_kit.service import from_app_state
+from sidecart_kit.service import Service, from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -45,6 +45,13 @@ DOMAIN_ERRORS: DomainErrors = {
         "Analytics cannot be read right now.", retry_after_seconds=2, code="store_unavailable"
     ),
 }
+
+SERVICE = Service(
+    "analytics",
+    "CQRS read models folded exactly once from telemetry, order and user events.",
+    routers=[router],
+    domain_errors=DOMAIN_ERRORS,
+)
 
 
 AnalyticsDep = Annotated[Analytics, Depends(from_app_state("analytics"))]

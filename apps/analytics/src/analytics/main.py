@@ -14,16 +14,9 @@ from analytics.handlers import Analytics, Deliveries, MessagePublisher
 from analytics.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import Service, service_app
+from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StateStore
-
-ANALYTICS = Service(
-    "analytics",
-    "CQRS read models folded exactly once from telemetry, order and user events.",
-    routers=[api.router],
-    domain_errors=api.DOMAIN_ERRORS,
-)
 
 
 def create_app(
@@ -56,10 +49,10 @@ def create_app(
         )
         yield
 
-    app = service_app(ANALYTICS, settings, compose, sidecar_health=health)
+    app = service_app(api.SERVICE, settings, compose, sidecar_health=health)
     events = EventDeliveries(
         delivery_counter(
-            ANALYTICS.name,
+            api.SERVICE.name,
             app.state.metrics_registry,
             "Events delivered, by route and outcome (counted, duplicate, expired, dead_lettered, retry, ignored).",
         )

@@ -26,7 +26,7 @@ from gateway.handlers import ApiKeys, Authenticator, Gateway
 from gateway.rate_limits import RateLimitedError, RateLimits
 from gateway.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors
-from sidecart_kit.service import from_app_state, read_limited_body
+from sidecart_kit.service import Service, from_app_state, read_limited_body
 
 
 async def refuse_unreadable_headers(request: Request) -> None:
@@ -301,3 +301,12 @@ DOMAIN_ERRORS: DomainErrors = {
     RateLimitedError: _rate_limited,
     UpstreamError: _upstream_failed,
 }
+
+# Public: no app token, the gateway is the public edge, called by clients rather than by its sidecar.
+SERVICE = Service(
+    "gateway",
+    "The public entry point: verifies tokens and routes each call to its app through Dapr.",
+    routers=[router],
+    domain_errors=DOMAIN_ERRORS,
+    public=True,
+)

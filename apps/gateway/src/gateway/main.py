@@ -13,16 +13,7 @@ from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.rate_limits import RateLimits
 from gateway.settings import Settings
-from sidecart_kit.service import Service, service_app
-
-# Public: no app token, the gateway is the public edge, called by clients rather than by its sidecar.
-GATEWAY = Service(
-    "gateway",
-    "The public entry point: verifies tokens and routes each call to its app through Dapr.",
-    routers=[api.router],
-    domain_errors=api.DOMAIN_ERRORS,
-    public=True,
-)
+from sidecart_kit.service import service_app
 
 
 def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
@@ -62,7 +53,7 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         )
         yield
 
-    app = service_app(GATEWAY, settings, compose, sidecar_transport=sidecar_transport)
+    app = service_app(api.SERVICE, settings, compose, sidecar_transport=sidecar_transport)
     registry = app.state.metrics_registry
     upstream_calls = Counter(
         "gateway_upstream_requests_total",

@@ -16,20 +16,11 @@ from inventory.settings import Settings
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import Service, service_app
+from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StateStore
 
 log = get_logger(__name__)
-
-# /readyz asks app.state.readiness: ready once the demo catalogue is seeded, not as soon as the sidecar is.
-INVENTORY = Service(
-    "inventory",
-    "The catalogue and its stock, reserved and released by the order saga, never oversold.",
-    routers=[api.router],
-    domain_errors=api.DOMAIN_ERRORS,
-    readiness="readiness",
-)
 
 
 class SeededReadiness:
@@ -105,10 +96,10 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await background
 
-    app = service_app(INVENTORY, settings, compose, sidecar_health=sidecar_health)
+    app = service_app(api.SERVICE, settings, compose, sidecar_health=sidecar_health)
     app.state.seeded = not settings.seed_demo_catalogue
     app.state.operations = OperationCounter(
-        INVENTORY.name,
+        api.SERVICE.name,
         app.state.metrics_registry,
         "Reservation operations answered, by operation and outcome.",
         api.DOMAIN_ERRORS,

@@ -15,7 +15,7 @@ from notifications.domain import NotifiableEvent
 from notifications.handlers import Notifications, Outcome, RecordNotice
 from sidecart_kit.errors import DomainErrors, unavailable
 from sidecart_kit.events import EventDeliveries, EventRoutes, delivery_answer
-from sidecart_kit.service import from_app_state
+from sidecart_kit.service import Service, from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
 router = APIRouter()
@@ -31,6 +31,13 @@ DOMAIN_ERRORS: DomainErrors = {
         "Notifications cannot be read right now.", retry_after_seconds=2, code="store_unavailable"
     ),
 }
+
+SERVICE = Service(
+    "notifications",
+    "Reacts to events once each and keeps each user's notices.",
+    routers=[router],
+    domain_errors=DOMAIN_ERRORS,
+)
 
 
 NotificationsDep = Annotated[Notifications, Depends(from_app_state("notifications"))]

@@ -13,16 +13,9 @@ from notifications.handlers import Limits, Notifications
 from notifications.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import Service, service_app
+from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StateStore
-
-NOTIFICATIONS = Service(
-    "notifications",
-    "Reacts to events once each and keeps each user's notices.",
-    routers=[api.router],
-    domain_errors=api.DOMAIN_ERRORS,
-)
 
 
 def create_app(settings: Settings, *, store: StateStore | None = None, health: ReadinessProbe | None = None) -> FastAPI:
@@ -39,6 +32,6 @@ def create_app(settings: Settings, *, store: StateStore | None = None, health: R
         )
         yield
 
-    app = service_app(NOTIFICATIONS, settings, compose, sidecar_health=health)
-    app.state.deliveries = EventDeliveries(delivery_counter(NOTIFICATIONS.name, app.state.metrics_registry))
+    app = service_app(api.SERVICE, settings, compose, sidecar_health=health)
+    app.state.deliveries = EventDeliveries(delivery_counter(api.SERVICE.name, app.state.metrics_registry))
     return app

@@ -24,7 +24,7 @@ from orders.domain import (
 )
 from orders.handlers import Orders, PlaceOrder
 from sidecart_kit.errors import ApiError, DomainErrors, unavailable
-from sidecart_kit.service import from_app_state
+from sidecart_kit.service import Service, from_app_state
 from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StoreUnavailableError
 
@@ -208,3 +208,12 @@ DOMAIN_ERRORS: DomainErrors = {
     OrderNotFoundError: lambda _: ApiError(404, "order_not_found", "No order with this id."),
     StoreUnavailableError: unavailable("The service is unavailable, try again shortly.", retry_after_seconds=1),
 }
+
+# Readiness of its own: open_router's /readyz also asks whether the workflow worker is connected.
+SERVICE = Service(
+    "orders",
+    "Accepts orders and runs each one's saga (reserve, charge, confirm) as a Dapr Workflow.",
+    routers=[open_router, router],
+    domain_errors=DOMAIN_ERRORS,
+    readiness=None,
+)

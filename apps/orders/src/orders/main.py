@@ -26,21 +26,12 @@ from orders.settings import Settings
 from orders.workflow import WORKFLOW_NAME, Runtime, StepsFactory, WorkflowWorker, build_runtime
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
-from sidecart_kit.service import Service, service_app
+from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import create_sidecar_client
 
 log = get_logger(__name__)
 
 RuntimeFactory = Callable[[Settings, StepsFactory], Runtime]
-
-# Readiness of its own: open_router's /readyz also asks whether the workflow worker is connected.
-ORDERS = Service(
-    "orders",
-    "Accepts orders and runs each one's saga (reserve, charge, confirm) as a Dapr Workflow.",
-    routers=[api.open_router, api.router],
-    domain_errors=api.DOMAIN_ERRORS,
-    readiness=None,
-)
 
 # The workflow SDK logs each registration and (re)connection at info, and every work item at debug.
 _WORKFLOW_SDK_LOGGERS = ("WorkflowRuntime", "DaprWorkflowContext", "durabletask-worker", "durabletask-client")
@@ -115,7 +106,7 @@ def create_app(
         finally:
             await worker.stop()
 
-    app = service_app(ORDERS, settings, compose, sidecar_transport=sidecar_transport)
+    app = service_app(api.SERVICE, settings, compose, sidecar_transport=sidecar_transport)
     for name in _WORKFLOW_SDK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     saga_metrics = SagaMetrics(app.state.metrics_registry)

@@ -26,7 +26,7 @@ from sidecart_kit.errors import ApiError, DomainErrors, error_responses, unavail
 from sidecart_kit.events import EventDeliveries, EventRoutes, delivery_answer
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
-from sidecart_kit.service import from_app_state
+from sidecart_kit.service import Service, from_app_state
 from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
@@ -187,3 +187,10 @@ DOMAIN_ERRORS: DomainErrors = {
     PaymentsError: _refusal,
     StoreUnavailableError: unavailable("Payments cannot be read or changed right now; retry.", retry_after_seconds=1),
 }
+
+SERVICE = Service(
+    "payments",
+    "Wallets, charges and refunds for the order saga, never a negative balance.",
+    routers=[router],
+    domain_errors=DOMAIN_ERRORS,
+)

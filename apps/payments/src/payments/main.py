@@ -13,16 +13,9 @@ from payments.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import Service, service_app
+from sidecart_kit.service import service_app
 from sidecart_kit.sidecar import ReadinessProbe
 from sidecart_kit.state import StateStore
-
-PAYMENTS = Service(
-    "payments",
-    "Wallets, charges and refunds for the order saga, never a negative balance.",
-    routers=[api.router],
-    domain_errors=api.DOMAIN_ERRORS,
-)
 
 
 def create_app(
@@ -46,10 +39,10 @@ def create_app(
         )
         yield
 
-    app = service_app(PAYMENTS, settings, compose, sidecar_health=sidecar_health)
+    app = service_app(api.SERVICE, settings, compose, sidecar_health=sidecar_health)
     registry = app.state.metrics_registry
     app.state.operations = OperationCounter(
-        PAYMENTS.name, registry, "Charges and refunds answered, by operation and outcome.", api.DOMAIN_ERRORS
+        api.SERVICE.name, registry, "Charges and refunds answered, by operation and outcome.", api.DOMAIN_ERRORS
     )
-    app.state.deliveries = EventDeliveries(delivery_counter(PAYMENTS.name, registry))
+    app.state.deliveries = EventDeliveries(delivery_counter(api.SERVICE.name, registry))
     return app

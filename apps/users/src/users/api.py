@@ -18,7 +18,7 @@ from pydantic import (
 from contracts.api import ErrorResponse
 from contracts.users import normalise_email
 from sidecart_kit.errors import ApiError, DomainErrors, unavailable
-from sidecart_kit.service import from_app_state
+from sidecart_kit.service import Service, from_app_state
 from sidecart_kit.state import StoreUnavailableError
 from users.domain import (
     NAME_MAX_LENGTH,
@@ -156,3 +156,10 @@ DOMAIN_ERRORS: DomainErrors = {
     UserNotFoundError: lambda _: ApiError(404, "user_not_found", "No user with this id."),
     StoreUnavailableError: unavailable("The service is unavailable, try again shortly.", retry_after_seconds=1),
 }
+
+SERVICE = Service(
+    "users",
+    "Sign-up, login (RS256 JWTs) and profiles, reached through Dapr service invocation.",
+    routers=[router],
+    domain_errors=DOMAIN_ERRORS,
+)

@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from sidecart_kit.logs import get_logger
-from sidecart_kit.service import Service, service_app
+from sidecart_kit.service import service_app
 from sidecart_kit.state import StoreUnavailableError
 from users import api
 from users.adapters import DaprSecretKeySource, DaprUserRepository
@@ -21,13 +21,6 @@ from users.settings import Settings
 log = get_logger(__name__)
 
 Result = TypeVar("Result")
-
-USERS = Service(
-    "users",
-    "Sign-up, login (RS256 JWTs) and profiles, reached through Dapr service invocation.",
-    routers=[api.router],
-    domain_errors=api.DOMAIN_ERRORS,
-)
 
 
 async def _retry_until(deadline_seconds: float, attempt: Callable[[], Awaitable[Result]], what: str) -> Result:
@@ -71,4 +64,4 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         log.info("users_started", kid=signer.kid, state_store=settings.state_store)
         yield
 
-    return service_app(USERS, settings, compose, sidecar_transport=sidecar_transport)
+    return service_app(api.SERVICE, settings, compose, sidecar_transport=sidecar_transport)
