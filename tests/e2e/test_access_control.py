@@ -24,7 +24,7 @@ APPS = ["gateway", "users", "notifications", "inventory", "payments", "orders", 
 
 @pytest.mark.parametrize("app_id", APPS)
 def test_an_app_reaches_its_own_store_and_no_other(platform: Platform, app_id: str) -> None:
-    with httpx.Client(base_url=platform.sidecar_url(app_id), timeout=5) as sidecar:
+    with platform.sidecar_client(app_id, timeout=5) as sidecar:
         if app_id in STORE_OF:
             own = sidecar.get(f"/v1.0/state/{STORE_OF[app_id]}/access-control-probe")
             assert own.status_code == 204, own.text  # a key nobody wrote: found the store, no value
@@ -57,7 +57,7 @@ def test_an_app_cannot_publish_to_a_topic_it_does_not_own(platform: Platform, ap
     response = httpx.post(
         f"{platform.sidecar_url(app_id)}/v1.0/publish/pubsub/{topic}",
         json=event,
-        headers={"content-type": "application/cloudevents+json"},
+        headers={"content-type": "application/cloudevents+json", **platform.sidecar_headers(app_id)},
         timeout=5,
     )
     assert response.status_code == 403, response.text
@@ -71,6 +71,6 @@ def test_the_topic_scopes_grant_every_subscription_the_apps_declare(platform: Pl
         "analytics": {"telemetry", "telemetry-deadletter", "orders", "users"},
     }
     for app_id, topics in granted.items():
-        metadata = httpx.get(f"{platform.sidecar_url(app_id)}/v1.0/metadata", timeout=5).json()
+        metadata = platform.sidecar_metadata(app_id)
         subscribed = {s["topic"] for s in metadata.get("subscriptions", []) if s["pubsubname"] == "pubsub"}
         assert subscribed == topics, (app_id, subscribed)

@@ -17,7 +17,7 @@ import pytest
 
 from devstack.platform_run import Platform
 from tests.e2e.journeys import bearer, eventually, log_in, sign_up
-from tests.e2e.shop import invoke_url
+from tests.e2e.shop import own_method
 
 pytestmark = pytest.mark.e2e
 
@@ -154,12 +154,15 @@ async def test_a_poison_message_lands_in_the_dead_letter_topic(platform: Platfor
             # Through ingest's sidecar: the one app the pubsub's publishing scopes let publish telemetry.
             f"{platform.sidecar_url('ingest')}/v1.0/publish/pubsub/telemetry",
             json=envelope,
-            headers={"content-type": "application/cloudevents+json"},
+            headers={"content-type": "application/cloudevents+json", **platform.sidecar_headers("ingest")},
         )
         assert published.status_code == 204, published.text
 
         async def dead_letter_ids() -> list[str]:
-            response = await client.get(invoke_url(platform, "analytics", "admin/dead-letters"))
+            response = await client.get(
+                f"{platform.sidecar_url('analytics')}{own_method('analytics', 'admin/dead-letters')}",
+                headers=platform.sidecar_headers("analytics"),
+            )
             assert response.status_code == 200, response.text
             return [str(item["id"]) for item in response.json()["items"]]
 

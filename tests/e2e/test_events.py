@@ -39,7 +39,7 @@ async def test_a_redelivered_event_is_handled_once(platform: Platform, gateway: 
             "data": data.model_dump(mode="json"),
         }
 
-    async with httpx.AsyncClient(timeout=5) as sidecar:
+    async with httpx.AsyncClient(timeout=5, headers=platform.sidecar_headers("users")) as sidecar:
         duplicate_id, sentinel_id = f"e2e-{uuid.uuid4()}", f"e2e-{uuid.uuid4()}"
         for event_id in (duplicate_id, duplicate_id, sentinel_id):
             published = await sidecar.post(

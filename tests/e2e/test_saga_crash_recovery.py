@@ -64,8 +64,8 @@ async def orders_state(platform: Platform) -> str:
     """What a failure message needs to tell a dead part from a wedged one: each restarted process, alive or not, and
     what the orders sidecar's metadata says of its actor runtime and workflow workers (or why it did not answer)."""
     try:
-        async with httpx.AsyncClient(timeout=3) as client:
-            metadata = (await client.get(f"{platform.sidecar_url('orders')}/v1.0/metadata")).json()
+        async with platform.async_sidecar_client("orders", timeout=3) as client:
+            metadata = (await client.get("/v1.0/metadata")).json()
         sidecar = f"actorRuntime {metadata.get('actorRuntime')}, workflows {metadata.get('workflows')}"
     except (httpx.HTTPError, ValueError) as error:
         sidecar = f"metadata: {error!r}"

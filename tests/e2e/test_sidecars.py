@@ -3,7 +3,6 @@
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -41,7 +40,7 @@ def pinned_runtime_version() -> str:
 
 @pytest.mark.parametrize("app_id", sorted(EXPECTED_COMPONENTS))
 def test_sidecar_is_the_pinned_daprd_with_its_own_components(platform: Platform, profile: str, app_id: str) -> None:
-    metadata = httpx.get(f"{platform.sidecar_url(app_id)}/v1.0/metadata", timeout=5).json()
+    metadata = platform.sidecar_metadata(app_id)
 
     assert metadata["id"] == app_id
     assert metadata["runtimeVersion"] == pinned_runtime_version()
@@ -52,14 +51,14 @@ def test_sidecar_is_the_pinned_daprd_with_its_own_components(platform: Platform,
 
 
 def test_users_store_is_outbox_enabled_and_transactional(platform: Platform) -> None:
-    metadata = httpx.get(f"{platform.sidecar_url('users')}/v1.0/metadata", timeout=5).json()
+    metadata = platform.sidecar_metadata("users")
 
     store = next(c for c in metadata["components"] if c["name"] == "users-store")
     assert {"ETAG", "TRANSACTIONAL"} <= set(store["capabilities"])
 
 
 def test_notifications_subscribes_to_user_events_by_type(platform: Platform) -> None:
-    metadata = httpx.get(f"{platform.sidecar_url('notifications')}/v1.0/metadata", timeout=5).json()
+    metadata = platform.sidecar_metadata("notifications")
 
     subscription = next(s for s in metadata.get("subscriptions", []) if s["topic"] == "users")
     assert subscription["pubsubname"] == "pubsub"
@@ -68,7 +67,7 @@ def test_notifications_subscribes_to_user_events_by_type(platform: Platform) -> 
 
 
 def test_the_orders_sidecar_runs_the_workflow_engine(platform: Platform) -> None:
-    metadata = httpx.get(f"{platform.sidecar_url('orders')}/v1.0/metadata", timeout=5).json()
+    metadata = platform.sidecar_metadata("orders")
 
     assert metadata["actorRuntime"]["runtimeStatus"] == "RUNNING", metadata["actorRuntime"]
     assert metadata["actorRuntime"]["placement"] == "placement: connected"

@@ -6,7 +6,11 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/dapr/dapr/cmd/daprd/app"
 
@@ -23,7 +27,64 @@ var loopbackDefaults = []string{
 	"--metrics-listen-address=127.0.0.1",
 }
 
+// tokensDirVariable names the folder of each app's API token pair (<app id>.json, written by the dev stack's
+// setup). daprd reads DAPR_API_TOKEN and APP_API_TOKEN from its environment only, and `dapr run -f` starts every
+// daprd with its own environment, so without this one token pair would serve every app. On Kubernetes the
+// injector sets both per app from a secret and this variable is not set.
+const tokensDirVariable = "SIDECART_TOKENS_DIR"
+
 func main() {
+	if err := useAppTokens(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "daprd: %v\n", err)
+		os.Exit(1)
+	}
 	os.Args = append(append([]string{os.Args[0]}, loopbackDefaults...), os.Args[1:]...)
 	app.Run()
+}
+
+// useAppTokens sets DAPR_API_TOKEN and APP_API_TOKEN from the app's token file when SIDECART_TOKENS_DIR is set.
+// A missing or incomplete file stops daprd: a sidecar that was meant to require a token never runs without one.
+func useAppTokens(args []string) error {
+	dir := os.Getenv(tokensDirVariable)
+	if dir == "" {
+		return nil
+	}
+	appID := flagValue(args, "app-id")
+	if appID == "" || strings.ContainsAny(appID, `/\`) || strings.HasPrefix(appID, ".") {
+		return fmt.Errorf("%s is set, but --app-id %q names no token file", tokensDirVariable, appID)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, appID+".json"))
+	if err != nil {
+		return fmt.Errorf("reading the API tokens of %s: %w", appID, err)
+	}
+	var pair map[string]string
+	if err := json.Unmarshal(raw, &pair); err != nil {
+		return fmt.Errorf("the API tokens of %s: %w", appID, err)
+	}
+	for _, name := range []string{"DAPR_API_TOKEN", "APP_API_TOKEN"} {
+		if pair[name] == "" {
+			return fmt.Errorf("the API tokens of %s have no %s", appID, name)
+		}
+		if err := os.Setenv(name, pair[name]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flagValue finds --name value, --name=value, -name value or -name=value, as daprd's flag parser accepts them.
+func flagValue(args []string, name string) string {
+	for i, arg := range args {
+		trimmed := strings.TrimLeft(arg, "-")
+		if trimmed == arg {
+			continue
+		}
+		if value, ok := strings.CutPrefix(trimmed, name+"="); ok {
+			return value
+		}
+		if trimmed == name && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
 }

@@ -141,7 +141,7 @@ async def _publish_modes(platform: Platform, events: int, concurrency: int) -> d
     sidecar = platform.sidecar_url("ingest")
     bodies = [json.loads(_batch(1000))["events"] for _ in range(events // 1000)]
     rates: dict[str, float] = {}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=platform.sidecar_headers("ingest")) as client:
         singles = [_cloudevent(e) for batch in bodies for e in batch]
         gate = asyncio.Semaphore(concurrency)
 

@@ -102,7 +102,11 @@ async def _bench(platform: Platform, levels: list[int], seconds: float) -> list[
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=60, limits=limits) as client:
         admin = f"{platform.sidecar_url('inventory')}/v1.0/invoke/inventory/method/admin/products"
         sku = f"BENCH-{uuid.uuid4().hex[:8].upper()}"
-        created = await client.put(f"{admin}/{sku}", json={"name": "Bench", "price_cents": PRICE_CENTS, "stock": STOCK})
+        created = await client.put(
+            f"{admin}/{sku}",
+            json={"name": "Bench", "price_cents": PRICE_CENTS, "stock": STOCK},
+            headers=platform.sidecar_headers("inventory"),
+        )
         created.raise_for_status()
         log(f"creating {max(levels)} shoppers")
         shoppers = list(await asyncio.gather(*(_shopper(client) for _ in range(max(levels)))))

@@ -13,6 +13,7 @@ from typing import Any, Literal, Self
 import httpx
 import yaml
 
+from devstack.identity import TOKENS_DIR_VARIABLE, AppTokens, ensure_app_tokens, ensure_trust_root, tokens_dir
 from devstack.layout import Layout
 from devstack.processes import (
     ManagedProcess,
@@ -24,7 +25,7 @@ from devstack.processes import (
     wait_until,
 )
 from devstack.profiles import server_kits
-from devstack.servers import Server, start_placement, start_scheduler
+from devstack.servers import Server, start_placement, start_scheduler, start_sentry
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,17 @@ class RunFile:
         apps = [App.of(a) for a in source["apps"]]
         return cls(source, apps)
 
-    def render(self, layout: Layout, profile: str, gateway_port: int) -> dict[str, Any]:
+    def render(self, layout: Layout, profile: str, gateway_port: int, tokens: dict[str, AppTokens]) -> dict[str, Any]:
+        """The run file for `dapr run -f`: each app gets its token pair in its environment (its daprd reads the same
+        pair from the tokens folder)."""
         # The rendered file lives under .run/, so every path in it is made absolute.
         rendered: dict[str, Any] = copy.deepcopy(self.source)
         common = rendered["common"]
         common["resourcesPath"] = str(layout.components(profile))
-        common["configFilePath"] = str((layout.repo / common["configFilePath"]).resolve())
         for app in rendered["apps"]:
             app["appDirPath"] = str((layout.repo / app["appDirPath"]).resolve())
+            app["configFilePath"] = str((layout.repo / app["configFilePath"]).resolve())
+            app["env"] = {**app.get("env", {}), **tokens[app["appID"]].environment()}
             if app["appID"] == "gateway":
                 app["appPort"] = gateway_port
         self.apps = [App.of(a) for a in rendered["apps"]]
@@ -113,6 +117,7 @@ class Platform:
         self.gateway_port = gateway_port
         self.ready_timeout = ready_timeout
         self.run_file = RunFile.load(layout.run_file)
+        self.tokens: dict[str, AppTokens] = {}
         self.servers: list[Server] = []
         self._apps: ManagedProcess | None = None
         self._restarted: list[ManagedProcess] = []
@@ -132,6 +137,25 @@ class Platform:
     def sidecar_url(self, app_id: str) -> str:
         return f"http://127.0.0.1:{self.run_file.app(app_id).dapr_http_port}"
 
+    def sidecar_headers(self, app_id: str) -> dict[str, str]:
+        """What a call to an app's sidecar must carry: the app's API token (the sidecar refuses any call without)."""
+        return {"dapr-api-token": self.tokens[app_id].dapr_api_token}
+
+    def sidecar_client(self, app_id: str, **options: Any) -> httpx.Client:
+        """A client of the app's sidecar HTTP API, acting as that app."""
+        return httpx.Client(base_url=self.sidecar_url(app_id), headers=self.sidecar_headers(app_id), **options)
+
+    def async_sidecar_client(self, app_id: str, **options: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.sidecar_url(app_id), headers=self.sidecar_headers(app_id), **options)
+
+    def sidecar_metadata(self, app_id: str) -> dict[str, Any]:
+        """What the app's sidecar says of itself: /v1.0/metadata."""
+        with self.sidecar_client(app_id, timeout=5) as sidecar:
+            response = sidecar.get("/v1.0/metadata")
+        response.raise_for_status()
+        metadata: dict[str, Any] = response.json()
+        return metadata
+
     def __enter__(self) -> Self:
         try:
             self._start()
@@ -148,20 +172,33 @@ class Platform:
     def _start(self) -> None:
         if not self.layout.components(self.profile).is_dir():
             raise ValueError(f"no component profile {self.profile!r} under components/")
-        rendered = self.run_file.render(self.layout, self.profile, self.gateway_port)
+        trust = ensure_trust_root(self.layout)
+        self.tokens = ensure_app_tokens(self.layout, [a.app_id for a in self.run_file.apps])
+        rendered = self.run_file.render(self.layout, self.profile, self.gateway_port, self.tokens)
         busy = [f"{a.app_id}:{p}" for a in self.run_file.apps for p in (a.app_port, a.dapr_http_port) if port_open(p)]
         if busy:
             raise RuntimeError(f"ports already in use ({', '.join(busy)}): is the platform already running?")
 
         for kit in server_kits(self.profile):
             self.servers.extend(kit.start(self.layout))
+        self.servers.append(start_sentry(self.layout, trust))
         for start in (start_placement, start_scheduler):
-            self.servers.append(start(self.layout))
+            self.servers.append(start(self.layout, trust))
 
         run_file = self.layout.run_dir / f"dapr.{self.profile}.yaml"
+        # The rendered file holds every app's tokens: owner-only, like the tokens folder.
+        run_file.touch(mode=0o600)
+        run_file.chmod(0o600)
         run_file.write_text(yaml.safe_dump(rendered, sort_keys=False))
-        # DAPR_HOST_IP: each daprd registers 127.0.0.1 as its address, so invocation never leaves loopback.
-        env = {**os.environ, "DAPR_RUNTIME_PATH": str(self.layout.runtime_path), "DAPR_HOST_IP": "127.0.0.1"}
+        env = {
+            **os.environ,
+            "DAPR_RUNTIME_PATH": str(self.layout.runtime_path),
+            # Each daprd registers 127.0.0.1 as its address, so invocation never leaves loopback.
+            "DAPR_HOST_IP": "127.0.0.1",
+            # Every daprd trusts the root that signed sentry's issuer, and takes its app's tokens from the folder.
+            "DAPR_TRUST_ANCHORS": trust.root_certificate.read_text(),
+            TOKENS_DIR_VARIABLE: str(tokens_dir(self.layout)),
+        }
         dapr = str(self.layout.runtime_bin / "dapr")
         log(f"starting {len(self.run_file.apps)} apps with their sidecars: dapr run -f ({self.profile} profile)")
         self._apps = ManagedProcess(

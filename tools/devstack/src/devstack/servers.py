@@ -1,10 +1,12 @@
-"""Servers on 127.0.0.1 with their data under .run/: placement and scheduler (every profile) and Redis (local)."""
+"""Servers on 127.0.0.1 with their data under .run/: sentry, placement and scheduler (every profile) and Redis
+(local)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
+from devstack.identity import TrustRoot
 from devstack.layout import Layout
 from devstack.processes import ManagedProcess, log, port_open, wait_until
 
@@ -46,6 +48,24 @@ REDIS_PORT = 6379
 PLACEMENT_PORT, PLACEMENT_HEALTHZ, PLACEMENT_METRICS = 50005, 58080, 59090
 SCHEDULER_PORT, SCHEDULER_HEALTHZ, SCHEDULER_METRICS = 50006, 58081, 59091
 SCHEDULER_ETCD_CLIENT, SCHEDULER_ETCD_PEER = 52379, 52380
+# The dapr CLI points every daprd whose Configuration turns mTLS on at sentry on localhost:50001.
+SENTRY_PORT, SENTRY_HEALTHZ = 50001, 58082
+SENTRY_ADDRESS = f"127.0.0.1:{SENTRY_PORT}"
+# Sentry's own trust domain, in which it signs the identities of placement and scheduler (and daprd checks them).
+CONTROL_PLANE_TRUST_DOMAIN = "localhost"
+
+
+def _control_plane_tls(trust: TrustRoot) -> list[str]:
+    """Placement and scheduler serve mTLS only, with identities from sentry: a daprd with mTLS on accepts no other."""
+    return [
+        "--tls-enabled",
+        "--trust-anchors-file",
+        str(trust.root_certificate),
+        "--trust-domain",
+        CONTROL_PLANE_TRUST_DOMAIN,
+        "--sentry-address",
+        SENTRY_ADDRESS,
+    ]
 
 
 def start_redis(layout: Layout) -> Server:
@@ -72,7 +92,37 @@ def start_redis(layout: Layout) -> Server:
     return start_server("redis", REDIS_PORT, process, 20, lambda: port_open(REDIS_PORT))
 
 
-def start_placement(layout: Layout) -> Server:
+def start_sentry(layout: Layout, trust: TrustRoot) -> Server:
+    """Dapr's certificate authority, signing with the issuer of the trust root made at setup."""
+    argv = [
+        str(layout.runtime_bin / "sentry"),
+        "--port",
+        str(SENTRY_PORT),
+        "--listen-address",
+        "127.0.0.1",
+        "--healthz-port",
+        str(SENTRY_HEALTHZ),
+        "--healthz-listen-address",
+        "127.0.0.1",
+        # Sentry 1.18.2 builds its metrics server without the listen address it is given (placement and scheduler
+        # pass theirs on), so it would listen on every interface: off here.
+        "--enable-metrics=false",
+        "--issuer-credentials",
+        str(trust.folder),
+        "--trust-domain",
+        CONTROL_PLANE_TRUST_DOMAIN,
+        "--config",
+        str(layout.repo / "deploy" / "dapr" / "config.yaml"),
+        "--mode",
+        "standalone",
+        "--log-level",
+        "warn",
+    ]
+    process = ManagedProcess("sentry", argv, layout.run_dir / "logs" / "sentry.log", cwd=layout.run_dir)
+    return start_server("sentry", SENTRY_PORT, process, 30, lambda: _healthz(SENTRY_HEALTHZ))
+
+
+def start_placement(layout: Layout, trust: TrustRoot) -> Server:
     argv = [
         str(layout.runtime_bin / "placement"),
         "--port",
@@ -85,6 +135,9 @@ def start_placement(layout: Layout) -> Server:
         "127.0.0.1",
         "--healthz-listen-address",
         "127.0.0.1",
+        "--metrics-listen-address",
+        "127.0.0.1",
+        *_control_plane_tls(trust),
         "--log-level",
         "warn",
     ]
@@ -92,7 +145,7 @@ def start_placement(layout: Layout) -> Server:
     return start_server("placement", PLACEMENT_PORT, process, 30, lambda: _healthz(PLACEMENT_HEALTHZ))
 
 
-def start_scheduler(layout: Layout) -> Server:
+def start_scheduler(layout: Layout, trust: TrustRoot) -> Server:
     data = layout.run_dir / "scheduler"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -115,6 +168,9 @@ def start_scheduler(layout: Layout) -> Server:
         f"dapr-scheduler-server-0=http://127.0.0.1:{SCHEDULER_ETCD_PEER}",
         "--etcd-client-listen-address",
         "127.0.0.1",
+        "--metrics-listen-address",
+        "127.0.0.1",
+        *_control_plane_tls(trust),
         "--log-level",
         "warn",
     ]
