@@ -11,6 +11,7 @@ from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_kit import run as run_bench_kit
 from devstack.bench_login_burst import run as run_bench_login_burst
 from devstack.bench_saga import run as run_bench_saga
+from devstack.catalogue import generate
 from devstack.footprint import run as run_footprint
 from devstack.layout import Layout
 from devstack.platform_run import Platform
@@ -55,12 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     burst.add_argument("--attackers", type=int, default=20, help="concurrent attacker connections")
     burst.add_argument("--seconds", type=float, default=10)
+    sub.add_parser("generate", help="write dapr.yaml and each app's Dapr Configuration from deploy/catalogue.yaml")
     sub.add_parser(
         "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
     )
     args = parser.parse_args(argv)
 
     layout = Layout.discover()
+    if args.command == "generate":
+        written = generate(layout)
+        log(f"wrote {', '.join(str(p.relative_to(layout.repo)) for p in written)}" if written else "up to date")
+        return 0
     if args.command == "bench-kit":
         install(layout, [])
         run_bench_kit(layout)

@@ -31,6 +31,7 @@ SCENARIOS = {
     "test_service_shape": "every app the same shape: metrics, ids, errors",
     "test_network_exposure": "every listening socket on loopback",
     "test_rate_limits": "rate limits at the gateway: guessing held back, owner still in",
+    "test_zero_trust": "zero trust: who may call what, API tokens, mTLS, secret scopes",
 }
 PROFILE_TIMEOUT_S = 20 * 60
 
