@@ -1,4 +1,4 @@
-"""Installs what the stack needs and does not find: Debian packages, the Dapr runtime, the JWT signing key."""
+"""Installs what the stack needs and does not find: Debian packages, the Dapr runtime, the secrets and credentials."""
 
 import json
 import os
@@ -11,6 +11,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from devstack.catalogue import Catalogue
+from devstack.identity import ensure_app_tokens, ensure_trust_root
 from devstack.layout import Layout
 from devstack.processes import log
 
@@ -82,6 +84,9 @@ def ensure_secrets(layout: Layout) -> Path:
 
 
 def install_common(layout: Layout) -> None:
-    """What every profile needs: the Dapr runtime and the local secrets. Servers come with their profile."""
+    """What every profile needs: the Dapr runtime, the local secrets, the mTLS trust root and each app's API tokens.
+    Servers come with their profile."""
     ensure_runtime(layout)
     ensure_secrets(layout)
+    ensure_trust_root(layout)
+    ensure_app_tokens(layout, list(Catalogue.load(layout).apps))
