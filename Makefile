@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate footprint bench-saga bench-ingest bench-kit bench-login-burst runtime \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate footprint bench-saga bench-ingest bench-kit bench-login-burst bench-mtls runtime \
 	clean
 
 help: ## list the targets
@@ -64,6 +64,9 @@ bench-kit: python-env ## benchmark: the kit's sidecar client and server stack, p
 
 bench-login-burst: python-env ## benchmark: bystanders' latency while one account's password is guessed (reports/)
 	@$(PY) -m devstack bench-login-burst
+
+bench-mtls: python-env ## benchmark: a call through two sidecars with mTLS on and off: latency and memory (reports/)
+	@$(PY) -m devstack bench-mtls
 
 runtime: ## (re)build the Dapr runtime into .runtime/.dapr/bin
 	@bash deploy/runtime/build.sh

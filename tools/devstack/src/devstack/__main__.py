@@ -10,6 +10,7 @@ from devstack import conformance
 from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_kit import run as run_bench_kit
 from devstack.bench_login_burst import run as run_bench_login_burst
+from devstack.bench_mtls import run as run_bench_mtls
 from devstack.bench_saga import run as run_bench_saga
 from devstack.catalogue import generate
 from devstack.footprint import run as run_footprint
@@ -56,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     burst.add_argument("--attackers", type=int, default=20, help="concurrent attacker connections")
     burst.add_argument("--seconds", type=float, default=10)
+    mtls = sub.add_parser(
+        "bench-mtls", parents=[on_profile], help="a call through two sidecars with mTLS on and off: latency, memory"
+    )
+    mtls.add_argument("--calls", type=int, default=2000, help="sequential calls timed")
+    mtls.add_argument("--clients", type=int, default=10, help="concurrent clients for the calls/s figure")
+    mtls.add_argument("--seconds", type=float, default=10)
     sub.add_parser("generate", help="write dapr.yaml and each app's Dapr Configuration from deploy/catalogue.yaml")
     sub.add_parser(
         "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
@@ -89,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "bench-login-burst":
         log(f"report written to {run_bench_login_burst(layout, args.profile, args.attackers, args.seconds)}")
+        return 0
+    if args.command == "bench-mtls":
+        log(f"report written to {run_bench_mtls(layout, args.profile, args.calls, args.clients, args.seconds)}")
         return 0
     if args.command == "footprint":
         log(f"report written to {run_footprint(layout, args.profile, args.warm_up_users)}")

@@ -101,6 +101,19 @@ class RunFile:
         return next(a for a in self.apps if a.app_id == app_id)
 
 
+def _without_mtls(layout: Layout, rendered: dict[str, Any]) -> None:
+    """Points each app of the rendered run file at a copy of its Configuration with mTLS and access control off."""
+    folder = layout.run_dir / "configs-without-mtls"
+    folder.mkdir(parents=True, exist_ok=True)
+    for app in rendered["apps"]:
+        configuration = yaml.safe_load(Path(app["configFilePath"]).read_text())
+        configuration["spec"]["mtls"]["enabled"] = False
+        configuration["spec"].pop("accessControl", None)
+        copy_path = folder / f"{app['appID']}.yaml"
+        copy_path.write_text(yaml.safe_dump(configuration, sort_keys=False))
+        app["configFilePath"] = str(copy_path)
+
+
 def _answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
     try:
         return httpx.get(url, timeout=1).status_code in statuses
@@ -111,8 +124,19 @@ def _answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
 class Platform:
     """Starts everything on enter and stops, in reverse order, everything it started on exit."""
 
-    def __init__(self, layout: Layout, profile: str = "local", gateway_port: int = 8080, ready_timeout: float = 120):
+    def __init__(
+        self,
+        layout: Layout,
+        profile: str = "local",
+        gateway_port: int = 8080,
+        ready_timeout: float = 120,
+        *,
+        mtls: bool = True,
+    ):
+        """`mtls=False` is for measuring what mTLS costs: no sentry, plaintext between sidecars, and no access policies
+        (they name callers by their mTLS identity, so without it they would refuse every call)."""
         self.layout = layout
+        self.mtls = mtls
         self.profile = profile
         self.gateway_port = gateway_port
         self.ready_timeout = ready_timeout
@@ -175,15 +199,18 @@ class Platform:
         trust = ensure_trust_root(self.layout)
         self.tokens = ensure_app_tokens(self.layout, [a.app_id for a in self.run_file.apps])
         rendered = self.run_file.render(self.layout, self.profile, self.gateway_port, self.tokens)
+        if not self.mtls:
+            _without_mtls(self.layout, rendered)
         busy = [f"{a.app_id}:{p}" for a in self.run_file.apps for p in (a.app_port, a.dapr_http_port) if port_open(p)]
         if busy:
             raise RuntimeError(f"ports already in use ({', '.join(busy)}): is the platform already running?")
 
         for kit in server_kits(self.profile):
             self.servers.extend(kit.start(self.layout))
-        self.servers.append(start_sentry(self.layout, trust))
+        if self.mtls:
+            self.servers.append(start_sentry(self.layout, trust))
         for start in (start_placement, start_scheduler):
-            self.servers.append(start(self.layout, trust))
+            self.servers.append(start(self.layout, trust if self.mtls else None))
 
         run_file = self.layout.run_dir / f"dapr.{self.profile}.yaml"
         # The rendered file holds every app's tokens: owner-only, like the tokens folder.

@@ -55,8 +55,11 @@ SENTRY_ADDRESS = f"127.0.0.1:{SENTRY_PORT}"
 CONTROL_PLANE_TRUST_DOMAIN = "localhost"
 
 
-def _control_plane_tls(trust: TrustRoot) -> list[str]:
-    """Placement and scheduler serve mTLS only, with identities from sentry: a daprd with mTLS on accepts no other."""
+def _control_plane_tls(trust: TrustRoot | None) -> list[str]:
+    """Placement and scheduler serve mTLS only, with identities from sentry: a daprd with mTLS on accepts no other.
+    Without a trust root (only to measure what mTLS costs), they serve plaintext."""
+    if trust is None:
+        return []
     return [
         "--tls-enabled",
         "--trust-anchors-file",
@@ -122,7 +125,7 @@ def start_sentry(layout: Layout, trust: TrustRoot) -> Server:
     return start_server("sentry", SENTRY_PORT, process, 30, lambda: _healthz(SENTRY_HEALTHZ))
 
 
-def start_placement(layout: Layout, trust: TrustRoot) -> Server:
+def start_placement(layout: Layout, trust: TrustRoot | None) -> Server:
     argv = [
         str(layout.runtime_bin / "placement"),
         "--port",
@@ -145,7 +148,7 @@ def start_placement(layout: Layout, trust: TrustRoot) -> Server:
     return start_server("placement", PLACEMENT_PORT, process, 30, lambda: _healthz(PLACEMENT_HEALTHZ))
 
 
-def start_scheduler(layout: Layout, trust: TrustRoot) -> Server:
+def start_scheduler(layout: Layout, trust: TrustRoot | None) -> Server:
     data = layout.run_dir / "scheduler"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
