@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate footprint bench-saga bench-ingest bench-kit bench-login-burst bench-mtls runtime \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate footprint bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime \
 	clean
 
 help: ## list the targets
@@ -67,6 +67,9 @@ bench-login-burst: python-env ## benchmark: bystanders' latency while one accoun
 
 bench-mtls: python-env ## benchmark: a call through two sidecars with mTLS on and off: latency and memory (reports/)
 	@$(PY) -m devstack bench-mtls
+
+audit: python-env ## pip-audit on uv.lock and govulncheck on the runtime build (needs the advisory databases online)
+	@bash tools/audit.sh
 
 runtime: ## (re)build the Dapr runtime into .runtime/.dapr/bin
 	@bash deploy/runtime/build.sh
