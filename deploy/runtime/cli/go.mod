@@ -4,6 +4,8 @@ module github.com/sidecart/sidecart/deploy/runtime/cli
 
 go 1.24.9
 
+toolchain go1.26.11
+
 require github.com/dapr/cli v1.16.5 // indirect
 
 require (
