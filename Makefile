@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate footprint bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate rotate-keys footprint bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime \
 	clean
 
 help: ## list the targets
@@ -49,6 +49,9 @@ schemas: ## regenerate contracts/schemas after a reviewed contract change
 
 generate: python-env ## write dapr.yaml and each app's Dapr Configuration from deploy/catalogue.yaml
 	@$(PY) -m devstack generate
+
+rotate-keys: python-env ## JWT signing keys: previous <- current <- next <- new (tokens stay valid); restart users after
+	@$(PY) -m devstack rotate-keys
 
 footprint: python-env ## benchmark: start the platform, print and write (reports/) each process's resident memory
 	@$(PY) -m devstack footprint

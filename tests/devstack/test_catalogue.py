@@ -88,7 +88,7 @@ def test_only_the_apps_granted_a_secret_may_read_it() -> None:
         for app_id, app in CATALOGUE.apps.items()
     }
     assert {app: secrets for app, secrets in readable.items() if secrets} == {
-        "users": ["jwt-signing-key"],
+        "users": ["jwt-signing-key", "jwt-next-signing-key", "jwt-previous-signing-key"],
         "gateway": ["ingest-api-keys"],
     }
 

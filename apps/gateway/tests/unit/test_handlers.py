@@ -145,6 +145,59 @@ async def test_authenticator_refuses_a_token_signed_by_an_unpublished_key(
         await authenticator.authenticate(f"Bearer {impostor.token()}")
 
 
+async def test_a_token_signed_by_any_published_key_is_accepted(
+    make_signer: Any, make_jwks_source: Any, clock: Any
+) -> None:
+    current, upcoming, previous = make_signer("current"), make_signer("next"), make_signer("previous")
+    source = make_jwks_source(current, upcoming, previous)
+    authenticator = Authenticator(_keys(source, clock), POLICY)
+
+    for signer in (current, upcoming, previous):
+        caller = await authenticator.authenticate(f"Bearer {signer.token(sub='user-42')}")
+        assert caller == Principal(subject="user-42")
+    assert source.fetches == 1
+
+
+async def test_a_rotation_logs_no_one_out_and_a_key_never_published_stays_refused(
+    make_signer: Any, make_jwks_source: Any, clock: Any
+) -> None:
+    first, second, third = make_signer("first"), make_signer("second"), make_signer("third")
+    source = make_jwks_source(first, second)  # users signs with `first` and publishes `second` ahead
+    authenticator = Authenticator(_keys(source, clock, ttl=300, min_refetch=5), POLICY)
+    old_token = first.token(sub="user-1")
+    await authenticator.authenticate(f"Bearer {old_token}")
+
+    clock.now += 60
+    source.document = {"keys": [second.jwk(), third.jwk(), first.jwk()]}  # rotated: current, next, previous
+    await authenticator.authenticate(f"Bearer {second.token(sub='user-1')}")
+    assert source.fetches == 1  # the key published ahead was already held: no fetch at the moment of rotation
+
+    await authenticator.authenticate(f"Bearer {third.token(sub='user-1')}")  # a second rotation, unseen: one refetch
+    assert source.fetches == 2
+    await authenticator.authenticate(f"Bearer {old_token}")  # still published, as the previous key
+
+    clock.now += 10
+    for _ in range(10):
+        with pytest.raises(InvalidTokenError, match="signing key"):
+            await authenticator.authenticate(f"Bearer {make_signer('never-published').token(sub='user-1')}")
+    assert source.fetches == 3  # one refetch for all ten: an attacker cannot make the gateway hammer users
+
+
+async def test_a_key_users_stopped_publishing_is_refused_once_the_cache_refreshes(
+    make_signer: Any, make_jwks_source: Any, clock: Any
+) -> None:
+    retired, current = make_signer("retired"), make_signer("current")
+    source = make_jwks_source(current, retired)
+    authenticator = Authenticator(_keys(source, clock, ttl=300), POLICY)
+    token = retired.token(sub="user-1")
+    await authenticator.authenticate(f"Bearer {token}")
+
+    source.document = {"keys": [current.jwk()]}
+    clock.now += 301
+    with pytest.raises(InvalidTokenError, match="signing key"):
+        await authenticator.authenticate(f"Bearer {token}")
+
+
 async def test_malformed_and_unsigned_tokens_never_cost_a_fetch(
     jwks_source: Any, clock: Any, forge: Any, claims: Any
 ) -> None:

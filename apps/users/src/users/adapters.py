@@ -6,6 +6,7 @@ The state calls are written here rather than through sidecart_kit.state.DaprStat
 log lines quote state keys, and the e-mail claims' keys are e-mail addresses.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -156,20 +157,49 @@ def _parse(model: type[Record], data: bytes) -> Record:
         raise RuntimeError(f"a stored {model.__name__} is unreadable") from error
 
 
-class DaprSecretKeySource:
-    """The JWT signing key (PEM) from a Dapr secret store."""
+@dataclass(frozen=True)
+class SigningKeyPems:
+    """The signing keys as the secret store holds them: the current one, and the next and previous when present."""
 
-    def __init__(self, client: httpx.AsyncClient, store: str, name: str) -> None:
+    current_pem: str
+    next_pem: str | None
+    previous_pem: str | None
+
+
+class DaprSecretKeySource:
+    """The JWT signing keys (PEM) from a Dapr secret store, read in one bulk call.
+
+    One bulk read rather than a read per secret: the sidecar answers a missing secret with the same 500 as a broken
+    store, while the bulk answer simply lacks it, so an absent next or previous key (a fresh install has no previous)
+    is told apart from an outage. The sidecar filters the bulk answer by the app's secret scopes.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, store: str, *, current: str, next_key: str, previous: str) -> None:
         self._client = client
         self._store = store
-        self._name = name
+        self._current = current
+        self._next_key = next_key
+        self._previous = previous
 
-    async def private_key_pem(self) -> str:
-        response = await send_to_sidecar(self._client, "GET", f"/secrets/{self._store}/{quote(self._name, safe='')}")
+    async def signing_keys(self) -> SigningKeyPems:
+        response = await send_to_sidecar(self._client, "GET", f"/secrets/{quote(self._store, safe='')}/bulk")
         if not response.is_success:
-            raise SidecarError(f"get secret {self._name!r}", response)
+            raise SidecarError(f"get secrets of {self._store!r}", response)
         secrets = response.json()
-        if not isinstance(secrets, dict) or not isinstance(secrets.get(self._name), str):
-            raise StoreUnavailableError(f"secret {self._name!r} missing from secret store {self._store!r}")
-        pem: str = secrets[self._name]
-        return pem
+        if not isinstance(secrets, dict):
+            raise StoreUnavailableError(f"secret store {self._store!r} answered something other than its secrets")
+        current = _secret_value(secrets, self._current)
+        if current is None:
+            raise StoreUnavailableError(f"secret {self._current!r} missing from secret store {self._store!r}")
+        return SigningKeyPems(
+            current_pem=current,
+            next_pem=_secret_value(secrets, self._next_key),
+            previous_pem=_secret_value(secrets, self._previous),
+        )
+
+
+def _secret_value(secrets: dict[str, Any], name: str) -> str | None:
+    """A bulk answer is {secret: {key: value}}; a single-valued secret's one key is its own name."""
+    values = secrets.get(name)
+    value = values.get(name) if isinstance(values, dict) else None
+    return value if isinstance(value, str) and value else None

@@ -45,10 +45,18 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
         """The composition root: everything the routes use is built here, once, and kept on app.state."""
-        key_source = DaprSecretKeySource(client, settings.secret_store, settings.signing_key_secret)
-        pem = await _retry_until(settings.startup_timeout_seconds, key_source.private_key_pem, "signing key")
-        signer = RsaTokenSigner.from_pem(
-            pem,
+        key_source = DaprSecretKeySource(
+            client,
+            settings.secret_store,
+            current=settings.signing_key_secret,
+            next_key=settings.next_signing_key_secret,
+            previous=settings.previous_signing_key_secret,
+        )
+        pems = await _retry_until(settings.startup_timeout_seconds, key_source.signing_keys, "signing keys")
+        signer = RsaTokenSigner.from_pems(
+            pems.current_pem,
+            next_pem=pems.next_pem,
+            previous_pem=pems.previous_pem,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             ttl=timedelta(seconds=settings.token_ttl_seconds),
@@ -61,7 +69,15 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
             claim_grace=timedelta(seconds=settings.claim_grace_seconds),
         )
         app.state.key_set = signer
-        log.info("users_started", kid=signer.kid, state_store=settings.state_store)
+        if pems.next_pem is None:
+            # Still works, but the next rotation makes every verifier meet an unknown key and fetch the JWKS again.
+            log.warning("no_next_signing_key_published", secret=settings.next_signing_key_secret)
+        log.info(
+            "users_started",
+            kid=signer.kid,
+            published_kids=list(signer.published_kids),
+            state_store=settings.state_store,
+        )
         yield
 
     return service_app(api.SERVICE, settings, compose, sidecar_transport=sidecar_transport)

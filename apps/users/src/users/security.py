@@ -71,44 +71,77 @@ def rsa_thumbprint(jwk: Mapping[str, str]) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode("ascii")
 
 
+def load_rsa_private_key(pem: str) -> RSAPrivateKey:
+    """An RSA private key from PEM; any other kind of key is refused (RS256 needs RSA)."""
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError(f"the signing key is a {type(key).__name__}; RS256 needs an RSA key")
+    return key
+
+
+def _public_jwk(key: RSAPrivateKey) -> dict[str, str]:
+    jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    members = {"kty": "RSA", "n": str(jwk["n"]), "e": str(jwk["e"])}
+    return {**members, "use": "sig", "alg": ALGORITHM, "kid": rsa_thumbprint(members)}
+
+
 class RsaTokenSigner:
-    """Signs access tokens with one RSA key and publishes its public half as a JWKS."""
+    """Signs access tokens with the current RSA key and publishes, as a JWKS, the public halves of the keys a
+    verifier must hold across a rotation: the current key, the next one (published ahead, so verifiers already have
+    it when it starts signing) and the previous one (so the tokens it signed stay valid until they expire)."""
 
     def __init__(
         self,
         private_key: RSAPrivateKey,
         *,
+        next_key: RSAPrivateKey | None = None,
+        previous_key: RSAPrivateKey | None = None,
         issuer: str,
         audience: str,
         ttl: timedelta,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        if private_key.key_size < MIN_KEY_BITS:
-            raise ValueError(f"the signing key has {private_key.key_size} bits; at least {MIN_KEY_BITS} needed")
+        for key in (private_key, next_key, previous_key):
+            if key is not None and key.key_size < MIN_KEY_BITS:
+                raise ValueError(f"a signing key has {key.key_size} bits; at least {MIN_KEY_BITS} needed")
         self._private_key = private_key
         self._issuer = issuer
         self._audience = audience
         self._ttl = ttl
         self._clock = clock
-        public_jwk = RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
-        self._public_jwk: dict[str, str] = {
-            "kty": "RSA",
-            "n": str(public_jwk["n"]),
-            "e": str(public_jwk["e"]),
-        }
-        self.kid = rsa_thumbprint(self._public_jwk)
+        published: dict[str, dict[str, str]] = {}
+        for key in (private_key, next_key, previous_key):
+            if key is not None:
+                jwk = _public_jwk(key)
+                published.setdefault(jwk["kid"], jwk)  # the same key named twice is published once
+        self._published = list(published.values())
+        self.kid = self._published[0]["kid"]
+        self.published_kids = tuple(published)
 
     @classmethod
-    def from_pem(
-        cls, pem: str, *, issuer: str, audience: str, ttl: timedelta, clock: Callable[[], datetime] = utc_now
+    def from_pems(
+        cls,
+        current_pem: str,
+        *,
+        next_pem: str | None = None,
+        previous_pem: str | None = None,
+        issuer: str,
+        audience: str,
+        ttl: timedelta,
+        clock: Callable[[], datetime] = utc_now,
     ) -> "RsaTokenSigner":
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-        if not isinstance(key, RSAPrivateKey):
-            raise ValueError(f"the signing key is a {type(key).__name__}; RS256 needs an RSA key")
-        return cls(key, issuer=issuer, audience=audience, ttl=ttl, clock=clock)
+        return cls(
+            load_rsa_private_key(current_pem),
+            next_key=load_rsa_private_key(next_pem) if next_pem is not None else None,
+            previous_key=load_rsa_private_key(previous_pem) if previous_pem is not None else None,
+            issuer=issuer,
+            audience=audience,
+            ttl=ttl,
+            clock=clock,
+        )
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        return {"keys": [{**self._public_jwk, "use": "sig", "alg": ALGORITHM, "kid": self.kid}]}
+        return {"keys": [dict(jwk) for jwk in self._published]}
 
     def issue(self, user: User) -> IssuedToken:
         now = self._clock()

@@ -14,12 +14,15 @@ class Settings(ServiceSettings):
     dapr_grpc_port: int = 50011
     # Above the state store's own timeout in resiliency.yaml (5 s), so the sidecar's answer comes first.
     sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
-    # How long the app waits at start for its sidecar to hand over the signing key.
+    # How long the app waits at start for its sidecar to hand over the signing keys.
     startup_timeout_seconds: float = 60.0
 
     state_store: str = "users-store"
     secret_store: str = "secretstore"  # noqa: S105 (a component name)
+    # Tokens are signed with the first; the other two are published beside it so a rotation logs no one out.
     signing_key_secret: str = "jwt-signing-key"  # noqa: S105 (a secret's name)
+    next_signing_key_secret: str = "jwt-next-signing-key"  # noqa: S105 (a secret's name)
+    previous_signing_key_secret: str = "jwt-previous-signing-key"  # noqa: S105 (a secret's name)
 
     jwt_issuer: str = "sidecart-users"
     jwt_audience: str = "sidecart"

@@ -125,7 +125,7 @@ class FakeSidecar:
         self.transactions: list[list[dict[str, Any]]] = []
         self.requests: list[httpx.Request] = []
         self.secrets = {"jwt-signing-key": "-----BEGIN PRIVATE KEY-----\n..."}
-        self.failing: set[str] = set()  # "save", "transaction"
+        self.failing: set[str] = set()  # "save", "transaction", "secrets"
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -133,10 +133,10 @@ class FakeSidecar:
         match request.method, parts:
             case "GET", ["healthz", "outbound"]:
                 return httpx.Response(204)
-            case "GET", ["secrets", "secretstore", name]:
-                if name not in self.secrets:
+            case "GET", ["secrets", "secretstore", "bulk"]:
+                if "secrets" in self.failing:
                     return dapr_error(500, "ERR_SECRET_GET")
-                return httpx.Response(200, json={name: self.secrets[name]})
+                return httpx.Response(200, json={name: {name: value} for name, value in self.secrets.items()})
             case "POST", ["state", store, "transaction"] if store == STORE:
                 return self._transaction(json.loads(request.content)["operations"])
             case "POST", ["state", store] if store == STORE:

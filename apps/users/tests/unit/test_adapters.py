@@ -10,7 +10,7 @@ import pytest
 
 from contracts.users import UserRegistered
 from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
-from users.adapters import DaprSecretKeySource, DaprUserRepository
+from users.adapters import DaprSecretKeySource, DaprUserRepository, SigningKeyPems
 from users.domain import EmailClaim, User
 
 STORE = "users-store"
@@ -118,10 +118,46 @@ async def test_a_failed_transaction_is_unavailable_with_a_known_outcome(
     assert await store.get_user(user.id) is None
 
 
-async def test_the_signing_key_comes_from_the_secret_store(sidecar_client: httpx.AsyncClient, sidecar: Any) -> None:
-    assert (
-        await DaprSecretKeySource(sidecar_client, "secretstore", "jwt-signing-key").private_key_pem()
-        == (sidecar.secrets["jwt-signing-key"])
+def _key_source(client: httpx.AsyncClient) -> DaprSecretKeySource:
+    return DaprSecretKeySource(
+        client,
+        "secretstore",
+        current="jwt-signing-key",
+        next_key="jwt-next-signing-key",
+        previous="jwt-previous-signing-key",
     )
+
+
+async def test_the_signing_keys_come_from_the_secret_store(sidecar_client: httpx.AsyncClient, sidecar: Any) -> None:
+    sidecar.secrets |= {"jwt-next-signing-key": "next-pem", "jwt-previous-signing-key": "previous-pem"}
+    sidecar.secrets["ingest-api-keys"] = "not ours"
+
+    keys = await _key_source(sidecar_client).signing_keys()
+
+    assert keys == SigningKeyPems(
+        current_pem=sidecar.secrets["jwt-signing-key"], next_pem="next-pem", previous_pem="previous-pem"
+    )
+
+
+async def test_a_fresh_install_has_no_previous_key(sidecar_client: httpx.AsyncClient, sidecar: Any) -> None:
+    sidecar.secrets["jwt-next-signing-key"] = "next-pem"
+
+    keys = await _key_source(sidecar_client).signing_keys()
+
+    assert (keys.next_pem, keys.previous_pem) == ("next-pem", None)
+
+
+async def test_without_the_current_key_the_keys_are_unavailable(
+    sidecar_client: httpx.AsyncClient, sidecar: Any
+) -> None:
+    sidecar.secrets = {"jwt-next-signing-key": "next-pem"}
+    with pytest.raises(StoreUnavailableError, match="jwt-signing-key"):
+        await _key_source(sidecar_client).signing_keys()
+
+
+async def test_a_failing_secret_store_is_unavailable_not_an_absent_key(
+    sidecar_client: httpx.AsyncClient, sidecar: Any
+) -> None:
+    sidecar.failing.add("secrets")
     with pytest.raises(StoreUnavailableError):
-        await DaprSecretKeySource(sidecar_client, "secretstore", "no-such-key").private_key_pem()
+        await _key_source(sidecar_client).signing_keys()

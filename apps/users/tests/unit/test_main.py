@@ -5,6 +5,7 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from fastapi.testclient import TestClient
 
@@ -12,12 +13,21 @@ from users.main import create_app
 from users.settings import Settings
 
 
-def test_the_app_starts_with_the_key_from_the_secret_store_and_serves_a_sign_up(
-    sidecar: Any, private_key: RSAPrivateKey
-) -> None:
-    sidecar.secrets["jwt-signing-key"] = private_key.private_bytes(
+def _pem(key: RSAPrivateKey) -> str:
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+
+
+def test_the_app_starts_with_the_keys_from_the_secret_store_and_serves_a_sign_up(
+    sidecar: Any, private_key: RSAPrivateKey
+) -> None:
+    next_key, previous_key = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    sidecar.secrets |= {
+        "jwt-signing-key": _pem(private_key),
+        "jwt-next-signing-key": _pem(next_key),
+        "jwt-previous-signing-key": _pem(previous_key),
+    }
     app = create_app(Settings(), sidecar_transport=httpx.MockTransport(sidecar))
 
     with TestClient(app) as client:  # runs the lifespan: key, hasher, adapters
@@ -31,6 +41,10 @@ def test_the_app_starts_with_the_key_from_the_secret_store_and_serves_a_sign_up(
     assert ready.json() == {"status": "ready"}
     [operations] = sidecar.transactions
     assert operations[1]["request"]["value"]["user_id"] == signed_up.json()["id"]
-    public_key = jwt.PyJWKSet.from_dict(jwks).keys[0]
+    published = jwt.PyJWKSet.from_dict(jwks).keys
+    assert len(published) == 3
+    kid = jwt.get_unverified_header(token.json()["access_token"])["kid"]
+    public_key = next(key for key in published if key.key_id == kid)
+    assert public_key.key.public_numbers() == private_key.public_key().public_numbers()  # the current key signs
     claims = jwt.decode(token.json()["access_token"], public_key, algorithms=["RS256"], audience="sidecart")
     assert (claims["sub"], claims["iss"]) == (signed_up.json()["id"], "sidecart-users")

@@ -122,7 +122,7 @@ def test_the_signer_loads_a_pkcs8_pem_and_refuses_other_keys(private_key: RSAPri
         ).decode()
 
     def signer_from(pem_text: str) -> RsaTokenSigner:
-        return RsaTokenSigner.from_pem(pem_text, issuer="i", audience="a", ttl=timedelta(hours=1))
+        return RsaTokenSigner.from_pems(pem_text, issuer="i", audience="a", ttl=timedelta(hours=1))
 
     loaded = signer_from(pem(private_key))
     assert loaded.kid == RsaTokenSigner(private_key, issuer="i", audience="a", ttl=timedelta(hours=1)).kid
@@ -131,3 +131,61 @@ def test_the_signer_loads_a_pkcs8_pem_and_refuses_other_keys(private_key: RSAPri
         signer_from(pem(ec.generate_private_key(ec.SECP256R1())))
     with pytest.raises(ValueError, match="bits"):
         signer_from(pem(rsa.generate_private_key(65537, 1024)))  # noqa: S505 (the weak key under test)
+    with pytest.raises(ValueError, match="RSA"):
+        RsaTokenSigner.from_pems(
+            pem(private_key), next_pem=pem(ec.generate_private_key(ec.SECP256R1())), issuer="i", audience="a", ttl=HOUR
+        )
+    with pytest.raises(ValueError, match="bits"):
+        RsaTokenSigner(
+            private_key,
+            previous_key=rsa.generate_private_key(65537, 1024),  # noqa: S505 (the weak key under test)
+            issuer="i",
+            audience="a",
+            ttl=HOUR,
+        )
+
+
+HOUR = timedelta(hours=1)
+
+
+def _kid(key: RSAPrivateKey) -> str:
+    return RsaTokenSigner(key, issuer="i", audience="a", ttl=HOUR).kid
+
+
+def test_the_jwks_publishes_the_current_next_and_previous_keys_and_tokens_name_the_current(
+    private_key: RSAPrivateKey,
+) -> None:
+    next_key, previous_key = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    signer = RsaTokenSigner(
+        private_key, next_key=next_key, previous_key=previous_key, issuer="i", audience="a", ttl=HOUR, clock=lambda: NOW
+    )
+    user = User(id=uuid4(), email="ann@example.com", name="Ann", password_hash="h", created_at=NOW)
+
+    published = jwt.PyJWKSet.from_dict(signer.jwks())
+    token = signer.issue(user).access_token
+
+    assert [key.key_id for key in published.keys] == [_kid(private_key), _kid(next_key), _kid(previous_key)]
+    assert signer.kid == _kid(private_key) == jwt.get_unverified_header(token)["kid"]
+    assert all("d" not in jwk for jwk in signer.jwks()["keys"])  # never a private part
+    verifying = next(key for key in published.keys if key.key_id == signer.kid)
+    jwt.decode(token, verifying, algorithms=["RS256"], audience="a", options={"verify_exp": False, "verify_nbf": False})
+
+
+def test_a_fresh_install_publishes_the_current_and_next_keys(private_key: RSAPrivateKey) -> None:
+    next_key = rsa.generate_private_key(65537, 2048)
+    signer = RsaTokenSigner(private_key, next_key=next_key, issuer="i", audience="a", ttl=HOUR)
+    assert signer.published_kids == (_kid(private_key), _kid(next_key))
+
+
+def test_a_key_named_twice_is_published_once(private_key: RSAPrivateKey) -> None:
+    signer = RsaTokenSigner(private_key, next_key=private_key, issuer="i", audience="a", ttl=HOUR)
+    assert [jwk["kid"] for jwk in signer.jwks()["keys"]] == [_kid(private_key)]
+
+
+def test_after_a_rotation_the_old_current_key_is_still_published_as_previous(private_key: RSAPrivateKey) -> None:
+    next_key, newest = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    before = RsaTokenSigner(private_key, next_key=next_key, issuer="i", audience="a", ttl=HOUR)
+    after = RsaTokenSigner(next_key, next_key=newest, previous_key=private_key, issuer="i", audience="a", ttl=HOUR)
+
+    assert after.kid == before.published_kids[1]  # the key verifiers already held now signs
+    assert before.kid in after.published_kids  # tokens signed before the rotation still verify

@@ -14,6 +14,7 @@ from devstack.bench_mtls import run as run_bench_mtls
 from devstack.bench_saga import run as run_bench_saga
 from devstack.catalogue import generate
 from devstack.footprint import run as run_footprint
+from devstack.keys import rotate as rotate_keys
 from devstack.layout import Layout
 from devstack.platform_run import Platform
 from devstack.processes import log
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     mtls.add_argument("--calls", type=int, default=2000, help="sequential calls timed")
     mtls.add_argument("--clients", type=int, default=10, help="concurrent clients for the calls/s figure")
     mtls.add_argument("--seconds", type=float, default=10)
+    sub.add_parser(
+        "rotate-keys", help="JWT signing keys: previous <- current <- next <- a new key; says what must restart"
+    )
     sub.add_parser("generate", help="write dapr.yaml and each app's Dapr Configuration from deploy/catalogue.yaml")
     sub.add_parser(
         "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
@@ -73,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         written = generate(layout)
         log(f"wrote {', '.join(str(p.relative_to(layout.repo)) for p in written)}" if written else "up to date")
+        return 0
+    if args.command == "rotate-keys":
+        rotate_keys(layout)
         return 0
     if args.command == "bench-kit":
         install(layout, [])

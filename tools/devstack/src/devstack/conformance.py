@@ -32,6 +32,7 @@ SCENARIOS = {
     "test_network_exposure": "every listening socket on loopback",
     "test_rate_limits": "rate limits at the gateway: guessing held back, owner still in",
     "test_zero_trust": "zero trust: who may call what, API tokens, mTLS, secret scopes",
+    "test_key_rotation": "signing-key rotation: old tokens stay valid, new ones signed by the next key",
 }
 PROFILE_TIMEOUT_S = 20 * 60
 

@@ -54,32 +54,50 @@ def ensure_runtime(layout: Layout) -> None:
     subprocess.run(["bash", str(script)], env=env, check=True)
 
 
-def _rsa_private_key_pem() -> str:
+def new_rsa_private_key_pem() -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
 
 
-# What the local secret store holds, and how to make each secret when it is missing.
+# What the local secret store holds, and how to make each secret when it is missing. A fresh install has no previous
+# signing key (jwt-previous-signing-key): the first rotation (`make rotate-keys`, devstack/keys.py) makes one.
 LOCAL_SECRETS: dict[str, Callable[[], str]] = {
-    "jwt-signing-key": _rsa_private_key_pem,  # users signs JWTs with it
+    "jwt-signing-key": new_rsa_private_key_pem,  # users signs JWTs with it
+    "jwt-next-signing-key": new_rsa_private_key_pem,  # users publishes it ahead; it signs after the next rotation
     "ingest-api-keys": lambda: f"dev-{secrets.token_urlsafe(24)}",  # machine clients of POST /api/v1/events
 }
 
 
+def local_secrets_file(layout: Layout) -> Path:
+    """The file the local secret store reads (components/*/secretstore.yaml)."""
+    return layout.run_dir / "secrets" / "secrets.json"
+
+
+def write_secrets(secrets_file: Path, values: dict[str, str]) -> None:
+    """Replaces the secrets file in one step, owner-only from its first byte: a sidecar starting meanwhile reads the
+    old file or the new one, never half of one."""
+    secrets_file.parent.mkdir(parents=True, exist_ok=True)
+    staging = secrets_file.with_name(f".{secrets_file.name}.new")
+    staging.unlink(missing_ok=True)
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps(values))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(staging, secrets_file)
+
+
 def ensure_secrets(layout: Layout) -> Path:
     """The local secret store's file (.run/secrets/secrets.json), with every secret present; existing ones kept."""
-    secrets_file = layout.run_dir / "secrets" / "secrets.json"
+    secrets_file = local_secrets_file(layout)
     current: dict[str, str] = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
     missing = [name for name in LOCAL_SECRETS if name not in current]
     if not missing:
         return secrets_file
     log(f"generating {', '.join(missing)} in {secrets_file.relative_to(layout.repo)}")
-    current |= {name: LOCAL_SECRETS[name]() for name in missing}
-    secrets_file.parent.mkdir(parents=True, exist_ok=True)
-    secrets_file.touch(mode=0o600)
-    secrets_file.write_text(json.dumps(current))
+    write_secrets(secrets_file, current | {name: LOCAL_SECRETS[name]() for name in missing})
     return secrets_file
 
 
