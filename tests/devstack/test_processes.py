@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devstack.processes import listening_sockets, released
+from devstack.processes import argv_of, listening_sockets, platform_part, released
 
 
 @pytest.fixture
@@ -65,3 +65,11 @@ def test_a_killed_process_is_released_once_it_holds_no_file() -> None:
         child.kill()
         child.wait()
     assert released(child.pid)  # gone
+
+
+def test_a_platform_process_is_told_by_its_command_line() -> None:
+    assert platform_part(["/x/.dapr/bin/daprd", "--app-id", "users", "--app-port", "8101"]) == ("users", "sidecar")
+    assert platform_part(["/x/.dapr/bin/daprd", "--app-id=orders"]) == ("orders", "sidecar")
+    assert platform_part([".venv/bin/python", "-m", "inventory"]) == ("inventory", "app")
+    assert platform_part(["/x/.dapr/bin/placement", "--port", "50005"]) is None
+    assert argv_of(os.getpid())[0].endswith(("python", "python3", "python3.11", "pytest"))

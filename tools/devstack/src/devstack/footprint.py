@@ -15,7 +15,7 @@ import httpx
 
 from devstack.layout import Layout
 from devstack.platform_run import Platform
-from devstack.processes import flag_value, log
+from devstack.processes import argv_of, log, platform_part
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,13 @@ def _pss_kib(pid: int) -> int:
 
 
 def _label(pid: int) -> str:
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    words = [a.decode(errors="replace") for a in argv if a]
+    words = argv_of(pid)
     program = Path(words[0]).name if words else "?"
-    if program == "daprd" and flag_value(words, "--app-id"):
-        return f"daprd ({flag_value(words, '--app-id')})"
-    if flag_value(words, "-m"):
-        return f"app {flag_value(words, '-m')}"
+    match platform_part(words):
+        case (app_id, "sidecar"):
+            return f"daprd ({app_id})"
+        case (app_id, "app"):
+            return f"app {app_id}"
     if program == "dapr":
         return "dapr CLI (run -f)"
     return program

@@ -17,7 +17,7 @@ import httpx
 from devstack.install import ensure_secrets, new_rsa_private_key_pem, write_secrets
 from devstack.layout import Layout
 from devstack.platform_run import Platform
-from devstack.processes import flag_value, log, wait_until
+from devstack.processes import argv_of, log, platform_part, wait_until
 
 CURRENT = "jwt-signing-key"
 NEXT = "jwt-next-signing-key"
@@ -38,16 +38,14 @@ def users_running(layout: Layout) -> bool:
     """Whether users or its sidecar runs from this checkout (started by `make run` or by the tests); the same ports
     may be held by another checkout's platform, which reads another secrets file."""
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
         try:
-            argv = [word.decode(errors="replace") for word in (proc / "cmdline").read_bytes().split(b"\0") if word]
-            cwd = (proc / "cwd").resolve()
+            serves = platform_part(argv_of(int(proc.name)))
+            if serves is not None and serves[0] == USERS and (proc / "cwd").resolve() == layout.repo:
+                return True
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        is_users = flag_value(argv, "-m") == USERS or (
-            bool(argv) and Path(argv[0]).name == "daprd" and flag_value(argv, "--app-id") == USERS
-        )
-        if is_users and cwd == layout.repo:
-            return True
     return False
 
 

@@ -17,9 +17,10 @@ from devstack.identity import TOKENS_DIR_VARIABLE, AppTokens, ensure_app_tokens,
 from devstack.layout import Layout
 from devstack.processes import (
     ManagedProcess,
+    argv_of,
     family,
-    flag_value,
     log,
+    platform_part,
     port_open,
     released,
     wait_until,
@@ -59,7 +60,7 @@ class Snapshot:
     @classmethod
     def of(cls, name: str, pid: int) -> "Snapshot":
         proc = Path(f"/proc/{pid}")
-        argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        argv = argv_of(pid)
         env = dict(
             entry.decode(errors="replace").split("=", 1)
             for entry in (proc / "environ").read_bytes().split(b"\0")
@@ -263,19 +264,10 @@ class Platform:
         """The pid of an app's process or of its daprd, wherever it runs now (under dapr run, or restarted)."""
         for pid in self.processes():
             try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if platform_part(argv_of(pid)) == (app_id, part):
+                    return pid
             except OSError:
-                continue
-            words = [a.decode(errors="replace") for a in argv if a]
-            if (
-                part == "sidecar"
-                and words
-                and Path(words[0]).name == "daprd"
-                and f"--app-id={app_id}" in ("=".join(words[i : i + 2]) for i in range(len(words) - 1))
-            ):
-                return pid
-            if part == "app" and flag_value(words, "-m") == app_id:
-                return pid
+                continue  # gone meanwhile
         raise LookupError(f"no running {part} process for {app_id}")
 
     def processes(self) -> list[int]:

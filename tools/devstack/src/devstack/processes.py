@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 def log(message: str) -> None:
@@ -45,6 +46,21 @@ def flag_value(argv: list[str], name: str) -> str | None:
             return argv[i + 1]
         if word.startswith(f"{name}="):
             return word.split("=", 1)[1]
+    return None
+
+
+def argv_of(pid: int) -> list[str]:
+    """A process's command line from /proc (OSError once it is gone, or when it is not ours to read)."""
+    return [word.decode(errors="replace") for word in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if word]
+
+
+def platform_part(argv: list[str]) -> tuple[str, Literal["app", "sidecar"]] | None:
+    """Which app a platform process serves, and as what: a daprd (`--app-id X`) is X's sidecar, `python -m X` is
+    app X; anything else (a server, the dapr CLI) is None."""
+    if argv and Path(argv[0]).name == "daprd" and (app_id := flag_value(argv, "--app-id")):
+        return app_id, "sidecar"
+    if app_id := flag_value(argv, "-m"):
+        return app_id, "app"
     return None
 
 
