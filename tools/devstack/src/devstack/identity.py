@@ -55,11 +55,18 @@ def tokens_dir(layout: Layout) -> Path:
     return layout.run_dir / "secrets" / "tokens"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_owner_only(path: Path, data: bytes) -> None:
+    """Replaces `path` in one step, owner-only from its first byte (its folder too): a reader meanwhile (a sidecar
+    starting, say) sees the old file or the new one, never half of one, and nobody else ever sees either."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
+    staging = path.with_name(f".{path.name}.new")
+    staging.unlink(missing_ok=True)
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
         file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(staging, path)
 
 
 def _ca_certificate(
@@ -108,9 +115,9 @@ def ensure_trust_root(layout: Layout) -> TrustRoot:
     issuer_key = ec.generate_private_key(ec.SECP256R1())
     issuer_certificate = _ca_certificate("sidecart issuer", issuer_key, root_certificate, root_key)
     pem = serialization.Encoding.PEM
-    _write_private(root.root_certificate, root_certificate.public_bytes(pem))
-    _write_private(root.issuer_certificate, issuer_certificate.public_bytes(pem))
-    _write_private(
+    write_owner_only(root.root_certificate, root_certificate.public_bytes(pem))
+    write_owner_only(root.issuer_certificate, issuer_certificate.public_bytes(pem))
+    write_owner_only(
         root.issuer_key,
         issuer_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
@@ -136,7 +143,7 @@ def ensure_app_tokens(layout: Layout, app_ids: list[str]) -> dict[str, AppTokens
         path = folder / f"{app_id}.json"
         if not path.exists():
             pair = {"DAPR_API_TOKEN": secrets.token_urlsafe(32), "APP_API_TOKEN": secrets.token_urlsafe(32)}
-            _write_private(path, json.dumps(pair).encode())
+            write_owner_only(path, json.dumps(pair).encode())
             made.append(app_id)
         stored = json.loads(path.read_text())
         tokens[app_id] = AppTokens(stored["DAPR_API_TOKEN"], stored["APP_API_TOKEN"])

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.catalogue import Catalogue
-from devstack.identity import ensure_app_tokens, ensure_trust_root
+from devstack.identity import ensure_app_tokens, ensure_trust_root, write_owner_only
 from devstack.layout import Layout
 from devstack.processes import log
 
@@ -76,17 +76,8 @@ def local_secrets_file(layout: Layout) -> Path:
 
 
 def write_secrets(secrets_file: Path, values: dict[str, str]) -> None:
-    """Replaces the secrets file in one step, owner-only from its first byte: a sidecar starting meanwhile reads the
-    old file or the new one, never half of one."""
-    secrets_file.parent.mkdir(parents=True, exist_ok=True)
-    staging = secrets_file.with_name(f".{secrets_file.name}.new")
-    staging.unlink(missing_ok=True)
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(json.dumps(values))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(staging, secrets_file)
+    """Replaces the secrets file in one step, owner-only (a sidecar starting meanwhile reads the old or the new)."""
+    write_owner_only(secrets_file, json.dumps(values).encode())
 
 
 def ensure_secrets(layout: Layout) -> Path:

@@ -13,7 +13,14 @@ from typing import Any, Literal, Self
 import httpx
 import yaml
 
-from devstack.identity import TOKENS_DIR_VARIABLE, AppTokens, ensure_app_tokens, ensure_trust_root, tokens_dir
+from devstack.identity import (
+    TOKENS_DIR_VARIABLE,
+    AppTokens,
+    ensure_app_tokens,
+    ensure_trust_root,
+    tokens_dir,
+    write_owner_only,
+)
 from devstack.layout import Layout
 from devstack.processes import (
     ManagedProcess,
@@ -215,9 +222,7 @@ class Platform:
 
         run_file = self.layout.run_dir / f"dapr.{self.profile}.yaml"
         # The rendered file holds every app's tokens: owner-only, like the tokens folder.
-        run_file.touch(mode=0o600)
-        run_file.chmod(0o600)
-        run_file.write_text(yaml.safe_dump(rendered, sort_keys=False))
+        write_owner_only(run_file, yaml.safe_dump(rendered, sort_keys=False).encode())
         env = {
             **os.environ,
             "DAPR_RUNTIME_PATH": str(self.layout.runtime_path),
