@@ -95,21 +95,39 @@ def start_redis(layout: Layout) -> Server:
     return start_server("redis", REDIS_PORT, process, 20, lambda: port_open(REDIS_PORT))
 
 
-def start_sentry(layout: Layout, trust: TrustRoot) -> Server:
-    """Dapr's certificate authority, signing with the issuer of the trust root made at setup."""
+def _start_control_plane(
+    layout: Layout, name: str, port: int, healthz: int, metrics: int | None, flags: list[str], ready_timeout: float
+) -> Server:
+    """Starts one of Dapr's control-plane servers with every port it opens on loopback, ready when its healthz says
+    so. `metrics` None: no metrics server."""
     argv = [
-        str(layout.runtime_bin / "sentry"),
+        str(layout.runtime_bin / name),
         "--port",
-        str(SENTRY_PORT),
+        str(port),
         "--listen-address",
         "127.0.0.1",
         "--healthz-port",
-        str(SENTRY_HEALTHZ),
+        str(healthz),
         "--healthz-listen-address",
         "127.0.0.1",
-        # Sentry 1.18.2 builds its metrics server without the listen address it is given (placement and scheduler
-        # pass theirs on), so it would listen on every interface: off here.
-        "--enable-metrics=false",
+        *(
+            ["--metrics-port", str(metrics), "--metrics-listen-address", "127.0.0.1"]
+            if metrics is not None
+            else ["--enable-metrics=false"]
+        ),
+        *flags,
+        "--log-level",
+        "warn",
+    ]
+    process = ManagedProcess(name, argv, layout.run_dir / "logs" / f"{name}.log", cwd=layout.run_dir)
+    return start_server(name, port, process, ready_timeout, lambda: _healthz(healthz))
+
+
+def start_sentry(layout: Layout, trust: TrustRoot) -> Server:
+    """Dapr's certificate authority, signing with the issuer of the trust root made at setup. Its metrics are off:
+    sentry 1.18.2 builds its metrics server without the listen address it is given (placement and scheduler pass
+    theirs on), so it would listen on every interface."""
+    flags = [
         "--issuer-credentials",
         str(trust.folder),
         "--trust-domain",
@@ -118,51 +136,19 @@ def start_sentry(layout: Layout, trust: TrustRoot) -> Server:
         str(layout.repo / "deploy" / "dapr" / "config.yaml"),
         "--mode",
         "standalone",
-        "--log-level",
-        "warn",
     ]
-    process = ManagedProcess("sentry", argv, layout.run_dir / "logs" / "sentry.log", cwd=layout.run_dir)
-    return start_server("sentry", SENTRY_PORT, process, 30, lambda: _healthz(SENTRY_HEALTHZ))
+    return _start_control_plane(layout, "sentry", SENTRY_PORT, SENTRY_HEALTHZ, None, flags, 30)
 
 
 def start_placement(layout: Layout, trust: TrustRoot | None) -> Server:
-    argv = [
-        str(layout.runtime_bin / "placement"),
-        "--port",
-        str(PLACEMENT_PORT),
-        "--healthz-port",
-        str(PLACEMENT_HEALTHZ),
-        "--metrics-port",
-        str(PLACEMENT_METRICS),
-        "--listen-address",
-        "127.0.0.1",
-        "--healthz-listen-address",
-        "127.0.0.1",
-        "--metrics-listen-address",
-        "127.0.0.1",
-        *_control_plane_tls(trust),
-        "--log-level",
-        "warn",
-    ]
-    process = ManagedProcess("placement", argv, layout.run_dir / "logs" / "placement.log", cwd=layout.run_dir)
-    return start_server("placement", PLACEMENT_PORT, process, 30, lambda: _healthz(PLACEMENT_HEALTHZ))
+    flags = _control_plane_tls(trust)
+    return _start_control_plane(layout, "placement", PLACEMENT_PORT, PLACEMENT_HEALTHZ, PLACEMENT_METRICS, flags, 30)
 
 
 def start_scheduler(layout: Layout, trust: TrustRoot | None) -> Server:
     data = layout.run_dir / "scheduler"
     data.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(layout.runtime_bin / "scheduler"),
-        "--port",
-        str(SCHEDULER_PORT),
-        "--healthz-port",
-        str(SCHEDULER_HEALTHZ),
-        "--metrics-port",
-        str(SCHEDULER_METRICS),
-        "--listen-address",
-        "127.0.0.1",
-        "--healthz-listen-address",
-        "127.0.0.1",
+    flags = [
         "--etcd-data-dir",
         str(data),
         "--etcd-client-port",
@@ -171,11 +157,6 @@ def start_scheduler(layout: Layout, trust: TrustRoot | None) -> Server:
         f"dapr-scheduler-server-0=http://127.0.0.1:{SCHEDULER_ETCD_PEER}",
         "--etcd-client-listen-address",
         "127.0.0.1",
-        "--metrics-listen-address",
-        "127.0.0.1",
         *_control_plane_tls(trust),
-        "--log-level",
-        "warn",
     ]
-    process = ManagedProcess("scheduler", argv, layout.run_dir / "logs" / "scheduler.log", cwd=layout.run_dir)
-    return start_server("scheduler", SCHEDULER_PORT, process, 60, lambda: _healthz(SCHEDULER_HEALTHZ))
+    return _start_control_plane(layout, "scheduler", SCHEDULER_PORT, SCHEDULER_HEALTHZ, SCHEDULER_METRICS, flags, 60)
