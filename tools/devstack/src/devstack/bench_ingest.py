@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from devstack.layout import Layout
+from devstack.measures import percentile
 from devstack.platform_run import Platform
 from devstack.processes import log
 
@@ -47,8 +48,7 @@ class IngestResult:
         return sorted(out)
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms) or [float("nan")]
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
 
 def _batch(size: int) -> bytes:

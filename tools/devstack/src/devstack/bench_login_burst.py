@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from devstack.layout import Layout
+from devstack.measures import percentile
 from devstack.platform_run import Platform
 
 BYSTANDERS = 5
@@ -33,8 +34,7 @@ class Phase:
     statuses: Counter[int] = field(default_factory=Counter)
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+        return percentile(self.latencies_ms, q)
 
 
 def _client(platform: Platform, address: str) -> httpx.AsyncClient:

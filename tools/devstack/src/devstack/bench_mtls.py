@@ -18,6 +18,7 @@ import httpx
 
 from devstack.footprint import ProcessMemory, measure
 from devstack.layout import Layout
+from devstack.measures import percentile
 from devstack.platform_run import Platform
 from devstack.processes import log
 
@@ -32,8 +33,7 @@ class ModeResult:
     memory: list[ProcessMemory]
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
     def pss_mib(self, prefix: str) -> float:
         return sum(m.pss_kib for m in self.memory if m.label.startswith(prefix)) / 1024

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from devstack.layout import Layout
+from devstack.measures import percentile
 from devstack.platform_run import Platform
 from devstack.processes import log
 
@@ -38,10 +39,7 @@ class LevelResult:
         return self.completed / self.seconds if self.seconds else 0.0
 
     def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
 
 async def _shopper(client: httpx.AsyncClient) -> dict[str, str]:
