@@ -12,11 +12,9 @@ nothing else, must restart to sign with the new key.
 import json
 from pathlib import Path
 
-import httpx
-
 from devstack.install import ensure_secrets, new_rsa_private_key_pem, write_secrets
 from devstack.layout import Layout
-from devstack.platform_run import Platform
+from devstack.platform_run import Platform, answers
 from devstack.processes import argv_of, log, platform_part, wait_until
 
 CURRENT = "jwt-signing-key"
@@ -56,14 +54,7 @@ def restart_users(platform: Platform, timeout: float = 60) -> None:
     platform.restart(sidecar)
     platform.restart(app)
     ready_url = f"http://127.0.0.1:{platform.run_file.app(USERS).app_port}/readyz"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(ready_url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until("users to come back with the rotated keys", ready, timeout)
+    wait_until("users to come back with the rotated keys", lambda: answers(ready_url, (200,)), timeout)
 
 
 def rotate(layout: Layout) -> None:

@@ -122,7 +122,8 @@ def _without_mtls(layout: Layout, rendered: dict[str, Any]) -> None:
         app["configFilePath"] = str(copy_path)
 
 
-def _answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
+def answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
+    """Whether `url` answers a GET with one of `statuses` within a second (False when nothing answers)."""
     try:
         return httpx.get(url, timeout=1).status_code in statuses
     except httpx.HTTPError:
@@ -249,10 +250,10 @@ class Platform:
                 raise RuntimeError(f"dapr run exited early:\n{self._apps.tail() if self._apps else ''}")
             for app in self.run_file.apps:
                 # A sidecar's /v1.0/healthz answers 204 once its components are loaded and its app is healthy.
-                if app.app_id in pending and _answers(f"http://127.0.0.1:{app.dapr_http_port}/v1.0/healthz"):
+                if app.app_id in pending and answers(f"http://127.0.0.1:{app.dapr_http_port}/v1.0/healthz"):
                     pending.discard(app.app_id)
                     log(f"  {app.app_id} is up (app :{app.app_port}, sidecar :{app.dapr_http_port})")
-            return not pending and _answers(f"{self.gateway_url}/readyz", (200,))
+            return not pending and answers(f"{self.gateway_url}/readyz", (200,))
 
         try:
             wait_until(
