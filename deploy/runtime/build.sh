@@ -39,7 +39,9 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 export CGO_ENABLED=0
-say "using $(go version) (the pinned release needs go $need_go; GOTOOLCHAIN=$GOTOOLCHAIN)"
+# Asked in this folder, go names the toolchain the builds use: go.mod's `toolchain` line (fetched from the module
+# proxy when newer than the local go), not the local go.
+say "using $(cd "$here" && go version) (go.mod asks for go $need_go or newer; GOTOOLCHAIN=$GOTOOLCHAIN)"
 
 dapr_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/dapr/dapr)
 cli_version=$(cd "$here/cli" && go list -m -f '{{.Version}}' github.com/dapr/cli)
