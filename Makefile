@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate rotate-keys footprint bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate rotate-keys footprint bench bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime \
 	clean
 
 help: ## list the targets
@@ -55,6 +55,9 @@ rotate-keys: python-env ## JWT signing keys: previous <- current <- next <- new 
 
 footprint: python-env ## benchmark: start the platform, print and write (reports/) each process's resident memory
 	@$(PY) -m devstack footprint
+
+bench: python-env ## benchmark: the seed's load table per service, beside the floor; writes reports/bench-PROFILE.md + plots
+	@$(PY) -m devstack bench
 
 bench-saga: python-env ## benchmark: order sagas/s and p50/p99 202→completed at 1, 10, 50 clients (reports/)
 	@$(PY) -m devstack bench-saga

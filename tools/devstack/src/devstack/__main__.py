@@ -7,6 +7,7 @@ import sys
 import threading
 
 from devstack import conformance
+from devstack.bench import run as run_bench
 from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_kit import run as run_bench_kit
 from devstack.bench_login_burst import run as run_bench_login_burst
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         "footprint", parents=[on_profile], help="start the platform, measure each process's memory, write a report"
     )
     footprint.add_argument("--warm-up-users", type=int, default=50)
+    table = sub.add_parser(
+        "bench", parents=[on_profile], help="the seed's load table, service by service, beside the floor (reports/)"
+    )
+    table.add_argument("--seconds", type=float, default=10, help="per load (closed loop, then open loop)")
     bench = sub.add_parser(
         "bench-saga", parents=[on_profile], help="order sagas/s and latency at 1, 10 and 50 concurrent clients"
     )
@@ -92,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
     install(layout, [args.profile])
     if args.command == "setup":
+        return 0
+    if args.command == "bench":
+        log(f"report written to {run_bench(layout, args.profile, args.seconds)}")
         return 0
     if args.command == "bench-saga":
         levels = [int(n) for n in args.clients.split(",")]

@@ -100,7 +100,7 @@ async def _watch(
         await asyncio.sleep(0.25)
 
 
-async def _bench(platform: Platform, key: str, clients: int, size: int, seconds: float) -> IngestResult:
+async def bench(platform: Platform, key: str, clients: int, size: int, seconds: float) -> IngestResult:
     result = IngestResult(clients, size)
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=60) as client:
         email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
@@ -176,7 +176,7 @@ def run(layout: Layout, profile: str, clients: list[int], size: int, seconds: fl
         results = []
         for n in clients:
             log(f"{n} clients posting batches of {size} for {seconds:.0f} s")
-            results.append(asyncio.run(_bench(platform, key, n, size, seconds)))
+            results.append(asyncio.run(bench(platform, key, n, size, seconds)))
         log("single-event publish against bulk publish: 20,000 events each through ingest's sidecar")
         modes = asyncio.run(_publish_modes(platform, 20_000, 50))
     lines = [

@@ -95,7 +95,7 @@ async def _run_level(
     return result
 
 
-async def _bench(platform: Platform, levels: list[int], seconds: float) -> list[LevelResult]:
+async def bench(platform: Platform, levels: list[int], seconds: float) -> list[LevelResult]:
     limits = httpx.Limits(max_connections=max(levels) * 2, max_keepalive_connections=max(levels) * 2)
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=60, limits=limits) as client:
         admin = f"{platform.sidecar_url('inventory')}/v1.0/invoke/inventory/method/admin/products"
@@ -132,7 +132,7 @@ def report(results: list[LevelResult]) -> str:
 
 def run(layout: Layout, profile: str, levels: list[int], seconds: float) -> Path:
     with Platform(layout, profile=profile) as platform:
-        results = asyncio.run(_bench(platform, levels, seconds))
+        results = asyncio.run(bench(platform, levels, seconds))
     table = report(results)
     text = (
         f"# Order saga benchmark ({profile} profile)\n\n"

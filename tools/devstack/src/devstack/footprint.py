@@ -46,7 +46,8 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def _label(pid: int) -> str:
+def process_label(pid: int) -> str:
+    """What a platform process is, for a report: "daprd (users)", "app users", "redis-server", ..."""
     words = argv_of(pid)
     program = Path(words[0]).name if words else "?"
     match platform_part(words):
@@ -64,7 +65,7 @@ def measure(platform: Platform) -> list[ProcessMemory]:
     for pid in platform.processes():
         rss = _proc_field(pid, "VmRSS")
         if rss:
-            rows.append(ProcessMemory(_label(pid), pid, int(rss.split()[0]), _pss_kib(pid)))
+            rows.append(ProcessMemory(process_label(pid), pid, int(rss.split()[0]), _pss_kib(pid)))
     return sorted(rows, key=lambda r: r.label)
 
 

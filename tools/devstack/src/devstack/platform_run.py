@@ -4,6 +4,7 @@ import copy
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,11 +142,14 @@ class Platform:
         ready_timeout: float = 120,
         *,
         mtls: bool = True,
+        app_environment: Mapping[str, Mapping[str, str]] | None = None,
     ):
         """`mtls=False` is for measuring what mTLS costs: no sentry, plaintext between sidecars, and no access policies
-        (they name callers by their mTLS identity, so without it they would refuse every call)."""
+        (they name callers by their mTLS identity, so without it they would refuse every call). `app_environment`
+        sets variables for some apps (by app id) on top of dapr.yaml's, as a benchmark changes a setting."""
         self.layout = layout
         self.mtls = mtls
+        self.app_environment = app_environment or {}
         self.profile = profile
         self.gateway_port = gateway_port
         self.ready_timeout = ready_timeout
@@ -210,6 +214,8 @@ class Platform:
         rendered = self.run_file.render(self.layout, self.profile, self.gateway_port, self.tokens)
         if not self.mtls:
             _without_mtls(self.layout, rendered)
+        for app in rendered["apps"]:
+            app["env"].update(self.app_environment.get(app["appID"], {}))
         busy = [f"{a.app_id}:{p}" for a in self.run_file.apps for p in (a.app_port, a.dapr_http_port) if port_open(p)]
         if busy:
             raise RuntimeError(f"ports already in use ({', '.join(busy)}): is the platform already running?")

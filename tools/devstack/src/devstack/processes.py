@@ -72,6 +72,12 @@ def stat_fields(pid: int) -> list[str] | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) the process has used so far; None once it is gone."""
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None
+
+
 def _live_stats() -> dict[int, list[str]]:
     pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
     return {pid: fields for pid in pids if (fields := stat_fields(pid)) is not None}
