@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TypeVar
 
+import argon2
 import httpx
 from fastapi import FastAPI
 
@@ -61,7 +62,14 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
             audience=settings.jwt_audience,
             ttl=timedelta(seconds=settings.token_ttl_seconds),
         )
-        passwords = await Argon2PasswordHasher.create(concurrency=settings.hash_concurrency)
+        passwords = await Argon2PasswordHasher.create(
+            concurrency=settings.hash_concurrency,
+            hasher=argon2.PasswordHasher(
+                time_cost=settings.password_hash_time_cost,
+                memory_cost=settings.password_hash_memory_kib,
+                parallelism=settings.password_hash_parallelism,
+            ),
+        )
         app.state.users = Users(
             DaprUserRepository(client, settings.state_store),
             passwords,

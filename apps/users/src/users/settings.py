@@ -30,5 +30,11 @@ class Settings(ServiceSettings):
 
     # How long an e-mail claim without its user record is left alone before a new sign-up may take it over.
     claim_grace_seconds: float = Field(default=30.0, ge=0)
-    # Concurrent argon2 computations (64 MiB each): more requests wait instead of exhausting memory.
+    # argon2id at OWASP's recommended minimum (m=19 MiB, t=2, p=1; Password Storage Cheat Sheet). argon2-cffi's
+    # default (RFC 9106's low-memory profile: 64 MiB, t=3, p=4) cost 150 ms of CPU per sign-in here, which held
+    # sign-in to 12/s on 2 cores (`make bench`). A stored hash names its own parameters: older ones still verify.
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)
+    password_hash_time_cost: int = Field(default=2, ge=2)
+    password_hash_parallelism: int = Field(default=1, ge=1)
+    # Concurrent argon2 computations (password_hash_memory_kib each): more requests wait instead of exhausting memory.
     hash_concurrency: int = Field(default=4, gt=0)

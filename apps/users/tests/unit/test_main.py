@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import argon2
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -28,7 +29,8 @@ def test_the_app_starts_with_the_keys_from_the_secret_store_and_serves_a_sign_up
         "jwt-next-signing-key": _pem(next_key),
         "jwt-previous-signing-key": _pem(previous_key),
     }
-    app = create_app(Settings(), sidecar_transport=httpx.MockTransport(sidecar))
+    settings = Settings(password_hash_memory_kib=20 * 1024, password_hash_time_cost=3)
+    app = create_app(settings, sidecar_transport=httpx.MockTransport(sidecar))
 
     with TestClient(app) as client:  # runs the lifespan: key, hasher, adapters
         signed_up = client.post("/users", json={"email": "ann@example.com", "password": "correct horse", "name": "A"})
@@ -41,6 +43,12 @@ def test_the_app_starts_with_the_keys_from_the_secret_store_and_serves_a_sign_up
     assert ready.json() == {"status": "ready"}
     [operations] = sidecar.transactions
     assert operations[1]["request"]["value"]["user_id"] == signed_up.json()["id"]
+    [stored_hash] = [
+        op["request"]["value"]["password_hash"] for op in operations if "password_hash" in op["request"]["value"]
+    ]
+    assert argon2.extract_parameters(stored_hash) == argon2.Parameters(
+        type=argon2.Type.ID, version=19, salt_len=16, hash_len=32, time_cost=3, memory_cost=20 * 1024, parallelism=1
+    )  # the settings' parameters
     published = jwt.PyJWKSet.from_dict(jwks).keys
     assert len(published) == 3
     kid = jwt.get_unverified_header(token.json()["access_token"])["kid"]

@@ -2,6 +2,9 @@
 
 from datetime import timedelta
 
+import pytest
+from pydantic import ValidationError
+
 from sidecart_kit.testing import settings_from_environment
 from users.settings import Settings
 
@@ -25,3 +28,16 @@ def test_variables_are_read_with_and_without_the_prefix() -> None:
 
 def test_the_default_token_lifetime_is_an_hour() -> None:
     assert timedelta(seconds=Settings().token_ttl_seconds) == timedelta(hours=1)
+
+
+def test_password_hashing_is_never_set_below_owasps_argon2id_minimum() -> None:
+    settings = settings_from_environment(Settings, {})
+    minimum = (19 * 1024, 2, 1)
+    assert (
+        settings.password_hash_memory_kib,
+        settings.password_hash_time_cost,
+        settings.password_hash_parallelism,
+    ) == minimum
+    for variable, weaker in (("USERS_PASSWORD_HASH_MEMORY_KIB", "8192"), ("USERS_PASSWORD_HASH_TIME_COST", "1")):
+        with pytest.raises(ValidationError):
+            settings_from_environment(Settings, {variable: weaker})
