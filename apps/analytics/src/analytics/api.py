@@ -205,19 +205,20 @@ class DeadLetterList(BaseModel):
 
 @router.get("/reports/summary", tags=["reports"], response_model=Summary, responses=_REPORT_ERRORS)
 async def report_summary(analytics: AnalyticsDep) -> Summary:
-    """Totals over the retention window: telemetry by type, sign-ups, orders and revenue."""
+    """Totals over the retention window: telemetry by type, sign-ups, orders and revenue (as of at most a second
+    ago, ANALYTICS_REPORT_MAX_AGE_SECONDS)."""
     return Summary.model_validate(await analytics.summary())
 
 
 @router.get("/reports/top-products", tags=["reports"], response_model=TopProducts, responses=_QUERY_ERRORS)
 async def report_top_products(analytics: AnalyticsDep, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> TopProducts:
-    """The most viewed products: views descending, then sku."""
+    """The most viewed products: views descending, then sku (as of at most a second ago)."""
     return TopProducts.model_validate({"items": await analytics.top_products(limit)})
 
 
 @router.get("/reports/funnel", tags=["reports"], response_model=Funnel, responses=_REPORT_ERRORS)
 async def report_funnel(analytics: AnalyticsDep) -> Funnel:
-    """Product views, add-to-carts and completed orders over the retention window."""
+    """Product views, add-to-carts and completed orders over the retention window (as of at most a second ago)."""
     return Funnel.model_validate(await analytics.funnel())
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from async_lru import alru_cache
+
 from analytics.domain import (
     BUSINESS_INDEX_KEY,
     DEAD_LETTERS_KEY,
@@ -78,10 +80,19 @@ class Analytics:
         retention: timedelta = timedelta(hours=48),
         retry: RetryPolicy | None = None,
         max_dead_letters: int = 100,
+        report_max_age: timedelta = timedelta(0),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`report_max_age`: how old the documents a report is computed from may be. Every report reads all the
+        retained documents; within that age, reports share one read (and requests that arrive during a read wait
+        for it), so a burst of report requests costs one read of the store, not one each."""
         self._store = store
+        self._read_shards: Callable[[], Awaitable[list[TelemetryShard]]] = self._retained_shards
+        self._read_hours: Callable[[], Awaitable[dict[str, BusinessHour]]] = self._business_hours
+        if report_max_age > timedelta(0):
+            shared = alru_cache(maxsize=1, ttl=report_max_age.total_seconds())
+            self._read_shards, self._read_hours = shared(self._retained_shards), shared(self._business_hours)
         self._retention = retention
         self._updates = DocumentUpdates(store, retry=retry or RetryPolicy(), sleep=sleep)
         self._max_dead_letters = max_dead_letters
@@ -229,14 +240,14 @@ class Analytics:
         return [shard for _, shard in shards]
 
     async def summary(self) -> dict[str, Any]:
-        shards, hours = await asyncio.gather(self._retained_shards(), self._business_hours())
+        shards, hours = await asyncio.gather(self._read_shards(), self._read_hours())
         return summary(shards, hours)
 
     async def top_products(self, limit: int) -> list[dict[str, Any]]:
-        return top_products(await self._retained_shards(), limit)
+        return top_products(await self._read_shards(), limit)
 
     async def funnel(self) -> dict[str, int]:
-        shards, hours = await asyncio.gather(self._retained_shards(), self._business_hours())
+        shards, hours = await asyncio.gather(self._read_shards(), self._read_hours())
         return funnel(shards, hours.values())
 
     async def timeseries(self, event_type: str, start: datetime, end: datetime) -> list[dict[str, Any]]:

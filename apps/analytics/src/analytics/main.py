@@ -37,6 +37,7 @@ def create_app(
             retention=timedelta(hours=settings.retention_hours),
             retry=RetryPolicy(settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds),
             max_dead_letters=settings.max_dead_letters,
+            report_max_age=timedelta(seconds=settings.report_max_age_seconds),
         )
         app.state.analytics = analytics
         app.state.deliveries = Deliveries(

@@ -33,6 +33,9 @@ class Settings(StateStoreSettings, SubscriberSettings):
     # topic itself and answers SUCCESS; RETRY if that publish fails), for a runtime that discards DROPs.
     malformed_entry_action: Literal["publish", "RETRY", "DROP"] = "DROP"
     max_dead_letters: int = 100
+    # How old the documents behind the summary, top-products and funnel reports may be: reports within this age
+    # share one read of every retained document instead of one read each (0: every report reads the store).
+    report_max_age_seconds: float = Field(default=1.0, ge=0)
 
     # Optimistic-concurrency retries when two deliveries update the same document at once.
     save_attempts: int = 8

@@ -14,6 +14,7 @@ from contracts.orders import OrderCancelled
 from contracts.users import UserRegistered
 from sidecart_kit.events import BulkDelivery, DeliveryStatus, EventDeliveries, delivery_counter
 from sidecart_kit.retry import RetryPolicy
+from sidecart_kit.state import StoreUnavailableError
 from sidecart_kit.testing import FakeSleep
 
 from .conftest import NOW, DocumentStore, FakePublisher, telemetry
@@ -200,3 +201,31 @@ async def test_a_dead_letter_is_retried_while_the_store_is_down(store: DocumentS
     store.available = True
     assert await deliveries.dead_letter("/events/dead-letter", b'{"id": "d1"}') is DeliveryStatus.SUCCESS
     assert [item["id"] for item in store.document(DEAD_LETTERS_KEY)["items"]] == ["d1"]
+
+
+async def test_reports_within_their_max_age_share_one_read_of_the_store(store: DocumentStore, sleep: FakeSleep) -> None:
+    analytics = Analytics(store, clock=lambda: NOW, sleep=sleep, report_max_age=timedelta(seconds=60))
+    await analytics.fold_telemetry(_entries(5))
+    store.interleave = True  # the reports below really overlap
+
+    first, funnel, _, again = await asyncio.gather(
+        analytics.summary(), analytics.funnel(), analytics.top_products(3), analytics.summary()
+    )
+    await analytics.fold_telemetry(_entries(5))
+    later = await analytics.summary()
+
+    assert store.bulk_reads == 1  # the retained telemetry documents, read once for four reports
+    assert first == again == later
+    assert (first["events_total"], funnel["product_views"]) == (5, 5)
+    # Without a max age every report reads the store, and sees every event folded so far.
+    assert await _total(_analytics(store, sleep)) == 10
+
+
+async def test_a_failed_read_is_not_kept_for_the_next_report(store: DocumentStore, sleep: FakeSleep) -> None:
+    analytics = Analytics(store, clock=lambda: NOW, sleep=sleep, report_max_age=timedelta(seconds=60))
+    await analytics.fold_telemetry(_entries(3))
+    store.available = False
+    with pytest.raises(StoreUnavailableError):
+        await analytics.summary()
+    store.available = True
+    assert await _total(analytics) == 3
