@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack import bench_ingest, bench_saga
+from devstack import bench_ingest, bench_notifications, bench_saga
 from devstack.footprint import ProcessMemory, measure, process_label
 from devstack.layout import Layout
 from devstack.load import VEGETA_VERSION, LoadResult, Request, attack, ensure_vegeta
@@ -275,7 +275,7 @@ def measure_platform(
         results = [_http_path(vegeta, n, reqs, seconds, rate, platform.processes) for n, reqs, rate in http_paths]
         results += _sagas(platform, seconds)
         results += _telemetry(platform, key, seconds)
-        results.append(Measured("notifications, event → notice", "events", note="not measured yet"))
+        results += _notices(platform, seconds)
         time.sleep(2)
         busy = measure(platform)
     return results, [idle, busy]
@@ -296,6 +296,28 @@ def _sagas(platform: Platform, seconds: float) -> list[Measured]:
             latency_ms=(mean, level.percentile(0.5), level.percentile(0.99)),
             cpu_per_1000=meter.per_1000(level.completed),
             note=f"closed loop; 202→completed; {level.cancelled} cancelled, {level.errors} errors",
+        )
+    ]
+
+
+def _notices(platform: Platform, seconds: float, rate: int = 2000) -> list[Measured]:
+    log(f"notifications: user.registered at {rate}/s for {seconds:.0f} s (open loop), until every notice is recorded")
+    meter = CpuMeter(platform.processes)
+    with meter.measuring():
+        result = asyncio.run(bench_notifications.bench(platform, rate, seconds))
+    latencies = result.latencies_ms()
+    caught_up = result.recorded >= result.published
+    return [
+        Measured(
+            "notifications, event → notice",
+            "events",
+            throughput=result.recorded / result.seconds,
+            latency_ms=(sum(latencies) / len(latencies), result.percentile(0.5), result.percentile(0.99))
+            if latencies
+            else None,
+            cpu_per_1000=meter.per_1000(result.recorded),
+            note=f"open loop at {rate}/s, {result.published:,} published; latency: publish until recorded"
+            + ("" if caught_up else f"; {result.published - result.recorded:,} not recorded after the catch-up limit"),
         )
     ]
 
