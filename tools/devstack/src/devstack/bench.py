@@ -141,6 +141,23 @@ class CpuMeter:
         return {label: used / units * 1000 for label, used in self.used.items() if units and used > 0}
 
 
+def settle(pids: Callable[[], list[int]], quiet_cores: float = 0.15, limit_s: float = 180) -> float:
+    """Waits until the platform is quiet (all its processes together under `quiet_cores` for two seconds running),
+    so a path is not measured while subscribers still work off what an earlier path sent. Returns the seconds
+    waited; gives up after `limit_s` and says so."""
+    started = time.monotonic()
+    quiet_seconds = 0
+    while quiet_seconds < 2:
+        meter = CpuMeter(pids)
+        with meter.measuring():
+            time.sleep(1)
+        quiet_seconds = quiet_seconds + 1 if sum(meter.used.values()) < quiet_cores else 0
+        if time.monotonic() - started > limit_s:
+            log(f"the platform is still busy after {limit_s:.0f} s ({sum(meter.used.values()):.2f} cores): measuring")
+            break
+    return time.monotonic() - started
+
+
 def _http_path(
     vegeta: Path,
     name: str,
@@ -151,6 +168,7 @@ def _http_path(
 ) -> Measured:
     log(f"{name}: warm-up, then {seconds:.0f} s closed loop ({CLOSED_LOOP_WORKERS} in flight)")
     attack(vegeta, requests, rate=50, seconds=3)
+    settle(pids)
     meter = CpuMeter(pids)
     with meter.measuring():
         saturated = attack(vegeta, requests, rate=0, seconds=seconds, workers=CLOSED_LOOP_WORKERS)
@@ -273,9 +291,12 @@ def measure_platform(
             ),
         ]
         results = [_http_path(vegeta, n, reqs, seconds, rate, platform.processes) for n, reqs, rate in http_paths]
-        results += _sagas(platform, seconds)
+        # Telemetry last: analytics may take long to fold what it accepted, and would be busy under later paths.
+        for measure_path in (_sagas, _notices):
+            settle(platform.processes)
+            results += measure_path(platform, seconds)
+        settle(platform.processes)
         results += _telemetry(platform, key, seconds)
-        results += _notices(platform, seconds)
         time.sleep(2)
         busy = measure(platform)
     return results, [idle, busy]
@@ -476,7 +497,8 @@ def run(layout: Layout, profile: str, seconds: float) -> Path:
             f"throughput, then {seconds:.0f} s open loop "
             "at the fixed rate for the latencies. The platform runs as always (API tokens, mTLS, access control), "
             "with the gateway's rate limits raised for the run. The floor is a one-route FastAPI app served like "
-            "every service, behind two daprds (mTLS off, no application code).",
+            "every service, behind two daprds (mTLS off, no application code). Before each path the bench waits "
+            "until the platform is quiet. The stores hold what earlier runs left in .run/ (`make clean` empties it).",
             "",
             summary_table(results),
             "",
