@@ -4,8 +4,9 @@ import base64
 import json
 import os
 import time
+from pathlib import Path
 
-from devstack.bench import CpuMeter, Measured, cpu_table, summary_table
+from devstack.bench import CpuMeter, Measured, cpu_table, plot, summary_table
 from devstack.load import LoadResult, Request
 
 # `vegeta report -type=json` of a 1 s attack at 50/s (vegeta v12.13.0); latencies and duration are in nanoseconds.
@@ -91,3 +92,21 @@ def test_the_tables_put_each_path_beside_the_floor_and_sum_every_process() -> No
     assert "redis-server" not in cpu
     assert "| everything else | 0.000 | 0.001 |" in cpu
     assert "| **total** | **0.600** | **1.901** |" in cpu
+
+
+def test_the_plots_are_written_as_png(tmp_path: Path) -> None:
+    floor = Measured(
+        "floor", "req", throughput=3000.0, latency_ms=(1.0, 0.9, 2.4), cpu_per_1000={"daprd (caller)": 0.3}
+    )
+    read = Measured(
+        "profile read", "req", throughput=500.0, latency_ms=(10.0, 8.0, 30.0), cpu_per_1000={"app gateway": 1.2}
+    )
+    sagas = Measured(
+        "order sagas (10 clients)", "sagas", throughput=15.0, latency_ms=(385.0, 385.0, 595.0), cpu_per_1000={"x": 1.0}
+    )
+    not_measured = Measured("notifications, event → notice", "events")
+
+    written = plot([floor, read, sagas, not_measured], tmp_path, "local")
+
+    assert [p.name for p in written] == ["bench-local-throughput.png", "bench-local-latency.png", "bench-local-cpu.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)

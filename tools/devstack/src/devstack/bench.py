@@ -58,6 +58,16 @@ SEED = {
     "notifications, event → notice": ("Notification 5,000 req/s, 8 / 25 ms", "≥ 2,000 events/s, p99 ≤ 100 ms"),
 }
 
+# The targets' throughputs, drawn on the plot.
+TARGET_THROUGHPUT = {
+    "profile read": 1000,
+    "analytics reports": 1200,
+    "order sagas (10 clients)": 30,
+    "telemetry, accepted": 10_000,
+    "telemetry, end to end": 10_000,
+    "notifications, event → notice": 2000,
+}
+
 FLOOR_APP = """
 from fastapi import FastAPI
 from sidecart_kit.service import serve
@@ -428,45 +438,68 @@ def plot(results: list[Measured], folder: Path, profile: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    http = [m for m in results if m.unit == "req"]
-    others = [m for m in results if m.unit != "req" and m.throughput == m.throughput]
-
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    axes[0].barh([m.name for m in http], [m.throughput for m in http], color="tab:blue")
-    axes[0].set_xlabel("requests/s at saturation")
-    axes[1].barh([m.name for m in others], [m.throughput for m in others], color="tab:green")
-    axes[1].set_xlabel("sagas/s or events/s")
-    figure.suptitle(f"Throughput ({profile} profile, 2 cores, generator on the same machine)")
+    measured = [m for m in results if m.throughput == m.throughput]
+    http = [m for m in measured if m.unit == "req"]
+    others = [m for m in measured if m.unit != "req"]
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for axis, paths, unit in ((axes[0], http, "requests/s"), (axes[1], others, "sagas/s or events/s (log scale)")):
+        names = [m.name for m in paths]
+        axis.barh(names, [m.throughput for m in paths], color="tab:blue", label="measured")
+        targets = [(m.name, TARGET_THROUGHPUT[m.name]) for m in paths if m.name in TARGET_THROUGHPUT]
+        axis.scatter(
+            [t for _, t in targets], [n for n, _ in targets], marker="|", s=400, color="tab:red", label="target"
+        )
+        for m in paths:
+            axis.annotate(f" {m.throughput:,.0f}", (m.throughput, m.name), va="center", fontsize="small")
+        axis.set_xlabel(f"{unit} at saturation")
+        axis.legend(loc="lower right", fontsize="small")
+    axes[1].set_xscale("log")
+    figure.suptitle(f"Throughput ({profile} profile; 2 cores, load generator on the same machine)")
     figure.tight_layout()
     written.append(folder / f"bench-{profile}-throughput.png")
     figure.savefig(written[-1], dpi=100)
 
-    timed = [m for m in http if m.latency_ms]
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    names = [f"{m.name}\n@{m.fixed.rate}/s" if m.fixed else m.name for m in timed]
-    positions = range(len(timed))
-    axis.bar([p - 0.2 for p in positions], [m.latency_ms[1] for m in timed if m.latency_ms], 0.4, label="p50")
-    axis.bar([p + 0.2 for p in positions], [m.latency_ms[2] for m in timed if m.latency_ms], 0.4, label="p99")
-    axis.set_xticks(list(positions), names)
-    axis.set_ylabel("ms at a fixed arrival rate (open loop)")
+    timed = [m for m in measured if m.latency_ms]
+    figure, axis = plt.subplots(figsize=(12, 4.5))
+    names = [f"{m.name}\n@ {m.fixed.rate:,}/s" if m.fixed else f"{m.name}\n(closed loop)" for m in timed]
+    positions = list(range(len(timed)))
+    p50 = [m.latency_ms[1] if m.latency_ms else 0.0 for m in timed]
+    p99 = [m.latency_ms[2] if m.latency_ms else 0.0 for m in timed]
+    axis.bar([x - 0.2 for x in positions], p50, 0.4, label="p50")
+    axis.bar([x + 0.2 for x in positions], p99, 0.4, label="p99")
+    axis.set_xticks(positions, names, fontsize="small")
+    axis.set_yscale("log")
+    axis.set_ylabel("ms (log scale)")
+    axis.set_title("Latency: HTTP paths at a fixed rate; sagas 202→completed; events publish→counted")
     axis.legend()
     figure.tight_layout()
     written.append(folder / f"bench-{profile}-latency.png")
     figure.savefig(written[-1], dpi=100)
 
-    measured = [m for m in results if m.cpu_per_1000]
-    labels = sorted({label for m in measured for label in m.cpu_per_1000}, key=lambda k: k.startswith("daprd"))
-    figure, axis = plt.subplots(figsize=(11, 5))
-    bottoms = [0.0] * len(measured)
-    for label in labels:
-        values = [m.cpu_per_1000.get(label, 0.0) for m in measured]
-        if max(v / (m.cpu_total() or 1) for v, m in zip(values, measured, strict=True)) < 0.03:
-            continue
-        axis.bar([m.name for m in measured], values, bottom=bottoms, label=label)
-        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
-    axis.set_ylabel("CPU seconds per 1,000 requests / sagas / events")
-    axis.legend(fontsize="small", ncol=2)
-    axis.tick_params(axis="x", labelsize="small")
+    costed = [m for m in results if m.cpu_per_1000]
+    labels = sorted({label for m in costed for label in m.cpu_per_1000})
+    shown = [label for label in labels if any(m.cpu_per_1000.get(label, 0) >= 0.04 * m.cpu_total() for m in costed)]
+    figure, axis = plt.subplots(figsize=(13, 5))
+    palette = plt.get_cmap("tab20")
+    colors = [palette(n) for n in range(20)]
+    lefts = [0.0] * len(costed)
+    rows = [f"{m.name}\n{m.cpu_total():.2f} s per 1,000 {m.unit}" for m in costed]
+    for n, label in enumerate([*shown, "everything else"]):
+        shares = [
+            100
+            * (
+                m.cpu_per_1000.get(label, 0.0)
+                if label in shown
+                else m.cpu_total() - sum(m.cpu_per_1000.get(s, 0.0) for s in shown)
+            )
+            / m.cpu_total()
+            for m in costed
+        ]
+        axis.barh(rows, shares, left=lefts, color=colors[n % len(colors)], label=label)
+        lefts = [a + b for a, b in zip(lefts, shares, strict=True)]
+    axis.set_xlabel("share of the CPU spent on each path, by process (%)")
+    axis.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    axis.invert_yaxis()
     figure.tight_layout()
     written.append(folder / f"bench-{profile}-cpu.png")
     figure.savefig(written[-1], dpi=100)
