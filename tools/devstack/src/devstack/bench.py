@@ -116,6 +116,7 @@ class Measured:
     latency_ms: tuple[float, float, float] | None = None  # avg, p50, p99 (closed-loop paths: of their own units)
     cpu_per_1000: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds per 1,000 units
     note: str = ""
+    arrival: str = ""  # how the load arrived, when not at `fixed`'s rate: "closed loop", "2,000/s (open loop)"
 
     def cpu_total(self, prefix: str = "") -> float:
         return sum(v for k, v in self.cpu_per_1000.items() if k.startswith(prefix))
@@ -323,6 +324,7 @@ def _sagas(platform: Platform, seconds: float) -> list[Measured]:
         Measured(
             "order sagas (10 clients)",
             "sagas",
+            arrival="closed loop",
             throughput=level.per_second,
             latency_ms=(mean, level.percentile(0.5), level.percentile(0.99)),
             cpu_per_1000=meter.per_1000(level.completed),
@@ -342,12 +344,13 @@ def _notices(platform: Platform, seconds: float, rate: int = 2000) -> list[Measu
         Measured(
             "notifications, event → notice",
             "events",
+            arrival=f"{rate:,}/s (open loop)",
             throughput=result.recorded / result.seconds,
             latency_ms=(sum(latencies) / len(latencies), result.percentile(0.5), result.percentile(0.99))
             if latencies
             else None,
             cpu_per_1000=meter.per_1000(result.recorded),
-            note=f"open loop at {rate}/s, {result.published:,} published; latency: publish until recorded"
+            note=f"{result.published:,} published; latency: publish until recorded"
             + ("" if caught_up else f"; {result.published - result.recorded:,} not recorded after the catch-up limit"),
         )
     ]
@@ -363,6 +366,7 @@ def _telemetry(platform: Platform, key: str, seconds: float) -> list[Measured]:
     accepted = Measured(
         "telemetry, accepted",
         "events",
+        arrival="closed loop",
         throughput=result.accepted / result.seconds,
         latency_ms=(
             sum(batch_latencies) / len(batch_latencies) if batch_latencies else float("nan"),
@@ -374,6 +378,7 @@ def _telemetry(platform: Platform, key: str, seconds: float) -> list[Measured]:
     end_to_end = Measured(
         "telemetry, end to end",
         "events",
+        arrival="closed loop",
         throughput=result.accepted / result.caught_up_s if result.caught_up_s else float("nan"),
         latency_ms=(sum(fresh) / len(fresh), fresh[len(fresh) // 2], fresh[int(0.99 * (len(fresh) - 1))])
         if fresh
@@ -392,7 +397,7 @@ def _figure(value: float, digits: int = 0) -> str:
 
 def _row(m: Measured, floor: Measured) -> str:
     seed, target = SEED.get(m.name, ("", ""))
-    at = f"{m.fixed.rate:,}/s" if m.fixed else ("closed loop" if m.latency_ms else "")
+    at = f"{m.fixed.rate:,}/s" if m.fixed else m.arrival
     latency = " / ".join(_figure(v, 1) for v in m.latency_ms) if m.latency_ms else "-"
     ratio = f"{m.throughput / floor.throughput:.0%}" if m.unit == "req" and m.name != "floor" else ""
     cpu = f"{m.cpu_total():.2f}" if m.cpu_per_1000 else "-"
@@ -461,7 +466,7 @@ def plot(results: list[Measured], folder: Path, profile: str) -> list[Path]:
 
     timed = [m for m in measured if m.latency_ms]
     figure, axis = plt.subplots(figsize=(12, 4.5))
-    names = [f"{m.name}\n@ {m.fixed.rate:,}/s" if m.fixed else f"{m.name}\n(closed loop)" for m in timed]
+    names = [f"{m.name}\n@ {m.fixed.rate:,}/s" if m.fixed else f"{m.name}\n{m.arrival}" for m in timed]
     positions = list(range(len(timed)))
     p50 = [m.latency_ms[1] if m.latency_ms else 0.0 for m in timed]
     p99 = [m.latency_ms[2] if m.latency_ms else 0.0 for m in timed]
