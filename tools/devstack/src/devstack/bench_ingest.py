@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from devstack.layout import Layout
-from devstack.measures import percentile
+from devstack.measures import lags_ms, percentile
 from devstack.platform_run import Platform
 from devstack.processes import log
 
@@ -40,12 +40,7 @@ class IngestResult:
 
     def freshness_ms(self) -> list[float]:
         """For each accepted sample: how long until analytics had counted that many events."""
-        out = []
-        for accepted_time, accepted in self.accepted_at:
-            counted_time = next((t for t, counted in self.counted_at if counted >= accepted), None)
-            if counted_time is not None:
-                out.append(max(0.0, counted_time - accepted_time) * 1000)
-        return sorted(out)
+        return sorted(lags_ms(self.accepted_at, self.counted_at))
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from devstack.measures import percentile
+from devstack.measures import lags_ms, percentile
 from devstack.platform_run import Platform
 
 TICK_S = 0.1
@@ -35,12 +35,7 @@ class NoticeResult:
     recorded_at: list[tuple[float, int]] = field(default_factory=list)
 
     def latencies_ms(self) -> list[float]:
-        out = []
-        for published_time, published in self.published_at:
-            recorded_time = next((t for t, recorded in self.recorded_at if recorded >= published), None)
-            if recorded_time is not None:
-                out.append(max(0.0, recorded_time - published_time) * 1000)
-        return out
+        return lags_ms(self.published_at, self.recorded_at)
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms(), q)
