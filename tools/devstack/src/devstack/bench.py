@@ -118,12 +118,13 @@ class Measured:
     note: str = ""
     arrival: str = ""  # how the load arrived, when not at `fixed`'s rate: "closed loop", "2,000/s (open loop)"
 
-    def cpu_total(self, prefix: str = "") -> float:
-        return sum(v for k, v in self.cpu_per_1000.items() if k.startswith(prefix))
+    def cpu_total(self) -> float:
+        return sum(self.cpu_per_1000.values())
 
 
 class CpuMeter:
-    """CPU seconds each process used between `start` and `stop`, by process label."""
+    """CPU seconds each process used while `measuring()`, by process label (a process started meanwhile counts
+    from its start)."""
 
     def __init__(self, pids: Callable[[], list[int]]):
         self._pids = pids
@@ -166,7 +167,10 @@ def settle(pids: Callable[[], list[int]], quiet_cores: float = 0.15, limit_s: fl
         if time.monotonic() - started > limit_s:
             log(f"the platform is still busy after {limit_s:.0f} s ({sum(meter.used.values()):.2f} cores): measuring")
             break
-    return time.monotonic() - started
+    waited = time.monotonic() - started
+    if waited > 5:
+        log(f"the platform was quiet after {waited:.0f} s")
+    return waited
 
 
 def _http_path(
