@@ -461,7 +461,7 @@ def plot(results: list[Measured], folder: Path, profile: str) -> list[Path]:
         for m in paths:
             axis.annotate(f" {m.throughput:,.0f}", (m.throughput, m.name), va="center", fontsize="small")
         axis.set_xlabel(f"{unit} at saturation")
-        axis.legend(loc="lower right", fontsize="small")
+        axis.legend(loc="best", fontsize="small")
     axes[1].set_xscale("log")
     figure.suptitle(f"Throughput ({profile} profile; 2 cores, load generator on the same machine)")
     figure.tight_layout()
