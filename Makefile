@@ -68,7 +68,7 @@ bench-ingest: python-env ## benchmark: telemetry events/s accepted through the g
 bench-kit: python-env ## benchmark: the kit's sidecar client and server stack, per library (reports/bench-kit.md)
 	@$(PY) -m devstack bench-kit
 
-bench-login-burst: python-env ## benchmark: bystanders' latency while one account's password is guessed (reports/)
+bench-login-burst: python-env ## benchmark: bystanders' latency while one account's password is guessed in a tight loop (ATTACKERS=1)
 	@$(PY) -m devstack bench-login-burst
 
 bench-mtls: python-env ## benchmark: a call through two sidecars with mTLS on and off: latency and memory (reports/)

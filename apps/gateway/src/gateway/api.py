@@ -97,11 +97,11 @@ async def read_body(request: Request, settings: SettingsDep) -> bytes:
 
 
 async def count_login(request: Request, rate_limits: RateLimitsDep, body: Annotated[bytes, Depends(read_body)]) -> None:
-    rate_limits.count_login(client_address(request), login_email(body))
+    await rate_limits.count_login(client_address(request), login_email(body))
 
 
 async def count_sign_up(request: Request, rate_limits: RateLimitsDep) -> None:
-    rate_limits.count_sign_up(client_address(request))
+    await rate_limits.count_sign_up(client_address(request))
 
 
 async def read_event_batch(request: Request, settings: SettingsDep) -> bytes:

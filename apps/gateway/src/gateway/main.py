@@ -11,7 +11,7 @@ from gateway import api
 from gateway.adapters import DaprInvoker, DaprJwksSource, DaprSecretApiKeySource
 from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
-from gateway.rate_limits import RateLimits
+from gateway.rate_limits import HoldBack, RateLimits
 from gateway.settings import Settings
 from sidecart_kit.service import service_app
 
@@ -30,7 +30,10 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         )
         policy = TokenPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds)
         app.state.authenticator = Authenticator(keys, policy)
-        app.state.rate_limits = RateLimits(settings.rate_limit_specs())
+        app.state.rate_limits = RateLimits(
+            settings.rate_limit_specs(),
+            HoldBack(settings.login_hold_back_seconds, settings.login_hold_back_max_held),
+        )
         app.state.api_keys = ApiKeys(
             DaprSecretApiKeySource(
                 client,

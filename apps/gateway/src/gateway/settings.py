@@ -41,6 +41,11 @@ class Settings(ServiceSettings):
     login_limit_per_account_and_address: str = "10/minute"
     login_limit_per_address: str = "600/minute"
     sign_up_limit_per_address: str = "600/minute"
+    # A refused login or sign-up is answered this much later: a guesser in a tight loop then sends one guess a
+    # second per connection, on an idle coroutine, instead of thousands that take the gateway's CPU from everyone
+    # else (`make bench-login-burst`). At most login_hold_back_max_held are held at once; beyond, refusals go at once.
+    login_hold_back_seconds: float = Field(default=1.0, ge=0, le=10)
+    login_hold_back_max_held: int = Field(default=1000, ge=0)
 
     def rate_limit_specs(self) -> LimitSpecs:
         return LimitSpecs(

@@ -1,6 +1,7 @@
 """The public HTTP API through TestClient: the routes over fakes of the use cases' ports, and the whole app (its
 lifespan, the kit's sidecar client) over a fake sidecar."""
 
+import asyncio
 import json
 import socket
 import time
@@ -21,9 +22,9 @@ from gateway.domain import (
 )
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.main import create_app
-from gateway.rate_limits import LimitSpecs, RateLimitedError, RateLimits
+from gateway.rate_limits import HoldBack, LimitSpecs, RateLimitedError, RateLimits
 from gateway.settings import Settings
-from sidecart_kit.testing import FakeSidecarHealth, assert_probes_follow_the_sidecar
+from sidecart_kit.testing import FakeSidecarHealth, FakeSleep, assert_probes_follow_the_sidecar
 
 SUBJECT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 API_KEY = "k-live-0123456789"
@@ -843,14 +844,56 @@ def test_login_attempts_on_one_account_are_held_back_with_an_honest_retry_after(
     assert client.post("/api/v1/auth/token", json={"email": "bob@example.com", "password": "x"}).status_code != 429
 
 
-def test_the_owner_of_an_account_under_attack_logs_in_from_another_address(upstream: Any) -> None:
+async def test_the_owner_of_an_account_under_attack_logs_in_from_another_address(upstream: Any) -> None:
     limits = RateLimits(limit_specs(login_per_account_and_address="3/minute"))
     for _ in range(3):
-        limits.count_login("203.0.113.9", "ann@example.com")
+        await limits.count_login("203.0.113.9", "ann@example.com")
     with pytest.raises(RateLimitedError):
-        limits.count_login("203.0.113.9", "ann@example.com")
+        await limits.count_login("203.0.113.9", "ann@example.com")
 
-    limits.count_login("198.51.100.7", "ann@example.com")  # the owner, elsewhere: not refused
+    await limits.count_login("198.51.100.7", "ann@example.com")  # the owner, elsewhere: not refused
+
+
+async def test_a_refused_login_or_sign_up_is_held_back_before_it_is_answered() -> None:
+    sleep = FakeSleep()
+    limits = RateLimits(
+        limit_specs(login_per_account_and_address="2/minute", sign_up_per_address="1/minute"), HoldBack(1.5, 10, sleep)
+    )
+    for _ in range(2):
+        await limits.count_login("203.0.113.9", "ann@example.com")
+    await limits.count_sign_up("203.0.113.9")
+    assert sleep.delays == []  # what is let through is not held
+
+    with pytest.raises(RateLimitedError) as refused_login:
+        await limits.count_login("203.0.113.9", "ann@example.com")
+    with pytest.raises(RateLimitedError):
+        await limits.count_sign_up("203.0.113.9")
+
+    assert sleep.delays == [1.5, 1.5]
+    # Retry-After is read when the answer goes out, after the hold: the window's end from then, never less than 1.
+    assert 1 <= refused_login.value.retry_after_seconds <= 60
+
+
+async def test_refusals_beyond_the_ones_held_are_answered_at_once() -> None:
+    release = asyncio.Event()
+
+    async def until_released(seconds: float) -> None:
+        await release.wait()
+
+    hold_back = HoldBack(1.0, 2, until_released)
+    limits = RateLimits(limit_specs(login_per_account_and_address="1/minute"), hold_back)
+    await limits.count_login("203.0.113.9", "ann@example.com")
+    held = [asyncio.create_task(limits.count_login("203.0.113.9", "ann@example.com")) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert hold_back.held == 2
+
+    with pytest.raises(RateLimitedError):
+        await limits.count_login("203.0.113.9", "ann@example.com")  # a third: not held, refused at once
+    release.set()
+    for task in held:
+        with pytest.raises(RateLimitedError):
+            await task
+    assert hold_back.held == 0
 
 
 def test_a_signed_in_user_over_the_limit_gets_429_whatever_the_route(

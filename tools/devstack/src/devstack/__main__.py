@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     burst = sub.add_parser(
         "bench-login-burst", parents=[on_profile], help="bystanders' latency while one account's password is guessed"
     )
-    burst.add_argument("--attackers", type=int, default=20, help="concurrent attacker connections")
+    burst.add_argument(
+        "--attackers", type=int, default=int(os.environ.get("ATTACKERS", "1")), help="connections, each a tight loop"
+    )
+    burst.add_argument("--bystander-rate", type=int, default=50, help="profile reads per second, all bystanders")
     burst.add_argument("--seconds", type=float, default=10)
     mtls = sub.add_parser(
         "bench-mtls", parents=[on_profile], help="a call through two sidecars with mTLS on and off: latency, memory"
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"report written to {run_bench_ingest(layout, args.profile, levels, args.batch, args.seconds)}")
         return 0
     if args.command == "bench-login-burst":
-        log(f"report written to {run_bench_login_burst(layout, args.profile, args.attackers, args.seconds)}")
+        report = run_bench_login_burst(layout, args.profile, args.attackers, args.seconds, args.bystander_rate)
+        log(f"report written to {report}")
         return 0
     if args.command == "bench-mtls":
         log(f"report written to {run_bench_mtls(layout, args.profile, args.calls, args.clients, args.seconds)}")

@@ -96,8 +96,16 @@ class LoadResult:
         return ", ".join(f"{count} x {code}" for code, count in sorted(self.status_codes.items()))
 
 
-def attack(vegeta: Path, requests: Sequence[Request], rate: int, seconds: float, workers: int = 32) -> LoadResult:
-    """Sends `requests` round robin for `seconds`: at `rate` per second, or closed loop with `workers` when 0."""
+def attack(
+    vegeta: Path,
+    requests: Sequence[Request],
+    rate: int,
+    seconds: float,
+    workers: int = 32,
+    local_address: str | None = None,
+) -> LoadResult:
+    """Sends `requests` round robin for `seconds`: at `rate` per second, or closed loop with `workers` when 0; from
+    `local_address` (a loopback address of its own, so the gateway sees a client of its own) when given."""
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", prefix="targets-") as targets:
         targets.write("\n".join(r.as_target() for r in requests) + "\n")
         targets.flush()
@@ -106,6 +114,7 @@ def attack(vegeta: Path, requests: Sequence[Request], rate: int, seconds: float,
             f"-duration={seconds}s", "-timeout=30s", "-keepalive=true",
         ]  # fmt: skip
         argv += [f"-max-workers={workers}", f"-workers={workers}"] if rate == 0 else []
+        argv += [f"-laddr={local_address}"] if local_address else []
         attacked = subprocess.run(argv, capture_output=True, check=True)
     reported = subprocess.run(
         [str(vegeta), "report", "-type=json"], input=attacked.stdout, capture_output=True, check=True
