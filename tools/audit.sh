@@ -44,6 +44,21 @@ record() { # record <check> <ok|vulnerable|incomplete> <message>
 
 unreachable_hint='no such host|name resolution|name or service not known|failed to resolve|dial tcp|connection refused|connection reset|timed out|timeout|max retries exceeded|network is unreachable|tls: |x509: |403 forbidden|404 not found'
 
+# A check that ran but checked nothing: the database was unreachable (its log matches <unreachable>; the last lines
+# matching <shown> are printed), or the tool failed (its last lines are printed). Either way: incomplete.
+unchecked() { # unchecked <prefix> <check> <tool> <log> <exit code> <unreachable> <shown>
+  local prefix=$1 check=$2 tool=$3 log=$4 rc=$5 unreachable=$6 shown=$7
+  if grep -qiE "$unreachable" "$log"; then
+    say "$prefix: the advisory database could not be reached; $tool said:"
+    grep -iE "$shown" "$log" | tail -n 2 | sed 's/^/    /'
+    record "$check" incomplete "advisory database unreachable: nothing was checked"
+  else
+    say "$prefix: $tool failed (exit $rc); its last lines:"
+    tail -n 15 "$log" | sed 's/^/    /'
+    record "$check" incomplete "$tool failed (exit $rc)"
+  fi
+}
+
 # --- Python: pip-audit on the locked requirements ------------------------------------------------------------
 audit_python() {
   local uv
@@ -67,15 +82,7 @@ audit_python() {
     --progress-spinner off --timeout 20 >"$log" 2>&1 || rc=$?
 
   if [[ ! -s "$report" ]]; then
-    if grep -qiE "$unreachable_hint" "$log"; then
-      say "python: the advisory database could not be reached; the last lines pip-audit wrote:"
-      grep -iE "$unreachable_hint" "$log" | tail -n 2 | sed 's/^/    /'
-      record "python (pip-audit)" incomplete "advisory database unreachable: nothing was checked"
-    else
-      say "python: pip-audit failed (exit $rc) before writing a report; its last lines:"
-      tail -n 15 "$log" | sed 's/^/    /'
-      record "python (pip-audit)" incomplete "pip-audit failed (exit $rc)"
-    fi
+    unchecked "python" "python (pip-audit)" "pip-audit" "$log" "$rc" "$unreachable_hint" "$unreachable_hint"
     return 0
   fi
 
@@ -146,15 +153,8 @@ govulncheck_in() { # govulncheck_in <label> <module dir> <package>...
         | sed 's/Your code is affected by //' || echo 'vulnerabilities reported')"
       ;;
     *)
-      if grep -qiE "^govulncheck: fetching vulnerabilities|^govulncheck: .*($unreachable_hint)" "$log"; then
-        say "go: $label: the Go vulnerability database could not be reached; govulncheck said:"
-        grep -iE '^govulncheck: ' "$log" | tail -n 2 | sed 's/^/    /'
-        record "go $label (govulncheck)" incomplete "vulnerability database unreachable: nothing was checked"
-      else
-        say "go: $label: govulncheck failed (exit $rc); its last lines:"
-        tail -n 15 "$log" | sed 's/^/    /'
-        record "go $label (govulncheck)" incomplete "govulncheck failed (exit $rc)"
-      fi
+      unchecked "go: $label" "go $label (govulncheck)" "govulncheck" "$log" "$rc" \
+        "^govulncheck: fetching vulnerabilities|^govulncheck: .*($unreachable_hint)" '^govulncheck: '
       ;;
   esac
 }

@@ -93,17 +93,19 @@ class RateLimits:
         """A login attempt: by address, and by the account tried from that address (so attempts on one account
         from one address are held back while its owner, elsewhere, can still log in). A refusal is held back
         before it is raised."""
-        try:
-            self._hit("address", self._login_per_address, "login", address)
-            if email is not None:
-                self._hit("account", self._login_per_account, "login-account", address, normalise_email(email))
-        except RateLimitedError:
-            await self._hold_back.hold()
-            raise
+        await self._hit_or_hold("address", self._login_per_address, "login", address)
+        if email is not None:
+            await self._hit_or_hold(
+                "account", self._login_per_account, "login-account", address, normalise_email(email)
+            )
 
     async def count_sign_up(self, address: str) -> None:
+        await self._hit_or_hold("address", self._sign_up_per_address, "sign-up", address)
+
+    async def _hit_or_hold(self, scope: str, items: Sequence[RateLimitItem], *key: str) -> None:
+        """`_hit`, with a refusal held back before it is raised."""
         try:
-            self._hit("address", self._sign_up_per_address, "sign-up", address)
+            self._hit(scope, items, *key)
         except RateLimitedError:
             await self._hold_back.hold()
             raise

@@ -423,19 +423,28 @@ def summary_table(results: list[Measured]) -> str:
     )
 
 
+def busy_processes(measured: list[Measured], min_share: float) -> list[str]:
+    """The processes that take at least `min_share` of some path's CPU; the rest sum into "everything else"."""
+    labels = sorted({label for m in measured for label in m.cpu_per_1000})
+    return [
+        label for label in labels if any(m.cpu_per_1000.get(label, 0) >= min_share * m.cpu_total() for m in measured)
+    ]
+
+
+def everything_else(m: Measured, busy: list[str]) -> float:
+    return sum(v for k, v in m.cpu_per_1000.items() if k not in busy)
+
+
 def cpu_table(results: list[Measured]) -> str:
     measured = [m for m in results if m.cpu_per_1000]
-    labels = sorted({label for m in measured for label in m.cpu_per_1000})
-    # Only the processes that do real work on some path; the rest sum into one line.
-    busy = [label for label in labels if any(m.cpu_per_1000.get(label, 0) >= 0.02 * m.cpu_total() for m in measured)]
+    busy = busy_processes(measured, 0.02)
     lines = [
         "| process | " + " | ".join(f"{m.name} (per 1,000 {m.unit})" for m in measured) + " |",
         "|---|" + "---:|" * len(measured),
     ]
     for label in busy:
         lines.append(f"| {label} | " + " | ".join(f"{m.cpu_per_1000.get(label, 0):.3f}" for m in measured) + " |")
-    rest = [sum(v for k, v in m.cpu_per_1000.items() if k not in busy) for m in measured]
-    lines.append("| everything else | " + " | ".join(f"{v:.3f}" for v in rest) + " |")
+    lines.append("| everything else | " + " | ".join(f"{everything_else(m, busy):.3f}" for m in measured) + " |")
     lines.append("| **total** | " + " | ".join(f"**{m.cpu_total():.3f}**" for m in measured) + " |")
     return "\n".join(lines)
 
@@ -486,8 +495,7 @@ def plot(results: list[Measured], folder: Path, profile: str) -> list[Path]:
     figure.savefig(written[-1], dpi=100)
 
     costed = [m for m in results if m.cpu_per_1000]
-    labels = sorted({label for m in costed for label in m.cpu_per_1000})
-    shown = [label for label in labels if any(m.cpu_per_1000.get(label, 0) >= 0.04 * m.cpu_total() for m in costed)]
+    shown = busy_processes(costed, 0.04)
     figure, axis = plt.subplots(figsize=(13, 5))
     palette = plt.get_cmap("tab20")
     colors = [palette(n) for n in range(20)]
@@ -495,13 +503,7 @@ def plot(results: list[Measured], folder: Path, profile: str) -> list[Path]:
     rows = [f"{m.name}\n{m.cpu_total():.2f} s per 1,000 {m.unit}" for m in costed]
     for n, label in enumerate([*shown, "everything else"]):
         shares = [
-            100
-            * (
-                m.cpu_per_1000.get(label, 0.0)
-                if label in shown
-                else m.cpu_total() - sum(m.cpu_per_1000.get(s, 0.0) for s in shown)
-            )
-            / m.cpu_total()
+            100 * (m.cpu_per_1000.get(label, 0.0) if label in shown else everything_else(m, shown)) / m.cpu_total()
             for m in costed
         ]
         axis.barh(rows, shares, left=lefts, color=colors[n % len(colors)], label=label)

@@ -16,7 +16,7 @@ from pathlib import Path
 from string import Template
 
 from devstack.install import ensure_debian_package
-from devstack.layout import Layout
+from devstack.layout import Layout, user_cache
 from devstack.processes import ManagedProcess, log, port_open, wait_until
 from devstack.servers import Server, start_server
 
@@ -54,12 +54,8 @@ JVM_OPTIONS = (
 )
 
 
-def _cache() -> Path:
-    return Path.home() / ".cache" / "sidecart"
-
-
 def libs_dir() -> Path:
-    return _cache() / f"kafka-{KAFKA_VERSION}" / "libs"
+    return user_cache() / f"kafka-{KAFKA_VERSION}" / "libs"
 
 
 def _stamp(libs: Path) -> Path:
@@ -84,7 +80,7 @@ def _maven(layout: Layout, target: Path) -> None:
         str(layout.repo / "deploy" / "kafka" / "pom.xml"),
         # The project's own Maven repository, beside its other caches: a user's ~/.m2 (and any settings or mirrors
         # it has) stays untouched, and deleting ~/.cache/sidecart removes everything the project downloaded.
-        f"-Dmaven.repo.local={_cache() / 'm2'}",
+        f"-Dmaven.repo.local={user_cache() / 'm2'}",
         f"-Dkafka.libs={target}",
         "dependency:copy-dependencies",
     ]

@@ -5,6 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def user_cache() -> Path:
+    """Where the project keeps what it downloads and builds outside the repository (as tools/bootstrap.sh does):
+    deleting it removes all of it."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sidecart"
+
+
 @dataclass(frozen=True)
 class Layout:
     repo: Path

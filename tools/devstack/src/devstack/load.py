@@ -15,20 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.layout import user_cache
 from devstack.processes import log
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 VEGETA_VERSION = "v12.13.0"
 
 
-def tools_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sidecart" / "tools"
-
-
 def ensure_go_tool(module: str, version: str, binary: str) -> Path:
     """A Go command at a pinned version, built once from the Go module proxy into the user's cache (the runtime
     build has already made sure a Go toolchain is there)."""
-    folder = tools_cache() / f"{binary}-{version}"
+    folder = user_cache() / "tools" / f"{binary}-{version}"
     path = folder / binary
     if path.exists():
         return path
