@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from sidecart_kit.errors import ApiError
+from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
 from sidecart_kit.service import Service, from_app_state, install_plumbing, probe_routes, serve, service_app
 from sidecart_kit.sidecar import ServiceSettings
+from sidecart_kit.state import StoreUnavailableError
 from sidecart_kit.testing import FakeSidecarHealth, fake_sidecar_client
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -315,6 +316,44 @@ def test_a_service_app_takes_the_sidecar_health_probe_it_is_given() -> None:
         assert client.get("/readyz").status_code == 503
         health.ready = True
         assert client.get("/readyz").json() == {"status": "ready"}
+
+
+class ParticipantDownError(StoreUnavailableError):
+    pass
+
+
+def test_every_service_answers_a_store_that_is_down_the_same_unless_its_table_says_otherwise() -> None:
+    @asynccontextmanager
+    async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
+        yield
+
+    router = APIRouter()
+
+    @router.get("/store")
+    async def store() -> None:
+        raise StoreUnavailableError("redis is down")
+
+    @router.get("/participant")
+    async def participant() -> None:
+        raise ParticipantDownError("payments did not answer")
+
+    plain = service_app(Service("demo", "A demo.", routers=[router]), ServiceSettings(), compose)
+    own: DomainErrors = {
+        ParticipantDownError: lambda exc: ApiError(502, "participant_down", "Payments did not answer.")
+    }
+    tailored = service_app(Service("demo", "A demo.", routers=[router], domain_errors=own), ServiceSettings(), compose)
+    with TestClient(plain) as client:
+        for path in ("/store", "/participant"):
+            response = client.get(path)
+            assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+            assert response.json()["error"]["code"] == "unavailable"
+            assert response.json()["error"]["message"] == "The demo service cannot be read or changed right now; retry."
+    with TestClient(tailored) as client:
+        assert client.get("/store").json()["error"]["code"] == "unavailable"
+        assert (client.get("/participant").status_code, client.get("/participant").json()["error"]["code"]) == (
+            502,
+            "participant_down",
+        )
 
 
 def test_serve_runs_the_app_built_from_the_settings_on_their_address(monkeypatch: pytest.MonkeyPatch) -> None:

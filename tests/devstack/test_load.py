@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from devstack.bench import CpuMeter, Measured, cpu_table, plot, summary_table
 from devstack.load import LoadResult, Request
 
@@ -70,7 +72,7 @@ def test_the_cpu_meter_sees_the_cpu_a_process_spends_and_divides_it_per_thousand
             pass
     (label,) = meter.used
     assert meter.used[label] >= 0.15
-    assert meter.per_1000(100)[label] == meter.used[label] * 10
+    assert meter.per_1000(100)[label] == pytest.approx(meter.used[label] * 10)
 
 
 def test_the_tables_put_each_path_beside_the_floor_and_sum_every_process() -> None:

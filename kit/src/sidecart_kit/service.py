@@ -25,10 +25,12 @@ from sidecart_kit.errors import (
     DomainErrors,
     error_response,
     install_error_handlers,
+    unavailable,
 )
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
 from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, SidecarHealth, create_sidecar_client
+from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
@@ -200,7 +202,9 @@ Compose = Callable[[FastAPI, httpx.AsyncClient], AbstractAsyncContextManager[Non
 @dataclass(frozen=True)
 class Service:
     """What a service says about itself, apart from its settings and its composition root: its name (in its logs and
-    its title), a one-line summary, its routes and its table of domain errors.
+    its title), a one-line summary, its routes and its table of domain errors. A store or a peer that is down for now
+    (StoreUnavailableError and its kinds) is answered the same by every service, 503 `unavailable` with Retry-After
+    (`store_unavailable_answer`), unless the table names it.
 
     `public`: the public edge (the gateway), called by clients rather than by its sidecar. `readiness`: where on
     app.state /readyz finds its ReadinessProbe; None for a service that serves a /readyz of its own."""
@@ -211,6 +215,11 @@ class Service:
     domain_errors: DomainErrors | None = None
     public: bool = False
     readiness: str | None = "sidecar_health"
+
+
+def store_unavailable_answer(service_name: str) -> Callable[[Exception], ApiError]:
+    """The one answer to a store or a peer that is down for now: 503, `unavailable`, retry in a second."""
+    return unavailable(f"The {service_name} service cannot be read or changed right now; retry.", retry_after_seconds=1)
 
 
 def service_app(
@@ -255,7 +264,7 @@ def service_app(
     app.state.metrics_registry = install_plumbing(
         app,
         app_token=None if public else settings.app_api_token,
-        domain_errors=service.domain_errors,
+        domain_errors={StoreUnavailableError: store_unavailable_answer(service.name), **(service.domain_errors or {})},
         expose_metrics=not public,
     )
     app.include_router(probe_routes(service.readiness))

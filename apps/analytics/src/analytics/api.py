@@ -14,7 +14,7 @@ from contracts.api import ErrorDetail, ErrorResponse
 from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.telemetry import TelemetryEvent, TelemetryType
 from contracts.users import UserRegistered
-from sidecart_kit.errors import ApiError, DomainErrors, unavailable
+from sidecart_kit.errors import ApiError
 from sidecart_kit.events import (
     UNHANDLED_EVENT_ROUTE,
     BulkDelivery,
@@ -28,7 +28,6 @@ from sidecart_kit.events import (
 )
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import Service, from_app_state
-from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -40,17 +39,10 @@ ORDER_CANCELLED_ROUTE = "/events/order-cancelled"
 DEAD_LETTER_ROUTE = "/events/dead-letter"
 MAX_TIMESERIES_SPAN = timedelta(hours=24)
 
-DOMAIN_ERRORS: DomainErrors = {
-    StoreUnavailableError: unavailable(
-        "Analytics cannot be read right now.", retry_after_seconds=2, code="store_unavailable"
-    ),
-}
-
 SERVICE = Service(
     "analytics",
     "CQRS read models folded exactly once from telemetry, order and user events.",
     routers=[router],
-    domain_errors=DOMAIN_ERRORS,
 )
 
 

@@ -26,11 +26,10 @@ from inventory.domain import (
     UnknownSkuError,
 )
 from inventory.handlers import CreateProduct, Inventory, ReserveStock
-from sidecart_kit.errors import ApiError, DomainErrors, error_responses, unavailable
+from sidecart_kit.errors import ApiError, DomainErrors, error_responses
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import Service, from_app_state
-from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -247,7 +246,6 @@ def _refusal(exc: Exception) -> ApiError:
 
 DOMAIN_ERRORS: DomainErrors = {
     InventoryError: _refusal,
-    StoreUnavailableError: unavailable("Inventory cannot be read or changed right now; retry.", retry_after_seconds=1),
 }
 
 # /readyz asks app.state.readiness: ready once the demo catalogue is seeded, not as soon as the sidecar is.

@@ -13,10 +13,8 @@ from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
 from notifications.domain import NotifiableEvent
 from notifications.handlers import Notifications, Outcome, RecordNotice
-from sidecart_kit.errors import DomainErrors, unavailable
 from sidecart_kit.events import EventDeliveries, EventRoutes, delivery_answer
 from sidecart_kit.service import Service, from_app_state
-from sidecart_kit.state import StoreUnavailableError
 
 router = APIRouter()
 # Each event type this version turns into a notice is subscribed to beside its route.
@@ -26,17 +24,10 @@ USER_REGISTERED_ROUTE = "/events/user-registered"
 ORDER_COMPLETED_ROUTE = "/events/order-completed"
 ORDER_CANCELLED_ROUTE = "/events/order-cancelled"
 
-DOMAIN_ERRORS: DomainErrors = {
-    StoreUnavailableError: unavailable(
-        "Notifications cannot be read right now.", retry_after_seconds=2, code="store_unavailable"
-    ),
-}
-
 SERVICE = Service(
     "notifications",
     "Reacts to events once each and keeps each user's notices.",
     routers=[router],
-    domain_errors=DOMAIN_ERRORS,
 )
 
 

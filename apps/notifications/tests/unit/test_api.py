@@ -329,9 +329,10 @@ def test_listing_during_a_store_outage_is_503(client: TestClient, store: InboxSt
     store.available = False
     response = client.get(f"/users/{uuid.uuid4()}/notifications", headers={"X-Request-ID": "req-1"})
     assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
     assert response.json()["error"] == {
-        "code": "store_unavailable",
-        "message": "Notifications cannot be read right now.",
+        "code": "unavailable",
+        "message": "The notifications service cannot be read or changed right now; retry.",
         "details": [],
         "request_id": "req-1",
     }

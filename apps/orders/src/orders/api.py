@@ -23,10 +23,9 @@ from orders.domain import (
     idempotency_key_is_valid,
 )
 from orders.handlers import Orders, PlaceOrder
-from sidecart_kit.errors import ApiError, DomainErrors, unavailable
+from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import Service, from_app_state
 from sidecart_kit.sidecar import ReadinessProbe
-from sidecart_kit.state import StoreUnavailableError
 
 # --- request and response bodies -----------------------------------------------------------------------------
 
@@ -206,7 +205,6 @@ DOMAIN_ERRORS: DomainErrors = {
         409, "idempotency_key_reused", "This Idempotency-Key was already used with a different request body."
     ),
     OrderNotFoundError: lambda _: ApiError(404, "order_not_found", "No order with this id."),
-    StoreUnavailableError: unavailable("The service is unavailable, try again shortly.", retry_after_seconds=1),
 }
 
 # Readiness of its own: open_router's /readyz also asks whether the workflow worker is connected.

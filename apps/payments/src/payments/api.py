@@ -22,12 +22,11 @@ from payments.domain import (
 )
 from payments.handlers import ChargePayment, CreditOutcome, Payments, RefundOutcome
 from payments.settings import Settings
-from sidecart_kit.errors import ApiError, DomainErrors, error_responses, unavailable
+from sidecart_kit.errors import ApiError, DomainErrors, error_responses
 from sidecart_kit.events import EventDeliveries, EventRoutes, delivery_answer
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import Service, from_app_state
-from sidecart_kit.state import StoreUnavailableError
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -185,7 +184,6 @@ def _refusal(exc: Exception) -> ApiError:
 
 DOMAIN_ERRORS: DomainErrors = {
     PaymentsError: _refusal,
-    StoreUnavailableError: unavailable("Payments cannot be read or changed right now; retry.", retry_after_seconds=1),
 }
 
 SERVICE = Service(

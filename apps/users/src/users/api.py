@@ -17,9 +17,8 @@ from pydantic import (
 
 from contracts.api import ErrorResponse
 from contracts.users import normalise_email
-from sidecart_kit.errors import ApiError, DomainErrors, unavailable
+from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.service import Service, from_app_state
-from sidecart_kit.state import StoreUnavailableError
 from users.domain import (
     NAME_MAX_LENGTH,
     PASSWORD_MAX_LENGTH,
@@ -154,7 +153,6 @@ DOMAIN_ERRORS: DomainErrors = {
         401, "invalid_credentials", "The e-mail or password is incorrect.", headers={"WWW-Authenticate": "Bearer"}
     ),
     UserNotFoundError: lambda _: ApiError(404, "user_not_found", "No user with this id."),
-    StoreUnavailableError: unavailable("The service is unavailable, try again shortly.", retry_after_seconds=1),
 }
 
 SERVICE = Service(
