@@ -1,3 +1,3 @@
 """Sidecart's service kit: the plumbing every service shares, on well-kept libraries; no business rules."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
