@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from contracts.events import Event
 from contracts.orders import OrderCancelled, OrderCompleted
 from contracts.users import UserRegistered
+from sidecart_kit.errors import ApiError
 from sidecart_kit.events import (
     BulkDelivery,
     BulkSettings,
@@ -245,3 +246,73 @@ def test_event_routes_declare_each_subscription_beside_its_route() -> None:
     assert delivered == ["order-completed"]
     unhandled = client.post("/events/unhandled", json={"id": "e-1", "type": "sidecart.order.completed.v2"})
     assert (unhandled.status_code, unhandled.json()) == (200, {"status": "SUCCESS"})
+
+
+def _bulk(*entries: tuple[str, object]) -> bytes:
+    return json.dumps(
+        {"id": "b1", "topic": "users", "entries": [{"entryId": i, "event": e} for i, e in entries]}
+    ).encode()
+
+
+async def test_a_bulk_delivery_is_answered_entry_by_entry_and_a_single_one_as_before() -> None:
+    registry, seen = CollectorRegistry(), EventsSeen()
+    deliveries = EventDeliveries(delivery_counter("svc", registry))
+    body = _bulk(
+        ("1", json.loads(_registered("e1"))),
+        ("2", _registered("e2").decode()),  # an entry's event as a JSON string
+        ("3", {"type": UserRegistered.TYPE, "data": {}}),  # no id
+        ("4", {"id": "e4", "type": UserRegistered.TYPE, "data": {"user_id": "not a uuid"}}),
+    )
+    answer = await deliveries.answer("/events/r", UserRegistered, body, seen.handle)
+    assert (answer.status_code, json.loads(bytes(answer.body))) == (
+        200,
+        {
+            "statuses": [
+                {"entryId": "1", "status": "SUCCESS"},
+                {"entryId": "2", "status": "SUCCESS"},
+                {"entryId": "3", "status": "DROP"},
+                {"entryId": "4", "status": "DROP"},
+            ]
+        },
+    )
+    assert sorted(seen.ids) == ["e1", "e2"]
+    single = await deliveries.answer("/events/r", UserRegistered, _registered("e5"), seen.handle)
+    assert (single.status_code, json.loads(bytes(single.body))) == (200, {"status": "SUCCESS"})
+    assert _counts(registry) == {("/events/r", "done"): 3.0, ("/events/r", "dropped"): 2.0}
+
+
+async def test_entries_of_a_bulk_delivery_are_retried_while_the_store_is_down_and_a_single_one_answered_500() -> None:
+    seen = EventsSeen()
+    seen.available = False
+    deliveries = EventDeliveries(delivery_counter("svc", CollectorRegistry()))
+    answer = await deliveries.answer("/events/r", UserRegistered, _bulk(("1", json.loads(_registered()))), seen.handle)
+    assert json.loads(bytes(answer.body)) == {"statuses": [{"entryId": "1", "status": "RETRY"}]}
+    assert (await deliveries.answer("/events/r", UserRegistered, _registered(), seen.handle)).status_code == 500
+
+
+async def test_a_bulk_delivery_without_entry_ids_is_refused_whole() -> None:
+    deliveries = EventDeliveries(delivery_counter("svc", CollectorRegistry()))
+    body = json.dumps({"entries": [{"event": json.loads(_registered())}]}).encode()
+    with pytest.raises(ApiError) as raised:
+        await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+    assert raised.value.status == 400
+
+
+def test_bulk_event_routes_subscribe_in_bulk_and_acknowledge_unhandled_entries() -> None:
+    router = APIRouter()
+    events = EventRoutes(router, bulk=True)
+    events.subscribe(UserRegistered, "/events/user-registered")(lambda: None)
+    app = FastAPI()
+    app.include_router(router)
+    app.state.settings = SubscriberSettings(bulk_max_messages=100, bulk_max_await_ms=50)
+    registry = CollectorRegistry()
+    app.state.deliveries = EventDeliveries(delivery_counter("svc", registry))
+    client = TestClient(app)
+
+    (declared,) = client.get("/dapr/subscribe").json()
+    assert declared["bulkSubscribe"] == {"enabled": True, "maxMessagesCount": 100, "maxAwaitDurationMs": 50}
+    unhandled = client.post("/events/unhandled", content=_bulk(("a", {"id": "e-1", "type": "v2"}), ("b", "junk")))
+    assert unhandled.json() == {
+        "statuses": [{"entryId": "a", "status": "SUCCESS"}, {"entryId": "b", "status": "SUCCESS"}]
+    }
+    assert _counts(registry) == {("/events/unhandled", "ignored"): 2.0}

@@ -2,6 +2,7 @@
 declared beside their handlers, the CloudEvent envelopes and bulk deliveries the sidecar sends, and the answers it
 expects."""
 
+import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.events import Event
+from sidecart_kit.errors import ApiError
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
 from sidecart_kit.sidecar import ServiceSettings
@@ -34,9 +36,12 @@ class PubSubSettings(ServiceSettings):
 
 
 class SubscriberSettings(PubSubSettings):
-    """The settings of a service that subscribes: where a delivery the sidecar gave up on goes."""
+    """The settings of a service that subscribes: where a delivery the sidecar gave up on goes, and how bulk
+    subscriptions batch (at most this many events, waiting at most this long for a batch to fill)."""
 
     dead_letter_topic: str = "deadletter"
+    bulk_max_messages: int = Field(default=100, ge=1)
+    bulk_max_await_ms: int = Field(default=50, ge=1)
 
 
 class DeliveryStatus(StrEnum):
@@ -127,10 +132,11 @@ def subscriptions_by_topic(
     *,
     default_route: str | None = None,
     dead_letter_topic: str | None = None,
+    bulk: BulkSettings | None = None,
 ) -> list[Subscription]:
     """The subscriptions of a route table (each event contract and the route its deliveries arrive at): one per
-    topic, in the table's order, with one routing rule per event type and the same default route and dead-letter
-    topic for every topic."""
+    topic, in the table's order, with one routing rule per event type and the same default route, dead-letter
+    topic and bulk settings for every topic."""
     routes_by_topic: dict[str, dict[str, str]] = {}
     for contract, path in routes:
         routes_by_topic.setdefault(contract.TOPIC, {})[contract.TYPE] = path
@@ -141,6 +147,7 @@ def subscriptions_by_topic(
             routes_by_type=routes_by_type,
             default_route=default_route,
             dead_letter_topic=dead_letter_topic,
+            bulk=bulk,
         )
         for topic, routes_by_type in routes_by_topic.items()
     ]
@@ -153,7 +160,11 @@ class EventRoutes:
     settings.pubsub_name, dead-lettered to its settings.dead_letter_topic: a SubscriberSettings) and `more`
     subscriptions of the app's own, each read from its settings; and, unless the app answers it itself
     (`answer_unhandled=False`), POST /events/unhandled, where its topics' other event types (a future v2, say) are
-    acknowledged and logged by app.state.deliveries (an EventDeliveries), not lost silently."""
+    acknowledged and logged by app.state.deliveries (an EventDeliveries), not lost silently.
+
+    With `bulk`, the sidecar delivers those routes' events in batches (bulk subscribe, sized by the settings'
+    bulk_max_messages and bulk_max_await_ms): a busy topic costs one HTTP exchange per batch instead of one per
+    event. Their routes answer with EventDeliveries.answer, which takes either shape."""
 
     def __init__(
         self,
@@ -161,8 +172,10 @@ class EventRoutes:
         *,
         more: Callable[[Any], Iterable[Subscription]] = lambda settings: (),
         answer_unhandled: bool = True,
+        bulk: bool = False,
     ) -> None:
         self._router = router
+        self.bulk = bulk
         self.routes: list[tuple[type[Event], str]] = []
         settings_dep = Annotated[SubscriberSettings, Depends(from_app_state("settings"))]
 
@@ -177,8 +190,11 @@ class EventRoutes:
 
         @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
         async def on_unhandled_event(request: Request, deliveries: deliveries_dep) -> JSONResponse:
-            """Delivery of an event type this version does not handle: acknowledged and logged."""
-            return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope_of(await request.body())))
+            """Delivery of an event type this version does not handle (single or bulk): acknowledged and logged."""
+            envelope = envelope_of(await request.body())
+            if _is_bulk(envelope):
+                return bulk_answer(deliveries.ignore_bulk(UNHANDLED_EVENT_ROUTE, envelope["entries"]))
+            return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope))
 
     def subscribe(self, contract: type[Event], path: str) -> Callable[[Route], Route]:
         """Subscribes to `contract`'s events, delivered to the decorated route at POST `path`."""
@@ -191,6 +207,7 @@ class EventRoutes:
             self.routes,
             default_route=UNHANDLED_EVENT_ROUTE,
             dead_letter_topic=settings.dead_letter_topic,
+            bulk=BulkSettings(settings.bulk_max_messages, settings.bulk_max_await_ms) if self.bulk else None,
         )
         return [*by_topic, *more]
 
@@ -218,6 +235,10 @@ class CloudEvent(BaseModel):
 class IdentifiedCloudEvent(CloudEvent):
     # Without an id a delivery cannot be told from its redeliveries: such an event is malformed.
     id: str = Field(min_length=1)
+
+
+def _is_bulk(envelope: Any) -> bool:
+    return isinstance(envelope, dict) and isinstance(envelope.get("entries"), list)
 
 
 def envelope_of(body: bytes) -> Any:
@@ -261,6 +282,59 @@ class EventDeliveries:
             event = IdentifiedCloudEvent.model_validate_json(body)
         except ValidationError as exc:
             return self._drop(route, exc, event_id=None)
+        return await self._handle(route, contract, event, handle, log_context)
+
+    async def answer(
+        self,
+        route: str,
+        contract: type[EventData],
+        body: bytes,
+        handle: Callable[[str, EventData], Awaitable[StrEnum]],
+        *,
+        log_context: Callable[[EventData], Mapping[str, str]] = lambda data: {},
+    ) -> JSONResponse:
+        """The answer to a delivery of `contract` events in either shape the sidecar sends: one CloudEvent (as
+        `deliver`), or a bulk delivery, whose entries are handled at once, each as `deliver` would, and answered
+        with one status per entry."""
+        envelope = envelope_of(body)
+        if not _is_bulk(envelope):
+            return delivery_answer(await self._read_and_handle(route, contract, envelope, handle, log_context))
+        try:
+            delivery = BulkDelivery.model_validate(envelope)
+        except ValidationError as exc:
+            # Not one entry can be named in the answer: the sidecar is told the whole delivery failed.
+            log.error("bulk_delivery_unreadable", route=route, problems=problems(exc))
+            raise ApiError(400, "bad_request", "The body is not a Dapr bulk delivery.") from exc
+        statuses = await asyncio.gather(
+            *(
+                self._read_and_handle(route, contract, entry.envelope(), handle, log_context)
+                for entry in delivery.entries
+            )
+        )
+        return bulk_answer({entry.entryId: status for entry, status in zip(delivery.entries, statuses, strict=True)})
+
+    async def _read_and_handle(
+        self,
+        route: str,
+        contract: type[EventData],
+        envelope: Any,
+        handle: Callable[[str, EventData], Awaitable[StrEnum]],
+        log_context: Callable[[EventData], Mapping[str, str]],
+    ) -> DeliveryStatus:
+        try:
+            event = IdentifiedCloudEvent.model_validate(envelope)
+        except ValidationError as exc:
+            return self._drop(route, exc, event_id=None)
+        return await self._handle(route, contract, event, handle, log_context)
+
+    async def _handle(
+        self,
+        route: str,
+        contract: type[EventData],
+        event: "IdentifiedCloudEvent",
+        handle: Callable[[str, EventData], Awaitable[StrEnum]],
+        log_context: Callable[[EventData], Mapping[str, str]],
+    ) -> DeliveryStatus:
         try:
             data = contract.model_validate(event.payload())
         except ValueError as exc:  # pydantic's ValidationError is a ValueError, as are undecodable payloads
@@ -287,6 +361,15 @@ class EventDeliveries:
         log_unhandled_event(envelope)
         self.count(route, "ignored")
         return DeliveryStatus.SUCCESS
+
+    def ignore_bulk(self, route: str, entries: list[Any]) -> dict[str, DeliveryStatus]:
+        """Events of a type this version does not handle, delivered in bulk (the default route of a bulk
+        subscription receives bulk deliveries too): each acknowledged and logged."""
+        entries = [entry for entry in entries if isinstance(entry, dict)]
+        for entry in entries:
+            log_unhandled_event(BulkEntry(entryId=str(entry.get("entryId")), event=entry.get("event")).envelope())
+        self.count(route, "ignored", len(entries))
+        return {str(entry.get("entryId")): DeliveryStatus.SUCCESS for entry in entries}
 
 
 class BulkEntry(BaseModel):

@@ -15,7 +15,7 @@ from contracts.users import UserRegistered
 from notifications.api import ORDER_CANCELLED_ROUTE, ORDER_COMPLETED_ROUTE, USER_REGISTERED_ROUTE
 from notifications.main import create_app
 from notifications.settings import Settings
-from sidecart_kit.events import subscriptions_by_topic
+from sidecart_kit.events import BulkSettings, subscriptions_by_topic
 from sidecart_kit.testing import FakeSidecarHealth, assert_probes_follow_the_sidecar
 
 from .conftest import InboxStore
@@ -112,6 +112,7 @@ def test_subscription_routes_by_type_with_a_default_and_a_dead_letter_topic(clie
         ],
         default_route="/events/unhandled",
         dead_letter_topic="poison",
+        bulk=BulkSettings(max_messages=100, max_await_ms=50),  # delivered in batches
     )
     response = client.get("/dapr/subscribe")
     assert (response.status_code, response.json()) == (200, [subscription.to_dapr() for subscription in expected])
@@ -127,6 +128,16 @@ def test_every_route_the_subscription_names_exists(client: TestClient) -> None:
 
 
 # --- deliveries ---------------------------------------------------------------------------------------------
+
+
+def test_a_bulk_delivery_records_each_notice_once_and_answers_each_entry(client: TestClient) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    welcome = _cloud_event(first, "evt-1")
+    entries = [welcome, _cloud_event(second, "evt-2"), welcome, {"id": "evt-3", "data": "not an event"}]
+    bulk = {"id": "b1", "topic": "users", "entries": [{"entryId": str(n), "event": e} for n, e in enumerate(entries)]}
+    response = _deliver(client, json.dumps(bulk).encode())
+    assert [status["status"] for status in response.json()["statuses"]] == ["SUCCESS", "SUCCESS", "SUCCESS", "DROP"]
+    assert [len(_notices(client, user_id)) for user_id in (first, second)] == [1, 1]
 
 
 def test_first_delivery_stores_a_welcome_notice(client: TestClient, user_id: uuid.UUID) -> None:

@@ -23,14 +23,15 @@ from payments.domain import (
 from payments.handlers import ChargePayment, CreditOutcome, Payments, RefundOutcome
 from payments.settings import Settings
 from sidecart_kit.errors import ApiError, DomainErrors, error_responses
-from sidecart_kit.events import EventDeliveries, EventRoutes, delivery_answer
+from sidecart_kit.events import EventDeliveries, EventRoutes
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
 from sidecart_kit.service import Service, from_app_state
 
 log = get_logger(__name__)
 router = APIRouter()
-events = EventRoutes(router)
+# Delivered in batches: every sign-up comes here, and one HTTP exchange per batch costs less than one per event.
+events = EventRoutes(router, bulk=True)
 
 USER_REGISTERED_ROUTE = "/events/user-registered"
 
@@ -55,16 +56,15 @@ _ERRORS = error_responses(
 
 @events.subscribe(UserRegistered, USER_REGISTERED_ROUTE)
 async def on_user_registered(request: Request, payments: PaymentsDep, deliveries: DeliveriesDep) -> JSONResponse:
-    """Delivery of `user.registered`: the user's wallet gets the starting credit, once per user."""
+    """Delivery of `user.registered` (in bulk, or one event): the user's wallet gets the starting credit, once per
+    user."""
 
     async def grant(event_id: str, user: UserRegistered) -> CreditOutcome:
         return await payments.grant_starting_credit(user.user_id)
 
     body = await request.body()
-    return delivery_answer(
-        await deliveries.deliver(
-            USER_REGISTERED_ROUTE, UserRegistered, body, grant, log_context=lambda user: {"user_id": str(user.user_id)}
-        )
+    return await deliveries.answer(
+        USER_REGISTERED_ROUTE, UserRegistered, body, grant, log_context=lambda user: {"user_id": str(user.user_id)}
     )
 
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from contracts.users import UserRegistered
 from payments.main import create_app
 from payments.settings import Settings
-from sidecart_kit.events import subscriptions_by_topic
+from sidecart_kit.events import BulkSettings, subscriptions_by_topic
 from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore, assert_probes_follow_the_sidecar
 
 
@@ -56,6 +56,11 @@ def _deliver(client: TestClient, event: dict[str, Any] | bytes) -> Any:
     )
 
 
+def _bulk(*events: dict[str, Any]) -> bytes:
+    entries = [{"entryId": str(n), "event": event} for n, event in enumerate(events)]
+    return json.dumps({"id": "b1", "topic": "users", "entries": entries}).encode()
+
+
 def _charge(client: TestClient, user_id: str, order_id: str, amount_cents: int = 2500, **extra: Any) -> Any:
     body = {"order_id": order_id, "user_id": user_id, "amount_cents": amount_cents, "currency": "EUR", **extra}
     return client.post("/charges", json=body)
@@ -76,8 +81,25 @@ def test_subscription_routes_by_type_with_a_default_and_a_dead_letter_topic(clie
         [(UserRegistered, "/events/user-registered")],
         default_route="/events/unhandled",
         dead_letter_topic="poison",
+        bulk=BulkSettings(max_messages=100, max_await_ms=50),  # delivered in batches
     )
     assert client.get("/dapr/subscribe").json() == [subscription.to_dapr() for subscription in expected]
+
+
+def test_a_bulk_delivery_grants_each_new_user_once_and_answers_each_entry(client: TestClient) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    event = _cloud_event(first, "evt-1")
+    response = _deliver(client, _bulk(event, _cloud_event(second), event, {"id": "evt-x", "data": {}}))
+    assert response.json() == {
+        "statuses": [
+            {"entryId": "0", "status": "SUCCESS"},
+            {"entryId": "1", "status": "SUCCESS"},
+            {"entryId": "2", "status": "SUCCESS"},  # the same event again: done already
+            {"entryId": "3", "status": "DROP"},
+        ]
+    }
+    for user_id in (first, second):
+        assert client.get(f"/wallets/{user_id}").json()["credits_granted_cents"] == 10_000
 
 
 def test_a_registered_user_gets_the_starting_credit_once(client: TestClient, user_id: str) -> None:
