@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
     )
     args = parser.parse_args(argv)
+    # A one-shot command (a bench, say) stops what it started on SIGTERM as on Ctrl-C: the exception unwinds its
+    # `with Platform(...)`. Both are set explicitly: a shell starts background jobs with SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
 
     layout = Layout.discover()
     if args.command == "generate":
@@ -134,5 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as interrupted:
+        log(f"stopped ({interrupted or 'SIGINT'}); everything it started is stopped")
+        sys.exit(130)
