@@ -192,7 +192,7 @@ class EventRoutes:
         async def on_unhandled_event(request: Request, deliveries: deliveries_dep) -> JSONResponse:
             """Delivery of an event type this version does not handle (single or bulk): acknowledged and logged."""
             envelope = envelope_of(await request.body())
-            if _is_bulk(envelope):
+            if is_bulk_delivery(envelope):
                 return bulk_answer(deliveries.ignore_bulk(UNHANDLED_EVENT_ROUTE, envelope["entries"]))
             return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, envelope))
 
@@ -237,7 +237,8 @@ class IdentifiedCloudEvent(CloudEvent):
     id: str = Field(min_length=1)
 
 
-def _is_bulk(envelope: Any) -> bool:
+def is_bulk_delivery(envelope: Any) -> bool:
+    """Whether a delivery's JSON is a bulk delivery (entries) rather than one CloudEvent."""
     return isinstance(envelope, dict) and isinstance(envelope.get("entries"), list)
 
 
@@ -297,7 +298,7 @@ class EventDeliveries:
         `deliver`), or a bulk delivery, whose entries are handled at once, each as `deliver` would, and answered
         with one status per entry."""
         envelope = envelope_of(body)
-        if not _is_bulk(envelope):
+        if not is_bulk_delivery(envelope):
             return delivery_answer(await self._read_and_handle(route, contract, envelope, handle, log_context))
         try:
             delivery = BulkDelivery.model_validate(envelope)

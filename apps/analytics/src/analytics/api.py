@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ValidationError
 
+from analytics.domain import BusinessEvent
 from analytics.handlers import Analytics, Deliveries
 from analytics.settings import Settings
 from contracts.api import ErrorDetail, ErrorResponse
@@ -24,6 +25,7 @@ from sidecart_kit.events import (
     bulk_answer,
     delivery_answer,
     envelope_of,
+    is_bulk_delivery,
     problems,
 )
 from sidecart_kit.logs import get_logger
@@ -71,7 +73,8 @@ def _telemetry_and_dead_letters(settings: Settings) -> list[Subscription]:
 
 # Types this version does not know are acknowledged and logged here, in the bulk format on the telemetry topic too
 # (the default route of a bulk subscription receives bulk deliveries): so the unhandled route is the app's own.
-events = EventRoutes(router, more=_telemetry_and_dead_letters, answer_unhandled=False)
+# Sign-ups and order outcomes come in batches too (bulk subscribe): one write per touched hour document per batch.
+events = EventRoutes(router, more=_telemetry_and_dead_letters, answer_unhandled=False, bulk=True)
 
 
 # --- Deliveries -------------------------------------------------------------------------------------------------
@@ -92,29 +95,44 @@ async def on_telemetry(request: Request, deliveries: DeliveriesDep) -> JSONRespo
     return bulk_answer(await deliveries.telemetry(TELEMETRY_ROUTE, delivery))
 
 
+async def _business(
+    route: str, contract: type[BusinessEvent], request: Request, deliveries: Deliveries
+) -> JSONResponse:
+    body = await request.body()
+    envelope = envelope_of(body)
+    if not is_bulk_delivery(envelope):
+        return delivery_answer(await deliveries.business(route, contract, body))
+    try:
+        delivery = BulkDelivery.model_validate(envelope)
+    except ValidationError as exc:
+        log.error("bulk_delivery_unreadable", problems=problems(exc))
+        raise ApiError(400, "bad_request", "The body is not a Dapr bulk delivery.") from exc
+    return bulk_answer(await deliveries.business_bulk(route, contract, delivery))
+
+
 @events.subscribe(UserRegistered, USER_REGISTERED_ROUTE)
 async def on_user_registered(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
-    """Delivery of `user.registered`: one sign-up, once per event."""
-    return delivery_answer(await deliveries.business(USER_REGISTERED_ROUTE, UserRegistered, await request.body()))
+    """Delivery of `user.registered` (in bulk, or one): sign-ups, once per event."""
+    return await _business(USER_REGISTERED_ROUTE, UserRegistered, request, deliveries)
 
 
 @events.subscribe(OrderCompleted, ORDER_COMPLETED_ROUTE)
 async def on_order_completed(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
-    """Delivery of `order.completed`: one completed order and its revenue, once per event."""
-    return delivery_answer(await deliveries.business(ORDER_COMPLETED_ROUTE, OrderCompleted, await request.body()))
+    """Delivery of `order.completed` (in bulk, or one): completed orders and their revenue, once per event."""
+    return await _business(ORDER_COMPLETED_ROUTE, OrderCompleted, request, deliveries)
 
 
 @events.subscribe(OrderCancelled, ORDER_CANCELLED_ROUTE)
 async def on_order_cancelled(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
-    """Delivery of `order.cancelled`: one cancelled order, once per event."""
-    return delivery_answer(await deliveries.business(ORDER_CANCELLED_ROUTE, OrderCancelled, await request.body()))
+    """Delivery of `order.cancelled` (in bulk, or one): cancelled orders, once per event."""
+    return await _business(ORDER_CANCELLED_ROUTE, OrderCancelled, request, deliveries)
 
 
 @router.post(UNHANDLED_EVENT_ROUTE, tags=["dapr"])
 async def on_unhandled_event(request: Request, deliveries: DeliveriesDep) -> JSONResponse:
     """An event type this version does not handle: acknowledged and logged (single or bulk delivery)."""
     body = envelope_of(await request.body())
-    if isinstance(body, dict) and isinstance(body.get("entries"), list):
+    if is_bulk_delivery(body):
         return bulk_answer(deliveries.ignore_bulk(UNHANDLED_EVENT_ROUTE, body["entries"]))
     return delivery_answer(deliveries.ignore(UNHANDLED_EVENT_ROUTE, body))
 

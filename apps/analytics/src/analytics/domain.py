@@ -221,26 +221,30 @@ class BusinessHour:
             "ids": list(self.ids),
         }
 
-    def fold(self, fact: BusinessFact) -> tuple["BusinessHour", Outcome]:
-        if fact.event_id in self.ids:
-            return self, Outcome.DUPLICATE
-        ids = (*self.ids, fact.event_id)
-        if fact.kind is BusinessKind.SIGNUP:
-            return BusinessHour(
-                self.signups + 1, self.orders_completed, self.orders_cancelled, self.revenue_cents, ids
-            ), (Outcome.COUNTED)
-        if fact.kind is BusinessKind.ORDER_COMPLETED:
-            updated = BusinessHour(
-                self.signups,
-                self.orders_completed + 1,
-                self.orders_cancelled,
-                self.revenue_cents + fact.revenue_cents,
-                ids,
-            )
-            return updated, Outcome.COUNTED
-        return BusinessHour(
-            self.signups, self.orders_completed, self.orders_cancelled + 1, self.revenue_cents, ids
-        ), Outcome.COUNTED
+    def fold(self, facts: Sequence[BusinessFact]) -> tuple["BusinessHour", list[Outcome]]:
+        """This hour with every fact not counted before added once; and what became of each fact, in order (an id
+        seen twice, in the document or earlier in `facts`, is a duplicate)."""
+        seen = set(self.ids)
+        counts = Counter(signups=self.signups, completed=self.orders_completed, cancelled=self.orders_cancelled)
+        revenue = self.revenue_cents
+        ids = list(self.ids)
+        outcomes: list[Outcome] = []
+        for fact in facts:
+            if fact.event_id in seen:
+                outcomes.append(Outcome.DUPLICATE)
+                continue
+            seen.add(fact.event_id)
+            ids.append(fact.event_id)
+            outcomes.append(Outcome.COUNTED)
+            if fact.kind is BusinessKind.SIGNUP:
+                counts["signups"] += 1
+            elif fact.kind is BusinessKind.ORDER_COMPLETED:
+                counts["completed"] += 1
+                revenue += fact.revenue_cents
+            else:
+                counts["cancelled"] += 1
+        updated = BusinessHour(counts["signups"], counts["completed"], counts["cancelled"], revenue, tuple(ids))
+        return updated, outcomes
 
 
 # --- Indexes: which documents exist, so reports read only those --------------------------------------------------

@@ -70,6 +70,15 @@ class TelemetryEntry:
     event: TelemetryEvent
 
 
+@dataclass(frozen=True)
+class BusinessEntry:
+    """One delivered sign-up or order outcome (the entry id of its bulk delivery, or "" for a single delivery)."""
+
+    entry_id: str
+    event_id: str
+    event: BusinessEvent
+
+
 class Analytics:
     """Folds events into ETag-guarded documents (one read-modify-write per touched document) and reads reports."""
 
@@ -120,16 +129,16 @@ class Analytics:
 
         self._telemetry_index = await self._updates.update_document(TELEMETRY_INDEX_KEY, change)
 
-    async def _index_business(self, key: str) -> None:
-        if self._business_index.covers([key]):
+    async def _index_business(self, keys: set[str]) -> None:
+        if self._business_index.covers(keys):
             return
         oldest = hour_of(self._oldest())
 
         def change(document: Any) -> tuple[Any, BusinessIndex]:
             index = BusinessIndex.from_document(document)
-            if index.covers([key]):
+            if index.covers(keys):
                 return None, index
-            updated = index.with_keys([key], oldest)
+            updated = index.with_keys(keys, oldest)
             return updated.to_document(), updated
 
         self._business_index = await self._updates.update_document(BUSINESS_INDEX_KEY, change)
@@ -173,19 +182,43 @@ class Analytics:
         await asyncio.gather(*(write(key, group) for key, group in groups.items()))
         return outcomes
 
-    async def fold_business(self, event_id: str, event: BusinessEvent) -> Outcome:
-        """Counts a sign-up or an order outcome once. Raises StoreUnavailableError (ContentionError after too many
-        conflicts)."""
-        fact = BusinessFact.of(event_id, event)
-        if fact.at < self._oldest():
-            return Outcome.EXPIRED
-        await self._index_business(fact.key)
+    async def fold_business(self, entries: Sequence[BusinessEntry]) -> dict[str, Outcome | None]:
+        """Counts sign-ups and order outcomes once each, every touched hour document written once for all of them:
+        what became of each entry, or None when its document could not be written (the entry must be redelivered;
+        the rest are done and will be recognised as duplicates)."""
+        oldest = self._oldest()
+        outcomes: dict[str, Outcome | None] = {}
+        groups: dict[str, list[tuple[str, BusinessFact]]] = {}
+        for entry in entries:
+            fact = BusinessFact.of(entry.event_id, entry.event)
+            if fact.at < oldest:
+                outcomes[entry.entry_id] = Outcome.EXPIRED
+            else:
+                groups.setdefault(fact.key, []).append((entry.entry_id, fact))
+        if not groups:
+            return outcomes
+        try:
+            await self._index_business(set(groups))
+        except (StoreUnavailableError, MalformedDocumentError) as exc:
+            log.warning("business_index_not_written", error=str(exc))
+            outcomes.update((entry_id, None) for group in groups.values() for entry_id, _ in group)
+            return outcomes
 
-        def change(document: Any) -> tuple[Any, Outcome]:
-            updated, outcome = BusinessHour.from_document(document).fold(fact)
-            return (updated.to_document() if outcome is Outcome.COUNTED else None), outcome
+        async def write(key: str, group: list[tuple[str, BusinessFact]]) -> None:
+            def change(document: Any) -> tuple[Any, list[Outcome]]:
+                updated, results = BusinessHour.from_document(document).fold([fact for _, fact in group])
+                return (updated.to_document() if Outcome.COUNTED in results else None), results
 
-        return await self._updates.update_document(fact.key, change)
+            try:
+                results = await self._updates.update_document(key, change)
+            except (StoreUnavailableError, MalformedDocumentError) as exc:
+                log.warning("business_document_not_written", key=key, entries=len(group), error=str(exc))
+                outcomes.update((entry_id, None) for entry_id, _ in group)
+                return
+            outcomes.update((entry_id, outcome) for (entry_id, _), outcome in zip(group, results, strict=True))
+
+        await asyncio.gather(*(write(key, group) for key, group in groups.items()))
+        return outcomes
 
     async def record_dead_letter(self, letter: DeadLetter) -> bool:
         """Adds a dead letter to the bounded list (newest first); False when it was listed already."""
@@ -342,30 +375,45 @@ class Deliveries:
     async def business(self, route: str, contract: type[BusinessEvent], body: bytes) -> DeliveryStatus:
         """A sign-up or order outcome, counted once (or counted before, or out of retention): SUCCESS; malformed:
         published to the dead-letter topic and SUCCESS (RETRY if that fails); RETRY when the store fails."""
-        raw: Any = None
-        try:
-            raw = json.loads(body)
-            envelope = CloudEvent.model_validate(raw)
-            if not envelope.id:
-                raise ValueError("the CloudEvent has no id")
-            data = contract.model_validate(envelope.payload())
-        except ValueError as exc:
-            log.error("event_malformed", route=route, problems=problems(exc))
+        delivery = BulkDelivery(entries=[BulkEntry(entryId="", event=envelope_of(body))])
+        (status,) = (await self.business_bulk(route, contract, delivery)).values()
+        return status
+
+    async def business_bulk(
+        self, route: str, contract: type[BusinessEvent], delivery: BulkDelivery
+    ) -> dict[str, DeliveryStatus]:
+        """A bulk delivery of sign-ups or order outcomes, each answered as `business` answers one; every touched
+        hour document is written once for the whole delivery."""
+        statuses: dict[str, DeliveryStatus] = {}
+        valid: list[BusinessEntry] = []
+        for entry in delivery.entries:
+            raw = entry.envelope()
             try:
-                await self._publisher.publish(self._dead_letter_topic, _dead_letter_envelope(raw, "unknown"))
-            except PublishFailedError as failure:
-                log.warning("dead_letter_not_published", error=str(failure))
-                return DeliveryStatus.RETRY
-            self._events.count(route, "dead_lettered")
-            return DeliveryStatus.SUCCESS
+                envelope = CloudEvent.model_validate(raw)
+                if not envelope.id:
+                    raise ValueError("the CloudEvent has no id")
+                valid.append(BusinessEntry(entry.entryId, envelope.id, contract.model_validate(envelope.payload())))
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                statuses[entry.entryId] = await self._malformed_business(route, raw, exc)
+        outcomes = await self._analytics.fold_business(valid)
+        for handled in valid:
+            outcome = outcomes[handled.entry_id]
+            if outcome is None:
+                log.warning("event_retry", route=route, event_id=handled.event_id)
+            else:
+                log.info("event_handled", route=route, event_id=handled.event_id, outcome=outcome.value)
+            statuses[handled.entry_id] = DeliveryStatus.RETRY if outcome is None else DeliveryStatus.SUCCESS
+            self._events.count(route, "retry" if outcome is None else outcome.value)
+        return {entry.entryId: statuses[entry.entryId] for entry in delivery.entries}
+
+    async def _malformed_business(self, route: str, raw: Any, exc: Exception) -> DeliveryStatus:
+        log.error("event_malformed", route=route, problems=problems(exc))
         try:
-            outcome = await self._analytics.fold_business(envelope.id, data)
-        except StoreUnavailableError as exc:  # ContentionError included
-            log.warning("event_retry", route=route, event_id=envelope.id, error=str(exc))
-            self._events.count(route, "retry")
+            await self._publisher.publish(self._dead_letter_topic, _dead_letter_envelope(raw, "unknown"))
+        except PublishFailedError as failure:
+            log.warning("dead_letter_not_published", error=str(failure))
             return DeliveryStatus.RETRY
-        log.info("event_handled", route=route, event_id=envelope.id, outcome=outcome.value)
-        self._events.count(route, outcome.value)
+        self._events.count(route, "dead_lettered")
         return DeliveryStatus.SUCCESS
 
     def ignore(self, route: str, envelope: Any) -> DeliveryStatus:

@@ -14,6 +14,7 @@ from analytics.main import create_app
 from analytics.settings import Settings
 from contracts.orders import OrderCompleted
 from contracts.telemetry import TelemetryEvent
+from contracts.users import UserRegistered
 from sidecart_kit.testing import FakeSidecarHealth
 
 from .conftest import DocumentStore, FakePublisher
@@ -93,7 +94,13 @@ def test_subscription_document(client: TestClient) -> None:
     assert telemetry["routes"]["default"] == "/events/unhandled"
     assert len(subscriptions["orders"]["routes"]["rules"]) == 2
     assert subscriptions["orders"]["deadLetterTopic"] == subscriptions["users"]["deadLetterTopic"] == "deadletter"
-    assert "bulkSubscribe" not in subscriptions["orders"]
+    # Sign-ups and order outcomes come in batches too, with the same settings as telemetry.
+    assert (
+        subscriptions["orders"]["bulkSubscribe"]
+        == subscriptions["users"]["bulkSubscribe"]
+        == telemetry["bulkSubscribe"]
+    )
+    assert "bulkSubscribe" not in subscriptions["telemetry-deadletter"]
     # An empty rule list is what daprd makes of no rules (pkg/runtime/pubsub/subscriptions.go, 1.18.2).
     assert subscriptions["telemetry-deadletter"]["routes"] == {"default": "/events/dead-letter"}
 
@@ -184,6 +191,36 @@ def test_business_events_feed_the_reports(client: TestClient, publisher: FakePub
     # A malformed one goes to the dead-letter topic and is acknowledged.
     assert client.post("/events/order-completed", json={"id": "o2", "data": {}}).json() == {"status": "SUCCESS"}
     assert [topic for topic, _ in publisher.published] == ["deadletter"]
+
+
+def test_business_events_in_bulk_are_counted_once_each_and_answered_entry_by_entry(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    now = datetime.now(UTC).isoformat()
+    signups = [
+        {
+            "id": f"u{n}",
+            "type": UserRegistered.TYPE,
+            "source": "users",
+            "data": {"user_id": str(uuid.uuid4()), "email": f"u{n}@b.c", "name": "U", "registered_at": now},
+        }
+        for n in range(3)
+    ]
+    entries = [{"entryId": f"e{n}", "event": event} for n, event in enumerate([*signups, signups[0]])]
+    entries.append({"entryId": "bad", "event": {"id": "u9", "type": UserRegistered.TYPE, "data": {}}})
+    response = client.post("/events/user-registered", json={"id": "b1", "topic": "users", "entries": entries})
+    assert [(s["entryId"], s["status"]) for s in response.json()["statuses"]] == [
+        ("e0", "SUCCESS"),
+        ("e1", "SUCCESS"),
+        ("e2", "SUCCESS"),
+        ("e3", "SUCCESS"),
+        ("bad", "SUCCESS"),
+    ]
+    assert [topic for topic, _ in publisher.published] == ["deadletter"]  # the malformed one, kept
+    assert client.get("/reports/summary").json()["signups_total"] == 3
+    again = client.post("/events/user-registered", json={"entries": entries[:2]})
+    assert [s["status"] for s in again.json()["statuses"]] == ["SUCCESS", "SUCCESS"]
+    assert client.get("/reports/summary").json()["signups_total"] == 3
 
 
 def test_timeseries(client: TestClient) -> None:

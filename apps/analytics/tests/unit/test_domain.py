@@ -68,10 +68,12 @@ def test_business_fold_counts_once_with_revenue() -> None:
     )
     fact = BusinessFact.of("e1", order)
     assert fact.key == "b:2026112212"
-    hour, outcome = BusinessHour().fold(fact)
-    assert (outcome, hour.orders_completed, hour.revenue_cents) == (Outcome.COUNTED, 1, 300)
-    same, outcome = BusinessHour.from_document(hour.to_document()).fold(fact)
-    assert (outcome, same) == (Outcome.DUPLICATE, hour)
+    signup = BusinessFact.of("e2", UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW))
+    hour, outcomes = BusinessHour().fold([fact, signup, fact])
+    assert outcomes == [Outcome.COUNTED, Outcome.COUNTED, Outcome.DUPLICATE]
+    assert (hour.orders_completed, hour.revenue_cents, hour.signups) == (1, 300, 1)
+    same, outcomes = BusinessHour.from_document(hour.to_document()).fold([signup, fact])
+    assert (outcomes, same) == ([Outcome.DUPLICATE, Outcome.DUPLICATE], hour)
 
 
 def test_indexes_add_keys_and_forget_minutes_out_of_retention() -> None:
@@ -88,7 +90,7 @@ def test_report_math() -> None:
     a, _ = TelemetryShard().fold([telemetry(sku="x"), telemetry(sku="y"), telemetry(type="add_to_cart", sku="x")])
     b, _ = TelemetryShard().fold([telemetry(sku="y"), telemetry(type="search", sku=None)])
     signup = BusinessFact.of("s1", UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW))
-    hour, _ = BusinessHour().fold(signup)
+    hour, _ = BusinessHour().fold([signup])
     hour = BusinessHour(hour.signups, 2, 1, 500, hour.ids)
     report = summary([a, b], {"2026112212": hour})
     assert report["events_total"] == 5

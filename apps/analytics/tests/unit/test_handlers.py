@@ -8,8 +8,15 @@ from typing import Literal
 import pytest
 from prometheus_client import CollectorRegistry
 
-from analytics.domain import DEAD_LETTERS_KEY, TELEMETRY_INDEX_KEY, Outcome, TelemetryShard, telemetry_key_of
-from analytics.handlers import Analytics, Deliveries, TelemetryEntry
+from analytics.domain import (
+    DEAD_LETTERS_KEY,
+    TELEMETRY_INDEX_KEY,
+    BusinessFact,
+    Outcome,
+    TelemetryShard,
+    telemetry_key_of,
+)
+from analytics.handlers import Analytics, BusinessEntry, Deliveries, TelemetryEntry
 from contracts.orders import OrderCancelled
 from contracts.users import UserRegistered
 from sidecart_kit.events import BulkDelivery, DeliveryStatus, EventDeliveries, delivery_counter
@@ -129,13 +136,25 @@ async def test_business_events_are_counted_once(store: DocumentStore, sleep: Fak
     analytics = _analytics(store, sleep)
     signup = UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW)
     cancelled = OrderCancelled(order_id=uuid.uuid4(), user_id=uuid.uuid4(), reason="out_of_stock", cancelled_at=NOW)
-    assert await analytics.fold_business("s1", signup) is Outcome.COUNTED
-    assert await analytics.fold_business("s1", signup) is Outcome.DUPLICATE
-    assert await analytics.fold_business("c1", cancelled) is Outcome.COUNTED
     old = UserRegistered(user_id=uuid.uuid4(), email="o@b.c", name="O", registered_at=NOW - timedelta(days=3))
-    assert await analytics.fold_business("s2", old) is Outcome.EXPIRED
+    first = [BusinessEntry("1", "s1", signup), BusinessEntry("2", "s1", signup), BusinessEntry("3", "c1", cancelled)]
+    assert await analytics.fold_business(first) == {"1": Outcome.COUNTED, "2": Outcome.DUPLICATE, "3": Outcome.COUNTED}
+    assert store.writes == 2  # the index and the one hour document, once for the whole delivery
+    again = [BusinessEntry("4", "s1", signup), BusinessEntry("5", "s2", old)]
+    assert await analytics.fold_business(again) == {"4": Outcome.DUPLICATE, "5": Outcome.EXPIRED}
     report = await analytics.summary()
     assert (report["signups_total"], report["orders_cancelled"]) == (1, 1)
+
+
+async def test_a_business_document_that_cannot_be_written_is_redelivered(
+    store: DocumentStore, sleep: FakeSleep
+) -> None:
+    analytics = _analytics(store, sleep)
+    signup = UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW)
+    store.failing_keys.add(BusinessFact.of("s1", signup).key)
+    assert await analytics.fold_business([BusinessEntry("1", "s1", signup)]) == {"1": None}
+    store.failing_keys.clear()
+    assert await analytics.fold_business([BusinessEntry("1", "s1", signup)]) == {"1": Outcome.COUNTED}
 
 
 async def test_reports_read_documents_in_one_bulk_round_trip(store: DocumentStore, sleep: FakeSleep) -> None:
