@@ -8,6 +8,7 @@ from enum import StrEnum
 
 import pytest
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -163,6 +164,11 @@ def _registered(event_id: str = "e1") -> bytes:
     return json.dumps({"id": event_id, "type": UserRegistered.TYPE, "data": data.model_dump(mode="json")}).encode()
 
 
+def _status(answer: JSONResponse) -> tuple[int, str]:
+    status: str = json.loads(bytes(answer.body))["status"]
+    return answer.status_code, status
+
+
 def _counts(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
     return {
         (sample.labels["route"], sample.labels["outcome"]): sample.value
@@ -175,8 +181,8 @@ def _counts(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
 async def test_a_delivered_event_is_handled_with_its_id_and_counted_by_outcome() -> None:
     registry, seen = CollectorRegistry(), EventsSeen()
     deliveries = EventDeliveries(delivery_counter("svc", registry))
-    status = await deliveries.deliver("/events/r", UserRegistered, _registered("e1"), seen.handle)
-    assert status is DeliveryStatus.SUCCESS
+    answer = await deliveries.answer("/events/r", UserRegistered, _registered("e1"), seen.handle)
+    assert _status(answer) == (200, "SUCCESS")
     assert seen.ids == ["e1"]
     assert _counts(registry) == {("/events/r", "done"): 1.0}
 
@@ -193,7 +199,7 @@ async def test_a_delivered_event_is_handled_with_its_id_and_counted_by_outcome()
 async def test_a_malformed_event_is_dropped_and_never_handled(body: bytes) -> None:
     registry, seen = CollectorRegistry(), EventsSeen()
     deliveries = EventDeliveries(delivery_counter("svc", registry))
-    assert await deliveries.deliver("/events/r", UserRegistered, body, seen.handle) is DeliveryStatus.DROP
+    assert _status(await deliveries.answer("/events/r", UserRegistered, body, seen.handle)) == (200, "DROP")
     assert seen.ids == []
     assert _counts(registry) == {("/events/r", "dropped"): 1.0}
 
@@ -202,7 +208,7 @@ async def test_an_event_is_retried_while_the_store_is_down() -> None:
     registry, seen = CollectorRegistry(), EventsSeen()
     deliveries = EventDeliveries(delivery_counter("svc", registry))
     seen.available = False
-    assert await deliveries.deliver("/events/r", UserRegistered, _registered(), seen.handle) is DeliveryStatus.RETRY
+    assert _status(await deliveries.answer("/events/r", UserRegistered, _registered(), seen.handle)) == (500, "RETRY")
     assert _counts(registry) == {("/events/r", "retry"): 1.0}
 
 

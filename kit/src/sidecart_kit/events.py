@@ -268,23 +268,6 @@ class EventDeliveries:
     def count(self, route: str, outcome: str, amount: int = 1) -> None:
         self._events.labels(route, outcome).inc(amount)
 
-    async def deliver(
-        self,
-        route: str,
-        contract: type[EventData],
-        body: bytes,
-        handle: Callable[[str, EventData], Awaitable[StrEnum]],
-        *,
-        log_context: Callable[[EventData], Mapping[str, str]] = lambda data: {},
-    ) -> DeliveryStatus:
-        """Reads the envelope and its `contract` data and hands both to `handle` with the event's id (it must do
-        its work once per id); its outcome is logged with `log_context` of the data and counted."""
-        try:
-            event = IdentifiedCloudEvent.model_validate_json(body)
-        except ValidationError as exc:
-            return self._drop(route, exc, event_id=None)
-        return await self._handle(route, contract, event, handle, log_context)
-
     async def answer(
         self,
         route: str,
@@ -294,12 +277,13 @@ class EventDeliveries:
         *,
         log_context: Callable[[EventData], Mapping[str, str]] = lambda data: {},
     ) -> JSONResponse:
-        """The answer to a delivery of `contract` events in either shape the sidecar sends: one CloudEvent (as
-        `deliver`), or a bulk delivery, whose entries are handled at once, each as `deliver` would, and answered
-        with one status per entry."""
+        """The answer to a delivery of `contract` events in either shape the sidecar sends, one CloudEvent or a
+        bulk delivery (its entries handled at once, one status each). Each event's envelope and `contract` data
+        are read and handed to `handle` with the event's id (it must do its work once per id); each outcome is
+        logged with `log_context` of the data and counted. Malformed: DROP; the store down: RETRY."""
         envelope = envelope_of(body)
         if not is_bulk_delivery(envelope):
-            return delivery_answer(await self._read_and_handle(route, contract, envelope, handle, log_context))
+            return delivery_answer(await self._handle(route, contract, envelope, handle, log_context))
         try:
             delivery = BulkDelivery.model_validate(envelope)
         except ValidationError as exc:
@@ -307,14 +291,11 @@ class EventDeliveries:
             log.error("bulk_delivery_unreadable", route=route, problems=problems(exc))
             raise ApiError(400, "bad_request", "The body is not a Dapr bulk delivery.") from exc
         statuses = await asyncio.gather(
-            *(
-                self._read_and_handle(route, contract, entry.envelope(), handle, log_context)
-                for entry in delivery.entries
-            )
+            *(self._handle(route, contract, entry.envelope(), handle, log_context) for entry in delivery.entries)
         )
         return bulk_answer({entry.entryId: status for entry, status in zip(delivery.entries, statuses, strict=True)})
 
-    async def _read_and_handle(
+    async def _handle(
         self,
         route: str,
         contract: type[EventData],
@@ -326,16 +307,6 @@ class EventDeliveries:
             event = IdentifiedCloudEvent.model_validate(envelope)
         except ValidationError as exc:
             return self._drop(route, exc, event_id=None)
-        return await self._handle(route, contract, event, handle, log_context)
-
-    async def _handle(
-        self,
-        route: str,
-        contract: type[EventData],
-        event: "IdentifiedCloudEvent",
-        handle: Callable[[str, EventData], Awaitable[StrEnum]],
-        log_context: Callable[[EventData], Mapping[str, str]],
-    ) -> DeliveryStatus:
         try:
             data = contract.model_validate(event.payload())
         except ValueError as exc:  # pydantic's ValidationError is a ValueError, as are undecodable payloads
