@@ -162,8 +162,25 @@ def _verification_key(jwk: object) -> RSAPublicKey | None:
     return key
 
 
-def verify_token(token: str, key: RSAPublicKey, policy: TokenPolicy) -> Principal:
-    """Checks signature, expiry, issuer and audience; returns who the token speaks for."""
+@dataclass(frozen=True)
+class VerifiedToken:
+    """A token whose signature, issuer and audience were checked, and the times it is valid between (seconds since
+    the epoch), so that it can be accepted again without checking its signature again while they hold."""
+
+    principal: Principal
+    issued_at: float
+    expires_at: float
+    not_before: float | None
+
+    def still_valid(self, now: float, leeway_seconds: float) -> bool:
+        """As PyJWT judges exp, nbf and iat (each with the leeway), at `now`."""
+        if self.expires_at <= now - leeway_seconds or self.issued_at > now + leeway_seconds:
+            return False
+        return self.not_before is None or self.not_before <= now + leeway_seconds
+
+
+def verify_token(token: str, key: RSAPublicKey, policy: TokenPolicy) -> VerifiedToken:
+    """Checks signature, expiry, issuer and audience; returns who the token speaks for and when it is valid."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -191,7 +208,13 @@ def verify_token(token: str, key: RSAPublicKey, policy: TokenPolicy) -> Principa
     subject = claims["sub"]
     if not isinstance(subject, str) or not _ACCEPTABLE_SUBJECT.fullmatch(subject):
         raise InvalidTokenError("the token's subject is not an acceptable user id")
-    return Principal(subject=subject)
+    not_before = claims.get("nbf")
+    return VerifiedToken(
+        Principal(subject=subject),
+        issued_at=float(claims["iat"]),
+        expires_at=float(claims["exp"]),
+        not_before=None if not_before is None else float(not_before),
+    )
 
 
 def parse_api_keys(secret_value: str) -> frozenset[str]:

@@ -123,7 +123,7 @@ def _key(signer: Any) -> Any:
 
 def test_valid_token_names_its_subject(signer: Any) -> None:
     token = signer.token(sub="6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11")
-    assert verify_token(token, _key(signer), POLICY).subject == "6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11"
+    assert verify_token(token, _key(signer), POLICY).principal.subject == "6f1c2a4e-2b0b-4bb8-9a57-6f0a1d2f9c11"
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_token_failing_a_check_is_refused(signer: Any, claims: dict[str, Any], r
 
 def test_small_leeway_tolerates_clock_skew(signer: Any) -> None:
     token = signer.token(exp=int(time.time()) - 5)
-    assert verify_token(token, _key(signer), POLICY).subject
+    assert verify_token(token, _key(signer), POLICY).principal.subject
 
 
 def test_signature_by_another_key_is_refused(signer: Any, other_signer: Any) -> None:

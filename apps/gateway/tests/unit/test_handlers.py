@@ -1,11 +1,14 @@
 """The signing-key cache, the API key cache, the authenticator and the route-to-app mapping, with fake ports."""
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+import gateway.domain
+import gateway.handlers
 from gateway.domain import (
     AnalyticsReport,
     ApiKeysUnavailableError,
@@ -17,6 +20,7 @@ from gateway.domain import (
     TokenPolicy,
     UnknownResourceError,
     UpstreamResponse,
+    VerifiedToken,
 )
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 
@@ -196,6 +200,55 @@ async def test_a_key_users_stopped_publishing_is_refused_once_the_cache_refreshe
     clock.now += 301
     with pytest.raises(InvalidTokenError, match="signing key"):
         await authenticator.authenticate(f"Bearer {token}")
+
+
+async def test_a_token_that_verified_is_accepted_again_without_its_signature_checked_while_it_holds(
+    jwks_source: Any, clock: Any, signer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    real_verify = gateway.domain.verify_token
+
+    def counting_verify(token: str, key: Any, policy: TokenPolicy) -> Any:
+        checked.append(token)
+        return real_verify(token, key, policy)
+
+    monkeypatch.setattr(gateway.handlers, "verify_token", counting_verify)
+    now = [time.time()]
+    authenticator = Authenticator(_keys(jwks_source, clock), POLICY, remembered=2, clock=lambda: now[0])
+    first, second, third = (signer.token(sub=f"user-{n}", exp=int(now[0]) + 60) for n in range(3))
+
+    for _ in range(3):
+        assert await authenticator.authenticate(f"Bearer {first}") == Principal(subject="user-0")
+    assert checked == [first]
+    await authenticator.authenticate(f"Bearer {second}")
+    await authenticator.authenticate(f"Bearer {third}")  # only two are remembered: the oldest, `first`, goes
+    await authenticator.authenticate(f"Bearer {first}")
+    assert checked == [first, second, third, first]
+
+    now[0] += 60 + POLICY.leeway_seconds  # past exp and its leeway: no longer taken from memory, checked again
+    await authenticator.authenticate(f"Bearer {first}")
+    assert checked == [first, second, third, first, first]
+
+
+async def test_a_remembered_token_is_checked_again_once_its_key_is_no_longer_the_one_published(
+    make_signer: Any, make_jwks_source: Any, clock: Any
+) -> None:
+    genuine = make_signer("key-1")
+    source = make_jwks_source(genuine)
+    authenticator = Authenticator(_keys(source, clock, ttl=300), POLICY)
+    token = genuine.token(sub="user-1")
+    await authenticator.authenticate(f"Bearer {token}")
+
+    source.document = {"keys": [make_signer("key-1").jwk()]}  # the kid now names another key
+    clock.now += 301
+    with pytest.raises(InvalidTokenError, match="signature"):
+        await authenticator.authenticate(f"Bearer {token}")
+
+
+def test_a_verified_token_holds_between_its_times_with_the_leeway() -> None:
+    token = VerifiedToken(Principal(subject="u"), issued_at=100, expires_at=200, not_before=150)
+    assert [token.still_valid(now, 10) for now in (139, 140, 209, 210)] == [False, True, True, False]
+    assert not replace(token, not_before=None, issued_at=300).still_valid(250, 10)  # issued in the future
 
 
 async def test_malformed_and_unsigned_tokens_never_cost_a_fetch(
