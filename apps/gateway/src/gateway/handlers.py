@@ -201,9 +201,10 @@ class Authenticator:
         if known is not None and known[0] is key and known[1].still_valid(self._clock(), self._policy.leeway_seconds):
             return known[1].principal
         verified = verify_token(token, key, self._policy)
-        if len(self._verified) >= self._remembered:
-            del self._verified[next(iter(self._verified))]  # the oldest first
-        self._verified[token] = (key, verified)
+        if self._remembered > 0:
+            if len(self._verified) >= self._remembered:
+                del self._verified[next(iter(self._verified))]  # the oldest first
+            self._verified[token] = (key, verified)
         return verified.principal
 
 

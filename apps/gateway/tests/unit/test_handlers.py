@@ -229,6 +229,11 @@ async def test_a_token_that_verified_is_accepted_again_without_its_signature_che
     await authenticator.authenticate(f"Bearer {first}")
     assert checked == [first, second, third, first, first]
 
+    forgetful = Authenticator(_keys(jwks_source, clock), POLICY, remembered=0)  # remembers nothing: checks every time
+    for _ in range(2):
+        await forgetful.authenticate(f"Bearer {second}")
+    assert checked[-2:] == [second, second]
+
 
 async def test_a_remembered_token_is_checked_again_once_its_key_is_no_longer_the_one_published(
     make_signer: Any, make_jwks_source: Any, clock: Any
