@@ -119,6 +119,7 @@ async def test_json_is_sent_compact_and_a_callers_header_wins_over_the_context(s
     seen = sent_bytes.json()
     assert (seen["method"], seen["query"], seen["body"]) == ("PUT", {"a": "1"}, "raw")
     assert seen["headers"]["x-request-id"] == "caller"
+    assert "content-type" not in seen["headers"]  # as httpx sends raw content: no type unless the caller names one
 
 
 async def _alpha_call(port: int) -> dict[str, Any]:

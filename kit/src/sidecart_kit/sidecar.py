@@ -127,8 +127,8 @@ def _client_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
 
 class SidecarClient(httpx.AsyncClient):
     """httpx's API (every adapter and its fake-sidecar tests use it), sent on aiohttp's connection pool without
-    httpx's request machinery: ~60 µs of CPU per call to a local daprd, where httpx on aiohttp cost ~200 µs and httpx
-    alone ~750 µs (`make bench-kit`, reports/bench-kit.md).
+    httpx's request machinery: ~105 µs of CPU per call to a local daprd, where httpx on aiohttp cost ~195 µs and httpx
+    alone ~880 µs (`make bench-kit`, reports/bench-kit.md).
 
     It sends what the kit's adapters send (a path under the sidecar's /v1.0, params, headers, content or json, a
     timeout) and answers an httpx.Response; aiohttp's errors become the httpx errors they correspond to."""
@@ -151,6 +151,9 @@ class SidecarClient(httpx.AsyncClient):
                 connector=aiohttp.TCPConnector(limit=self._max_connections),
                 # httpx.Response decodes a compressed body itself, as httpx's own client does.
                 auto_decompress=False,
+                # As httpx: a body goes without a Content-Type unless the caller names one (aiohttp would say
+                # application/octet-stream, which a JSON route refuses).
+                skip_auto_headers=("Content-Type",),
                 trust_env=False,  # a proxy from the environment must never sit between an app and its sidecar
             )
         return self._session
