@@ -242,6 +242,16 @@ def is_bulk_delivery(envelope: Any) -> bool:
     return isinstance(envelope, dict) and isinstance(envelope.get("entries"), list)
 
 
+def read_bulk_delivery(envelope: Any, route: str) -> "BulkDelivery":
+    """A bulk delivery's JSON as a BulkDelivery; ApiError 400 when it is not one (no entry can be named in the
+    answer, so the sidecar is told the whole delivery failed)."""
+    try:
+        return BulkDelivery.model_validate(envelope)
+    except ValidationError as exc:
+        log.error("bulk_delivery_unreadable", route=route, problems=problems(exc))
+        raise ApiError(400, "bad_request", "The body is not a Dapr bulk delivery.") from exc
+
+
 def envelope_of(body: bytes) -> Any:
     """A delivery's JSON, or None when it is not JSON (an event nobody handles is acknowledged all the same)."""
     try:
@@ -284,12 +294,7 @@ class EventDeliveries:
         envelope = envelope_of(body)
         if not is_bulk_delivery(envelope):
             return delivery_answer(await self._handle(route, contract, envelope, handle, log_context))
-        try:
-            delivery = BulkDelivery.model_validate(envelope)
-        except ValidationError as exc:
-            # Not one entry can be named in the answer: the sidecar is told the whole delivery failed.
-            log.error("bulk_delivery_unreadable", route=route, problems=problems(exc))
-            raise ApiError(400, "bad_request", "The body is not a Dapr bulk delivery.") from exc
+        delivery = read_bulk_delivery(envelope, route)
         statuses = await asyncio.gather(
             *(self._handle(route, contract, entry.envelope(), handle, log_context) for entry in delivery.entries)
         )

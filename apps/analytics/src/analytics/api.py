@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel
 
 from analytics.domain import BusinessEvent
 from analytics.handlers import Analytics, Deliveries
@@ -18,7 +18,6 @@ from contracts.users import UserRegistered
 from sidecart_kit.errors import ApiError
 from sidecart_kit.events import (
     UNHANDLED_EVENT_ROUTE,
-    BulkDelivery,
     BulkSettings,
     EventRoutes,
     Subscription,
@@ -26,7 +25,7 @@ from sidecart_kit.events import (
     delivery_answer,
     envelope_of,
     is_bulk_delivery,
-    problems,
+    read_bulk_delivery,
 )
 from sidecart_kit.logs import get_logger
 from sidecart_kit.service import Service, from_app_state
@@ -87,11 +86,7 @@ async def on_telemetry(request: Request, deliveries: DeliveriesDep) -> JSONRespo
     SUCCESS: counted, already counted, or older than the retention window; RETRY: its document could not be
     written; a malformed entry goes to the dead-letter topic (see `malformed_entry_action`).
     """
-    try:
-        delivery = BulkDelivery.model_validate_json(await request.body())
-    except ValidationError as exc:
-        log.error("bulk_delivery_unreadable", problems=problems(exc))
-        raise ApiError(400, "bad_request", "The body is not a Dapr bulk delivery.") from exc
+    delivery = read_bulk_delivery(envelope_of(await request.body()), TELEMETRY_ROUTE)
     return bulk_answer(await deliveries.telemetry(TELEMETRY_ROUTE, delivery))
 
 
@@ -102,12 +97,7 @@ async def _business(
     envelope = envelope_of(body)
     if not is_bulk_delivery(envelope):
         return delivery_answer(await deliveries.business(route, contract, body))
-    try:
-        delivery = BulkDelivery.model_validate(envelope)
-    except ValidationError as exc:
-        log.error("bulk_delivery_unreadable", problems=problems(exc))
-        raise ApiError(400, "bad_request", "The body is not a Dapr bulk delivery.") from exc
-    return bulk_answer(await deliveries.business_bulk(route, contract, delivery))
+    return bulk_answer(await deliveries.business_bulk(route, contract, read_bulk_delivery(envelope, route)))
 
 
 @events.subscribe(UserRegistered, USER_REGISTERED_ROUTE)

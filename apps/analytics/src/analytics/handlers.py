@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from async_lru import alru_cache
 
@@ -50,6 +50,7 @@ from sidecart_kit.state import DocumentUpdates, StateStore, StoreUnavailableErro
 
 log = get_logger(__name__)
 EXCERPT_CHARS = 200
+Item = TypeVar("Item")  # what one delivered entry adds to its document (an event, a fact)
 
 
 class PublishFailedError(Exception):
@@ -148,38 +149,13 @@ class Analytics:
         (the entry must be redelivered; the rest of the delivery is done and will be recognised as duplicates)."""
         oldest = self._oldest()
         outcomes: dict[str, Outcome | None] = {}
-        groups: dict[str, list[TelemetryEntry]] = {}
+        groups: dict[str, list[tuple[str, TelemetryEvent]]] = {}
         for entry in entries:
             if entry.event.ts < oldest:
                 outcomes[entry.entry_id] = Outcome.EXPIRED
             else:
-                groups.setdefault(telemetry_key_of(entry.event), []).append(entry)
-        if not groups:
-            return outcomes
-        # The index first: a listed document that was never written is harmless, a written one never listed is not.
-        try:
-            await self._index_telemetry(set(groups))
-        except (StoreUnavailableError, MalformedDocumentError) as exc:
-            log.warning("telemetry_index_not_written", error=str(exc))
-            for group in groups.values():
-                outcomes.update((entry.entry_id, None) for entry in group)
-            return outcomes
-
-        async def write(key: str, group: list[TelemetryEntry]) -> None:
-            def change(document: Any) -> tuple[Any, list[Outcome]]:
-                updated, results = TelemetryShard.from_document(document).fold([entry.event for entry in group])
-                counted = Outcome.COUNTED in results
-                return (updated.to_document() if counted else None), results
-
-            try:
-                results = await self._updates.update_document(key, change)
-            except (StoreUnavailableError, MalformedDocumentError) as exc:
-                log.warning("telemetry_document_not_written", key=key, entries=len(group), error=str(exc))
-                outcomes.update((entry.entry_id, None) for entry in group)
-                return
-            outcomes.update((entry.entry_id, outcome) for entry, outcome in zip(group, results, strict=True))
-
-        await asyncio.gather(*(write(key, group) for key, group in groups.items()))
+                groups.setdefault(telemetry_key_of(entry.event), []).append((entry.entry_id, entry.event))
+        outcomes.update(await self._fold_groups("telemetry", groups, self._index_telemetry, _fold_shard))
         return outcomes
 
     async def fold_business(self, entries: Sequence[BusinessEntry]) -> dict[str, Outcome | None]:
@@ -195,24 +171,34 @@ class Analytics:
                 outcomes[entry.entry_id] = Outcome.EXPIRED
             else:
                 groups.setdefault(fact.key, []).append((entry.entry_id, fact))
+        outcomes.update(await self._fold_groups("business", groups, self._index_business, _fold_hour))
+        return outcomes
+
+    async def _fold_groups(
+        self,
+        kind: str,
+        groups: Mapping[str, list[tuple[str, Item]]],
+        index: Callable[[set[str]], Awaitable[None]],
+        fold: Callable[[Any, list[Item]], tuple[Any, list[Outcome]]],
+    ) -> dict[str, Outcome | None]:
+        """Each document's entries (entry id, item) folded into it with one read-modify-write per document, the
+        index first: a listed document that was never written is harmless, a written one never listed is not.
+        What became of each entry, None where its document (or the index) could not be written."""
+        outcomes: dict[str, Outcome | None] = {}
         if not groups:
             return outcomes
         try:
-            await self._index_business(set(groups))
+            await index(set(groups))
         except (StoreUnavailableError, MalformedDocumentError) as exc:
-            log.warning("business_index_not_written", error=str(exc))
-            outcomes.update((entry_id, None) for group in groups.values() for entry_id, _ in group)
-            return outcomes
+            log.warning(f"{kind}_index_not_written", error=str(exc))
+            return {entry_id: None for group in groups.values() for entry_id, _ in group}
 
-        async def write(key: str, group: list[tuple[str, BusinessFact]]) -> None:
-            def change(document: Any) -> tuple[Any, list[Outcome]]:
-                updated, results = BusinessHour.from_document(document).fold([fact for _, fact in group])
-                return (updated.to_document() if Outcome.COUNTED in results else None), results
-
+        async def write(key: str, group: list[tuple[str, Item]]) -> None:
+            items = [item for _, item in group]
             try:
-                results = await self._updates.update_document(key, change)
+                results = await self._updates.update_document(key, lambda document: fold(document, items))
             except (StoreUnavailableError, MalformedDocumentError) as exc:
-                log.warning("business_document_not_written", key=key, entries=len(group), error=str(exc))
+                log.warning(f"{kind}_document_not_written", key=key, entries=len(group), error=str(exc))
                 outcomes.update((entry_id, None) for entry_id, _ in group)
                 return
             outcomes.update((entry_id, outcome) for (entry_id, _), outcome in zip(group, results, strict=True))
@@ -288,6 +274,16 @@ class Analytics:
         shards = await self._telemetry_shards(minute_of(start), minute_of(end))
         inside = [(minute, shard) for minute, shard in shards if start <= parse_minute(minute) < end]
         return timeseries(inside, event_type)
+
+
+def _fold_shard(document: Any, events: list[TelemetryEvent]) -> tuple[Any, list[Outcome]]:
+    updated, results = TelemetryShard.from_document(document).fold(events)
+    return (updated.to_document() if Outcome.COUNTED in results else None), results
+
+
+def _fold_hour(document: Any, facts: list[BusinessFact]) -> tuple[Any, list[Outcome]]:
+    updated, results = BusinessHour.from_document(document).fold(facts)
+    return (updated.to_document() if Outcome.COUNTED in results else None), results
 
 
 def _dead_letter_envelope(raw: Any, fallback_id: str) -> dict[str, Any]:
