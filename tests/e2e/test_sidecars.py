@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devstack import kafka
 from devstack.platform_run import Platform
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +56,18 @@ def test_users_store_is_outbox_enabled_and_transactional(platform: Platform) -> 
 
     store = next(c for c in metadata["components"] if c["name"] == "users-store")
     assert {"ETAG", "TRANSACTIONAL"} <= set(store["capabilities"])
+
+
+def test_on_kafka_a_stale_outbox_message_holds_back_one_partition_of_many(platform: Platform, profile: str) -> None:
+    if profile != "kafka":
+        pytest.skip("partitions are Kafka's")
+    topics = kafka.outbox_topics(platform.layout)
+
+    assert sorted(topics) == ["defaultordersordersoutbox", "defaultusersusersoutbox"]
+    assert kafka.partition_counts([*topics, "users"]) == {
+        **dict.fromkeys(topics, kafka.OUTBOX_PARTITIONS),
+        "users": kafka.NUM_PARTITIONS,
+    }
 
 
 def test_notifications_subscribes_to_user_events_by_type(platform: Platform) -> None:

@@ -3,7 +3,8 @@ ZooKeeper) on 127.0.0.1, with its data under .run/kafka.
 
 There is no release tarball to download here, only Maven Central: Maven (deploy/kafka/pom.xml) copies the broker's
 jars into ~/.cache/sidecart/kafka-<version>/libs once, and the JVM runs kafka.Kafka with them as its class path.
-The data directory is formatted once with a fixed cluster id; later starts reuse it.
+The data directory is formatted once with a fixed cluster id; later starts reuse it. Each start gives the outbox's
+internal topics the partitions they need (see OUTBOX_PARTITIONS).
 """
 
 import os
@@ -14,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 from string import Template
+
+import yaml
 
 from devstack.install import ensure_debian_package
 from devstack.layout import Layout, user_cache
@@ -36,6 +39,14 @@ NODE_ID = 1
 # deliveries/s per app and topic (measured with a trivial app). The price: an event answered RETRY holds back that
 # topic's later events for that app until its retries end (resiliency's event-retry, ~8 s, then the dead letters).
 NUM_PARTITIONS = 1
+# Except the outbox's internal topics (`<namespace><app><topic>outbox`). The sidecar checks each of their messages
+# against the state store before it publishes the event, and a message whose state is not there (its transaction
+# failed after the outbox had published it, or it was handled but not yet committed when a sidecar stopped) holds its
+# partition for the outbox's 10 s of retries before it is discarded. With one partition, each such message held back
+# every later event of the app for those 10 s, and a dozen of them (a run of crash tests) delayed the next run's events
+# by two minutes. 32 partitions, consumed side by side, confine each wait to 1/32 of the events. Their events carry no
+# order a consumer relies on: one final event per order, one registration per user.
+OUTBOX_PARTITIONS = 32
 
 # Debian bookworm's builds; an unavailable pin falls back to bookworm's current build (see ensure_debian_package).
 JAVA_PIN = "17.0.21.1+2-1~deb12u1"
@@ -162,6 +173,15 @@ class _Reader:
         self.offset += 4
         return int(value)
 
+    def int8(self) -> int:
+        (value,) = struct.unpack_from(">b", self.data, self.offset)
+        self.offset += 1
+        return int(value)
+
+    def skip_int32_array(self) -> None:
+        count = self.int32()
+        self.offset += 4 * max(count, 0)
+
     def string(self) -> str | None:
         size = self.int16()
         if size < 0:
@@ -182,6 +202,87 @@ def _metadata() -> tuple[str | None, int, list[tuple[int, str | None, int]]]:
         brokers.append((node, host, port))
     cluster_id, controller = reply.string(), reply.int32()
     return cluster_id, controller, brokers
+
+
+def _string(value: str) -> bytes:
+    encoded = value.encode()
+    return struct.pack(">h", len(encoded)) + encoded
+
+
+def partition_counts(topics: list[str]) -> dict[str, int]:
+    """Metadata v4 for these topics, creating none: each existing topic's partition count."""
+    request = struct.pack(">i", len(topics)) + b"".join(_string(topic) for topic in topics) + b"\x00"
+    reply = _Reader(_request(KAFKA_PORT, 3, 4, request))
+    reply.int32()  # throttle time
+    for _ in range(reply.int32()):  # brokers
+        reply.int32(), reply.string(), reply.int32(), reply.string()
+    reply.string(), reply.int32()  # cluster id, controller
+    counts = {}
+    for _ in range(reply.int32()):
+        error, name, _internal = reply.int16(), reply.string(), reply.int8()
+        partitions = reply.int32()
+        for _ in range(partitions):
+            reply.int16(), reply.int32(), reply.int32()  # error, index, leader
+            reply.skip_int32_array()  # replicas
+            reply.skip_int32_array()  # in-sync replicas
+        if error == 0 and name is not None:
+            counts[name] = partitions
+    return counts
+
+
+# Answers that mean "done already": the broker's metadata may lag a change just made.
+_TOPIC_ALREADY_EXISTS = 36
+_INVALID_PARTITIONS = 37  # "already has that many"
+
+
+def _expect_done(what: str, reply: _Reader, throttle_time: bool, done_already: int) -> None:
+    if throttle_time:
+        reply.int32()
+    for _ in range(reply.int32()):
+        name, error = reply.string(), reply.int16()
+        message = reply.string() if throttle_time else None  # CreatePartitions v0 names its errors
+        if error not in (0, done_already):
+            raise RuntimeError(f"kafka: {what} {name} failed with error code {error}: {message or ''}")
+
+
+def outbox_topics(layout: Layout) -> list[str]:
+    """The outbox's internal topics the kafka profile's pub/sub component allows (its allowedTopics)."""
+    component = yaml.safe_load((layout.repo / "components" / "kafka" / "pubsub.yaml").read_text())
+    allowed = next(item["value"] for item in component["spec"]["metadata"] if item["name"] == "allowedTopics")
+    return [topic.strip() for topic in allowed.split(",") if topic.strip().endswith("outbox")]
+
+
+def ensure_partitions(topics: list[str], count: int, timeout: float = 15) -> None:
+    """Creates each topic with `count` partitions, or adds partitions to one that has fewer (a data directory of
+    an earlier version); never removes any. CreateTopics v0 and CreatePartitions v0, until the metadata shows it."""
+    deadline = time.monotonic() + timeout
+    changed: set[str] = set()
+    timeout_ms = struct.pack(">i", 10_000)
+    while True:
+        counts = partition_counts(topics)
+        missing = [topic for topic in topics if topic not in counts]
+        fewer = [topic for topic in topics if 0 < counts.get(topic, 0) < count]
+        if not missing and not fewer:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kafka: {', '.join(missing + fewer)} still lack their {count} partitions")
+        if missing:
+            no_assignments_or_configs = struct.pack(">ii", 0, 0)
+            entries = b"".join(
+                _string(topic) + struct.pack(">ih", count, 1) + no_assignments_or_configs for topic in missing
+            )
+            request = struct.pack(">i", len(missing)) + entries + timeout_ms
+            reply = _Reader(_request(KAFKA_PORT, 19, 0, request))
+            _expect_done("creating topic", reply, throttle_time=False, done_already=_TOPIC_ALREADY_EXISTS)
+        if fewer:
+            entries = b"".join(_string(topic) + struct.pack(">ii", count, -1) for topic in fewer)  # -1: broker assigns
+            request = struct.pack(">i", len(fewer)) + entries + timeout_ms + b"\x00"  # not validate-only
+            reply = _Reader(_request(KAFKA_PORT, 37, 0, request))
+            _expect_done("adding partitions to", reply, throttle_time=True, done_already=_INVALID_PARTITIONS)
+        changed.update(missing + fewer)
+        time.sleep(0.2)
+    if changed:
+        log(f"kafka: {', '.join(sorted(changed))}: {count} partitions each")
 
 
 def _ours() -> bool:
@@ -229,6 +330,7 @@ def start(layout: Layout) -> list[Server]:
             raise RuntimeError(f"127.0.0.1:{KAFKA_PORT} is taken by something that is not this project's Kafka")
         log(f"kafka: a broker of cluster {CLUSTER_ID} already answers on 127.0.0.1:{KAFKA_PORT}; using it")
         wait_until("kafka", ready, 90)
+        ensure_partitions(outbox_topics(layout), OUTBOX_PARTITIONS)
         return [Server("kafka", KAFKA_PORT, None)]
     if port_open(CONTROLLER_PORT):
         raise RuntimeError(f"127.0.0.1:{CONTROLLER_PORT}, Kafka's controller port, is taken by another program")
@@ -259,4 +361,6 @@ def start(layout: Layout) -> list[Server]:
         if result.returncode != 0:
             raise RuntimeError(f"formatting Kafka's data directory failed:\n{result.stdout}{result.stderr}")
     process = ManagedProcess("kafka", [*java, "kafka.Kafka", str(config)], layout.run_dir / "logs" / "kafka.log", home)
-    return [start_server("kafka", KAFKA_PORT, process, 90, ready)]
+    servers = [start_server("kafka", KAFKA_PORT, process, 90, ready)]
+    ensure_partitions(outbox_topics(layout), OUTBOX_PARTITIONS)
+    return servers
