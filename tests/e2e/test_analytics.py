@@ -135,6 +135,7 @@ async def test_totals_are_exact_after_analytics_is_killed_mid_stream(
         await post(gateway, token, batch)  # accepted by the broker while analytics is down
     await asyncio.sleep(1)
     platform.restart(snapshot)
+    await asyncio.to_thread(platform.wait_until_ready, "analytics")
 
     assert await eventually(lambda: sku_views(gateway, token, sku), lambda n: n >= 400, within=90) == 400
     assert await minute_count(gateway, token, "product_view", minute) == 400

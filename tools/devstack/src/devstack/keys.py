@@ -14,8 +14,8 @@ from pathlib import Path
 
 from devstack.install import ensure_secrets, new_rsa_private_key_pem, write_secrets
 from devstack.layout import Layout
-from devstack.platform_run import Platform, answers
-from devstack.processes import argv_of, log, platform_part, wait_until
+from devstack.platform_run import Platform
+from devstack.processes import argv_of, log, platform_part
 
 CURRENT = "jwt-signing-key"
 NEXT = "jwt-next-signing-key"
@@ -48,13 +48,13 @@ def users_running(layout: Layout) -> bool:
 
 
 def restart_users(platform: Platform, timeout: float = 60) -> None:
-    """Restarts users and its sidecar, so both read the keys again, and waits until users is ready."""
-    app = platform.kill(USERS, "app")
-    sidecar = platform.kill(USERS, "sidecar")
+    """Restarts users and its sidecar, so both read the keys again, and waits until users is ready. A planned
+    restart, not a crash: the sidecar goes first and finishes what it consumed (the outbox's events among it)."""
+    sidecar = platform.shut_down(USERS, "sidecar")
+    app = platform.shut_down(USERS, "app")
     platform.restart(sidecar)
     platform.restart(app)
-    ready_url = f"http://127.0.0.1:{platform.run_file.app(USERS).app_port}/readyz"
-    wait_until("users to come back with the rotated keys", lambda: answers(ready_url, (200,)), timeout)
+    platform.wait_until_ready(USERS, timeout)
 
 
 def rotate(layout: Layout) -> None:

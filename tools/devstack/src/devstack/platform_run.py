@@ -158,7 +158,7 @@ class Platform:
         self.servers: list[Server] = []
         self._apps: ManagedProcess | None = None
         self._restarted: list[ManagedProcess] = []
-        # Apps killed since the last `log_marks`: their logs lead a failure report, where they are likeliest to tell.
+        # Apps killed or shut down since the last `log_marks`: their logs lead a failure report, likeliest to tell.
         self._killed_apps: set[str] = set()
         self._stack = ExitStack()
 
@@ -291,12 +291,23 @@ class Platform:
 
     def kill(self, app_id: str, part: Literal["app", "sidecar"]) -> Snapshot:
         """SIGKILLs an app or its sidecar, as a crash would, and returns what `restart` needs to bring it back."""
+        return self._end(app_id, part, signal.SIGKILL, "killed", within=10)
+
+    def shut_down(self, app_id: str, part: Literal["app", "sidecar"]) -> Snapshot:
+        """SIGTERMs an app or its sidecar, as a planned restart does, and waits until it has finished: a sidecar
+        then leaves its consumer groups and commits what it consumed, so its successor neither waits for the broker
+        to give up on it nor sees those events again. Returns what `restart` needs to bring it back."""
+        return self._end(app_id, part, signal.SIGTERM, "shut down", within=30)
+
+    def _end(
+        self, app_id: str, part: Literal["app", "sidecar"], how: signal.Signals, done: str, within: float
+    ) -> Snapshot:
         pid = self.pid_of(app_id, part)
         snapshot = Snapshot.of(f"{app_id}-{part}", pid)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, how)
         self._killed_apps.add(app_id)
-        wait_until(f"{app_id} {part} to die", lambda: released(pid), 10)
-        log(f"killed {app_id} {part} (pid {pid})")
+        wait_until(f"{app_id} {part} to exit", lambda: released(pid), within)
+        log(f"{done} {app_id} {part} (pid {pid})")
         return snapshot
 
     def restart(self, snapshot: Snapshot) -> None:
@@ -311,6 +322,11 @@ class Platform:
         process.start()
         self._restarted.append(process)
         log(f"restarted {snapshot.name} (pid {process.pid})")
+
+    def wait_until_ready(self, app_id: str, timeout: float = 60) -> None:
+        """Until the app's /readyz answers 200 (its sidecar answers it, and whatever else the app needs is there)."""
+        ready_url = f"http://127.0.0.1:{self.run_file.app(app_id).app_port}/readyz"
+        wait_until(f"{app_id} to be ready", lambda: answers(ready_url, (200,)), timeout)
 
     def restarted_status(self) -> str:
         """Whether each process `restart` started is still running (the newest one of each name): a failure message
