@@ -37,7 +37,7 @@ NODE_ID = 1
 # would consume all partitions anyway; Dapr's component delivers one message at a time per partition (the next waits
 # for the app's answer), so one partition gives each app a topic's events in publish order, at about 550-650
 # deliveries/s per app and topic (measured with a trivial app). The price: an event answered RETRY holds back that
-# topic's later events for that app until its retries end (resiliency's event-retry, ~8 s, then the dead letters).
+# topic's later events for that app until its retries end (resiliency's event-retry, ~15 s, then the dead letters).
 NUM_PARTITIONS = 1
 # Except the outbox's internal topics (`<namespace><app><topic>outbox`). The sidecar checks each of their messages
 # against the state store before it publishes the event, and a message whose state is not there (its transaction
