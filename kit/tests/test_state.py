@@ -104,6 +104,58 @@ async def test_bulk_read_returns_the_documents_found() -> None:
     assert json.loads(seen[0].content)["keys"] == ["product:A-1", "product:B-1", "product:C-1"]
 
 
+async def test_reads_that_start_together_share_one_bulk_read() -> None:
+    seen: list[httpx.Request] = []
+    answer = httpx.Response(
+        200, json=[{"key": "inbox:1", "data": {"n": 1}, "etag": "7"}, {"key": "inbox:2"}, {"key": "inbox:3"}]
+    )
+    store = _store(lambda request: answer, seen)
+
+    found = await asyncio.gather(*(store.get(key) for key in ("inbox:1", "inbox:2", "inbox:1", "inbox:3")))
+
+    assert found == [Versioned({"n": 1}, "7"), None, Versioned({"n": 1}, "7"), None]
+    assert [(request.method, request.url.path) for request in seen] == [("POST", "/v1.0/state/app-store/bulk")]
+    assert json.loads(seen[0].content)["keys"] == ["inbox:1", "inbox:2", "inbox:3"]
+
+
+async def test_a_read_that_starts_alone_is_a_single_read() -> None:
+    seen: list[httpx.Request] = []
+    store = _store(lambda request: httpx.Response(200, json={"n": 1}, headers={"etag": "2"}), seen)
+
+    assert await store.get("inbox:1") == Versioned({"n": 1}, "2")
+    assert await store.get("inbox:2") == Versioned({"n": 1}, "2")
+    assert [(request.method, request.url.path) for request in seen] == [
+        ("GET", "/v1.0/state/app-store/inbox:1"),
+        ("GET", "/v1.0/state/app-store/inbox:2"),
+    ]
+
+
+async def test_a_failed_shared_read_fails_every_reader() -> None:
+    store = _store(lambda request: httpx.Response(500, json={"errorCode": "ERR_STATE_BULK_GET", "message": "down"}))
+
+    results = await asyncio.gather(store.get("inbox:1"), store.get("inbox:2"), return_exceptions=True)
+
+    assert [type(result) for result in results] == [StoreUnavailableError, StoreUnavailableError]
+
+
+async def test_a_cancelled_reader_leaves_the_others_their_answers() -> None:
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json=[{"key": key, "data": {"k": key}, "etag": "1"} for key in ("a", "b")])
+
+    store = DaprStateStore(fake_sidecar_client(slow), "app-store")
+    first, second = asyncio.create_task(store.get("a")), asyncio.create_task(store.get("b"))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    release.set()
+
+    assert await second == Versioned({"k": "b"}, "1")
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
 async def test_bulk_reads_go_in_chunks() -> None:
     seen: list[httpx.Request] = []
     await _store(lambda request: httpx.Response(200, json=[]), seen, bulk_chunk=2).get_many(list("abcde"))
@@ -237,7 +289,7 @@ async def test_calls_beyond_the_limit_wait_their_turn_then_give_up() -> None:
         return httpx.Response(204)
 
     store = DaprStateStore(fake_sidecar_client(slow), "app-store", max_concurrent_calls=2, queue_timeout=0.05)
-    calls = [asyncio.create_task(store.get("product:A-1")) for _ in range(3)]
+    calls = [asyncio.create_task(store.delete(f"product:A-{n}")) for n in range(3)]
     await asyncio.sleep(0.2)
     assert most == 2
     with pytest.raises(StoreUnavailableError, match="waiting"):
@@ -363,12 +415,12 @@ async def test_state_store_settings_describe_the_store_and_its_limits(monkeypatc
         return httpx.Response(204)
 
     store = settings.dapr_state_store(fake_sidecar_client(slow))
-    first = asyncio.create_task(store.get("a"))
+    first = asyncio.create_task(store.delete("a"))
     await asyncio.sleep(0)
     with pytest.raises(StoreUnavailableError):  # one call at a time; the second waits 0.01 s, then gives up
-        await store.get("b")
+        await store.delete("b")
     release.set()
-    assert await first is None
+    await first
     assert seen == ["/v1.0/state/demo-store/a"]
 
 

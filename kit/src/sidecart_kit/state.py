@@ -96,7 +96,12 @@ def state_key_path(store: str, key: str) -> str:
 
 class DaprStateStore:
     """Documents with ETags in one state store. At most `max_concurrent_calls` calls to the sidecar at once; more
-    wait their turn for up to `queue_timeout` seconds (then StoreUnavailableError), where cancelling is harmless."""
+    wait their turn for up to `queue_timeout` seconds (then StoreUnavailableError), where cancelling is harmless.
+
+    Reads of single keys that start together (the events of one bulk delivery, handled side by side) share one bulk
+    read: the first waits one turn of the event loop for the others, then asks for all their keys at once. A read
+    that starts alone costs that one turn and goes as a single read.
+    """
 
     def __init__(
         self,
@@ -117,6 +122,9 @@ class DaprStateStore:
         self._bulk_parallelism = bulk_parallelism
         # Bulk reads of many chunks take at most this many call slots at once, leaving the rest to other calls.
         self._bulk_round_trips = asyncio.Semaphore(bulk_round_trips)
+        # The reads gathering for the next shared read: each key's waiters, in the order the keys were asked for.
+        self._gathering: dict[str, list[asyncio.Future[Versioned | None]]] | None = None
+        self._shared_reads: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
@@ -136,6 +144,42 @@ class DaprStateStore:
 
     async def get(self, key: str) -> Versioned | None:
         """The document stored at `key` with its ETag, or None when there is none."""
+        if self._gathering is not None:  # another read is gathering company: join it
+            waiter: asyncio.Future[Versioned | None] = asyncio.get_running_loop().create_future()
+            self._gathering.setdefault(key, []).append(waiter)
+            return await waiter
+        gathering: dict[str, list[asyncio.Future[Versioned | None]]] = {key: []}
+        self._gathering = gathering
+        try:
+            await asyncio.sleep(0)  # one turn of the loop: reads started alongside this one join it
+        finally:
+            self._gathering = None
+        if len(gathering) == 1 and not gathering[key]:
+            return await self._get_one(key)
+        # Read in a task of its own, so that cancelling this caller does not leave the others waiting.
+        own: asyncio.Future[Versioned | None] = asyncio.get_running_loop().create_future()
+        gathering[key].append(own)
+        task = asyncio.create_task(self._read_for(gathering))
+        self._shared_reads.add(task)
+        task.add_done_callback(self._shared_reads.discard)
+        return await own
+
+    async def _read_for(self, waiters: dict[str, list[asyncio.Future[Versioned | None]]]) -> None:
+        """One bulk read of the waiters' keys; each waiter gets its key's document, or the read's failure."""
+        try:
+            found = await self.get_many(list(waiters))
+        except Exception as exc:  # handed to every waiter, who raises it
+            for futures in waiters.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for key, futures in waiters.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(key))
+
+    async def _get_one(self, key: str) -> Versioned | None:
         try:
             async with self._slot(f"reading {key}"):
                 response = await self._client.get(state_key_path(self._store, key), params={"consistency": "strong"})
@@ -183,7 +227,7 @@ class DaprStateStore:
         landed before its answer was lost): the caller reads again and decides again, which is safe when every
         change is idempotent. If it holds the same version (or is still absent), nothing was written: an outage.
         """
-        current = await self.get(key)
+        current = await self._get_one(key)
         if (None if current is None else current.etag) != etag:
             raise ConcurrencyConflictError(f"{failure} (the stored version changed)")
         log.warning("state_write_failed", key=key, failure=failure)
