@@ -1,6 +1,7 @@
 """Servers on 127.0.0.1 with their data under .run/: sentry, placement and scheduler (every profile) and Redis
 (local)."""
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,8 @@ def start_server(
 ) -> Server:
     """Starts `process` and waits until `ready`; if `port` already answers, uses whatever is there instead."""
     if port_open(port):
-        log(f"{name}: something already answers on 127.0.0.1:{port}; using it")
+        log(f"{name}: something already answers on 127.0.0.1:{port}; using it once it is ready")
+        wait_until(name, ready, ready_timeout)
         return Server(name, port, None)
     log(f"starting {name} on 127.0.0.1:{port}")
     process.start()
@@ -92,7 +94,19 @@ def start_redis(layout: Layout) -> Server:
         "yes",
     ]
     process = ManagedProcess("redis", argv, layout.run_dir / "logs" / "redis.log", cwd=data)
-    return start_server("redis", REDIS_PORT, process, 20, lambda: port_open(REDIS_PORT))
+    return start_server("redis", REDIS_PORT, process, 120, redis_ready)
+
+
+def redis_ready() -> bool:
+    """Redis answers PING with PONG. An open port is not enough: while it loads its append-only file (seconds, after
+    a few benchmarks) it accepts connections and answers every command with LOADING, and a daprd that starts then
+    fails its components and exits."""
+    try:
+        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def _start_control_plane(
