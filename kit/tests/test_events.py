@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from contracts.events import Event
 from contracts.orders import OrderCancelled, OrderCompleted
@@ -285,6 +286,29 @@ async def test_a_bulk_delivery_is_answered_entry_by_entry_and_a_single_one_as_be
     single = await deliveries.answer("/events/r", UserRegistered, _registered("e5"), seen.handle)
     assert (single.status_code, json.loads(bytes(single.body))) == (200, {"status": "SUCCESS"})
     assert _counts(registry) == {("/events/r", "done"): 3.0, ("/events/r", "dropped"): 2.0}
+
+
+async def test_a_bulk_delivery_is_logged_in_one_line_and_each_event_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deliveries = EventDeliveries(delivery_counter("svc", CollectorRegistry()))
+    body = _bulk(*((str(n), json.loads(_registered(f"e{n}"))) for n in range(3)), ("3", {"id": "e3", "data": {}}))
+
+    caplog.set_level("INFO")
+    with capture_logs() as logged:
+        await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+    assert [(line["event"], line.get("outcomes")) for line in logged] == [
+        ("event_dropped_malformed", None),
+        ("events_handled", {"done": 3, "dropped": 1}),
+    ]
+    caplog.set_level("DEBUG")
+    with capture_logs() as logged:
+        await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+    assert sorted(str(line["event"]) for line in logged) == [
+        "event_dropped_malformed",
+        *["event_handled"] * 3,
+        "events_handled",
+    ]
 
 
 async def test_entries_of_a_bulk_delivery_are_retried_while_the_store_is_down_and_a_single_one_answered_500() -> None:

@@ -5,6 +5,8 @@ expects."""
 import asyncio
 import base64
 import json
+import logging
+from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -293,12 +295,30 @@ class EventDeliveries:
         logged with `log_context` of the data and counted. Malformed: DROP; the store down: RETRY."""
         envelope = envelope_of(body)
         if not is_bulk_delivery(envelope):
-            return delivery_answer(await self._handle(route, contract, envelope, handle, log_context))
+            status, outcome = await self._handle(route, contract, envelope, handle, log_context, log_handled=True)
+            self.count(route, outcome)
+            return delivery_answer(status)
         delivery = read_bulk_delivery(envelope, route)
-        statuses = await asyncio.gather(
-            *(self._handle(route, contract, entry.envelope(), handle, log_context) for entry in delivery.entries)
+        log_each = logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
+        results = await asyncio.gather(
+            *(
+                self._handle(route, contract, entry.envelope(), handle, log_context, log_handled=log_each)
+                for entry in delivery.entries
+            )
         )
-        return bulk_answer({entry.entryId: status for entry, status in zip(delivery.entries, statuses, strict=True)})
+        self.tally(route, [outcome for _, outcome in results])
+        return bulk_answer(
+            {entry.entryId: status for entry, (status, _) in zip(delivery.entries, results, strict=True)}
+        )
+
+    def tally(self, route: str, outcomes: Iterable[str]) -> None:
+        """A bulk delivery's outcomes, counted and logged in one line. Each handled event gets its own line only at
+        DEBUG (retries and drops always do): at thousands of events a second, a line each took an eighth of the
+        subscriber's CPU."""
+        tally = Tally(outcomes)
+        for outcome, amount in tally.items():
+            self.count(route, outcome, amount)
+        log.info("events_handled", route=route, outcomes=dict(tally))
 
     async def _handle(
         self,
@@ -307,29 +327,35 @@ class EventDeliveries:
         envelope: Any,
         handle: Callable[[str, EventData], Awaitable[StrEnum]],
         log_context: Callable[[EventData], Mapping[str, str]],
-    ) -> DeliveryStatus:
+        *,
+        log_handled: bool,
+    ) -> tuple[DeliveryStatus, str]:
+        """The event's status for the sidecar, and its outcome as counted."""
         try:
             event = IdentifiedCloudEvent.model_validate(envelope)
         except ValidationError as exc:
-            return self._drop(route, exc, event_id=None)
+            return self._drop(route, exc, event_id=None), "dropped"
         try:
             data = contract.model_validate(event.payload())
         except ValueError as exc:  # pydantic's ValidationError is a ValueError, as are undecodable payloads
-            return self._drop(route, exc, event_id=event.id)
-        context = {"event_id": event.id, "event_type": event.type, **log_context(data)}
+            return self._drop(route, exc, event_id=event.id), "dropped"
         try:
             outcome = await handle(event.id, data)
         except StoreUnavailableError as exc:  # ContentionError included
-            log.warning("event_retry", error=str(exc), **context)
-            self.count(route, "retry")
-            return DeliveryStatus.RETRY
-        log.info("event_handled", outcome=outcome.value, **context)
-        self.count(route, outcome.value)
-        return DeliveryStatus.SUCCESS
+            log.warning("event_retry", error=str(exc), **self._context(event, data, log_context))
+            return DeliveryStatus.RETRY, "retry"
+        if log_handled:
+            log.info("event_handled", outcome=outcome.value, **self._context(event, data, log_context))
+        return DeliveryStatus.SUCCESS, outcome.value
+
+    @staticmethod
+    def _context(
+        event: "IdentifiedCloudEvent", data: EventData, log_context: Callable[[EventData], Mapping[str, str]]
+    ) -> dict[str, str]:
+        return {"event_id": event.id, "event_type": event.type, **log_context(data)}
 
     def _drop(self, route: str, exc: Exception, event_id: str | None) -> DeliveryStatus:
         log.error("event_dropped_malformed", route=route, event_id=event_id, problems=problems(exc))
-        self.count(route, "dropped")
         return DeliveryStatus.DROP
 
     def ignore(self, route: str, envelope: Any) -> DeliveryStatus:

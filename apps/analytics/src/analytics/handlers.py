@@ -396,10 +396,8 @@ class Deliveries:
             outcome = outcomes[handled.entry_id]
             if outcome is None:
                 log.warning("event_retry", route=route, event_id=handled.event_id)
-            else:
-                log.info("event_handled", route=route, event_id=handled.event_id, outcome=outcome.value)
             statuses[handled.entry_id] = DeliveryStatus.RETRY if outcome is None else DeliveryStatus.SUCCESS
-            self._events.count(route, "retry" if outcome is None else outcome.value)
+        self._events.tally(route, ("retry" if outcome is None else outcome.value for outcome in outcomes.values()))
         return {entry.entryId: statuses[entry.entryId] for entry in delivery.entries}
 
     async def _malformed_business(self, route: str, raw: Any, exc: Exception) -> DeliveryStatus:
