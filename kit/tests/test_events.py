@@ -5,6 +5,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -12,7 +13,6 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
-from structlog.testing import capture_logs
 
 from contracts.events import Event
 from contracts.orders import OrderCancelled, OrderCompleted
@@ -34,6 +34,7 @@ from sidecart_kit.events import (
     problems,
     subscriptions_by_topic,
 )
+from sidecart_kit.logs import configure_logging
 from sidecart_kit.state import StoreUnavailableError
 
 
@@ -289,26 +290,28 @@ async def test_a_bulk_delivery_is_answered_entry_by_entry_and_a_single_one_as_be
 
 
 async def test_a_bulk_delivery_is_logged_in_one_line_and_each_event_only_at_debug(
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     deliveries = EventDeliveries(delivery_counter("svc", CollectorRegistry()))
     body = _bulk(*((str(n), json.loads(_registered(f"e{n}"))) for n in range(3)), ("3", {"id": "e3", "data": {}}))
 
-    caplog.set_level("INFO")
-    with capture_logs() as logged:
-        await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
-    assert [(line["event"], line.get("outcomes")) for line in logged] == [
+    def logged() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+    configure_logging("INFO", "kit-test")  # to the stdout pytest swaps per test
+    await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+    assert [(line["event"], line.get("outcomes")) for line in logged()] == [
         ("event_dropped_malformed", None),
         ("events_handled", {"done": 3, "dropped": 1}),
     ]
-    caplog.set_level("DEBUG")
-    with capture_logs() as logged:
-        await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
-    assert sorted(str(line["event"]) for line in logged) == [
+    configure_logging("DEBUG", "kit-test")
+    await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+    assert sorted(str(line["event"]) for line in logged()) == [
         "event_dropped_malformed",
         *["event_handled"] * 3,
         "events_handled",
     ]
+    configure_logging("INFO", "kit-test")
 
 
 async def test_entries_of_a_bulk_delivery_are_retried_while_the_store_is_down_and_a_single_one_answered_500() -> None:
