@@ -156,6 +156,18 @@ async def test_a_cancelled_reader_leaves_the_others_their_answers() -> None:
         await first
 
 
+async def test_the_first_reader_cancelled_while_gathering_leaves_the_others_their_answers() -> None:
+    answer = httpx.Response(200, json=[{"key": "b", "data": {"k": "b"}, "etag": "1"}])
+    store = _store(lambda request: answer)
+    first, second = asyncio.create_task(store.get("a")), asyncio.create_task(store.get("b"))
+    await asyncio.sleep(0)  # both started: the first waits its one turn, the second has joined it
+    first.cancel()
+
+    assert await asyncio.wait_for(second, timeout=5) == Versioned({"k": "b"}, "1")
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
 async def test_bulk_reads_go_in_chunks() -> None:
     seen: list[httpx.Request] = []
     await _store(lambda request: httpx.Response(200, json=[]), seen, bulk_chunk=2).get_many(list("abcde"))

@@ -152,17 +152,25 @@ class DaprStateStore:
         self._gathering = gathering
         try:
             await asyncio.sleep(0)  # one turn of the loop: reads started alongside this one join it
-        finally:
+        except asyncio.CancelledError:
             self._gathering = None
+            self._read_in_a_task({k: futures for k, futures in gathering.items() if futures})  # those who joined
+            raise
+        self._gathering = None
         if len(gathering) == 1 and not gathering[key]:
             return await self._get_one(key)
-        # Read in a task of its own, so that cancelling this caller does not leave the others waiting.
         own: asyncio.Future[Versioned | None] = asyncio.get_running_loop().create_future()
         gathering[key].append(own)
-        task = asyncio.create_task(self._read_for(gathering))
+        self._read_in_a_task(gathering)
+        return await own
+
+    def _read_in_a_task(self, waiters: dict[str, list[asyncio.Future[Versioned | None]]]) -> None:
+        """A task of its own, so that cancelling one reader does not leave the others waiting."""
+        if not waiters:
+            return
+        task = asyncio.create_task(self._read_for(waiters))
         self._shared_reads.add(task)
         task.add_done_callback(self._shared_reads.discard)
-        return await own
 
     async def _read_for(self, waiters: dict[str, list[asyncio.Future[Versioned | None]]]) -> None:
         """One bulk read of the waiters' keys; each waiter gets its key's document, or the read's failure."""
