@@ -202,6 +202,10 @@ COMMON = {
     "enableAppHealthCheck": True,
     "appHealthCheckPath": "/healthz",
     "appHealthProbeInterval": 2,
+    # Five failed probes (about 10 s) before the sidecar pauses the app's subscriptions: pausing cancels the
+    # deliveries in flight, and on RabbitMQ those sat unacknowledged for minutes. An app that restarts in a few
+    # seconds (3-5 s here under load) gets its events from the retries instead (event-retry: at least 7.75 s).
+    "appHealthThreshold": 5,
     "logLevel": "info",
     "daprdLogDestination": "file",
     "appLogDestination": "fileAndConsole",
