@@ -17,7 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from sidecart_kit.errors import ApiError, DomainErrors
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER
-from sidecart_kit.service import Service, from_app_state, install_plumbing, probe_routes, serve, service_app
+from sidecart_kit.service import Fakes, Service, from_app_state, install_plumbing, probe_routes, serve, service_app
 from sidecart_kit.sidecar import ServiceSettings
 from sidecart_kit.state import StoreUnavailableError
 from sidecart_kit.testing import FakeSidecarHealth, fake_sidecar_client
@@ -289,7 +289,10 @@ def test_a_service_app_composes_its_use_cases_once_the_sidecar_client_is_open() 
 
     settings = ServiceSettings(app_api_token=SecretStr("t0k3n"))
     app = service_app(
-        Service("demo", "A demo.", routers=[router]), settings, compose, sidecar_transport=httpx.MockTransport(sidecar)
+        Service("demo", "A demo.", routers=[router]),
+        settings,
+        compose,
+        Fakes(sidecar_transport=httpx.MockTransport(sidecar)),
     )
     with TestClient(app) as client:
         assert client.get("/composed", headers={"dapr-api-token": "t0k3n"}).json() == {"composed": True}
@@ -311,7 +314,7 @@ def test_a_service_app_takes_the_sidecar_health_probe_it_is_given() -> None:
         yield
 
     health = FakeSidecarHealth(ready=False)
-    app = service_app(Service("demo", "A demo.", routers=[]), ServiceSettings(), compose, sidecar_health=health)
+    app = service_app(Service("demo", "A demo.", routers=[]), ServiceSettings(), compose, Fakes(sidecar_health=health))
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 503
         health.ready = True

@@ -412,6 +412,15 @@ class DemoSettings(StateStoreSettings):
     state_store: str = "demo-store"
 
 
+def test_updates_that_lose_the_race_for_a_document_are_retried_as_the_settings_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert DemoSettings().update_retry() == RetryPolicy(attempts=8, backoff_seconds=0.02, backoff_max_seconds=0.5)
+    monkeypatch.setenv("DEMO_UPDATE_ATTEMPTS", "40")
+    monkeypatch.setenv("DEMO_UPDATE_BACKOFF_SECONDS", "0.01")
+    assert DemoSettings().update_retry() == RetryPolicy(attempts=40, backoff_seconds=0.01, backoff_max_seconds=0.5)
+
+
 async def test_state_store_settings_describe_the_store_and_its_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_SIDECAR_MAX_CONCURRENT_CALLS", "1")
     monkeypatch.setenv("DEMO_STATE_TIMEOUT_SECONDS", "0.01")

@@ -30,7 +30,7 @@ from sidecart_kit.errors import (
 from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
 from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, SidecarHealth, create_sidecar_client
-from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.state import StateStore, StateStoreSettings, StoreUnavailableError
 
 log = get_logger(__name__)
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
@@ -217,6 +217,23 @@ class Service:
     readiness: str | None = "sidecar_health"
 
 
+@dataclass(frozen=True)
+class Fakes:
+    """What a test puts in place of the sidecar: all of its API (`sidecar_transport`, an httpx transport), or the parts
+    an app's adapters use (`store`, `sidecar_health`). Every service's create_app takes one; production passes none."""
+
+    sidecar_transport: httpx.AsyncBaseTransport | None = None
+    store: StateStore | None = None
+    sidecar_health: ReadinessProbe | None = None
+
+    def state_store(self, settings: StateStoreSettings, client: httpx.AsyncClient) -> StateStore:
+        """The fake store, or the state store `settings` name, through the sidecar `client`."""
+        return self.store or settings.dapr_state_store(client)
+
+
+NO_FAKES = Fakes()
+
+
 def store_unavailable_answer(service_name: str) -> Callable[[Exception], ApiError]:
     """The one answer to a store or a peer that is down for now: 503, `unavailable`, retry in a second."""
     return unavailable(f"The {service_name} service cannot be read or changed right now; retry.", retry_after_seconds=1)
@@ -226,13 +243,11 @@ def service_app(
     service: Service,
     settings: ServiceSettings,
     compose: Compose,
-    *,
-    sidecar_transport: httpx.AsyncBaseTransport | None = None,
-    sidecar_health: ReadinessProbe | None = None,
+    fakes: Fakes = NO_FAKES,
 ) -> FastAPI:
     """`service`'s FastAPI app, the same way for every service: JSON logs named after it, the plumbing (the app-token
     guard unless the app is public), the probe routes, its routers, and a lifespan that opens one sidecar client, puts
-    the sidecar's health probe on app.state.sidecar_health (`sidecar_health` in tests) and runs `compose` (the
+    the sidecar's health probe on app.state.sidecar_health and runs `compose` (the
     service's composition root) with the client. The metrics registry is on app.state.metrics_registry for the
     service's business metrics; app.state.settings holds `settings`.
 
@@ -243,8 +258,11 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with create_sidecar_client(settings, sidecar_transport) as client, _metrics_server(app, settings, public):
-            app.state.sidecar_health = sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
+        async with (
+            create_sidecar_client(settings, fakes.sidecar_transport) as client,
+            _metrics_server(app, settings, public),
+        ):
+            app.state.sidecar_health = fakes.sidecar_health or SidecarHealth(client, settings.health_timeout_seconds)
             async with compose(app, client):
                 yield
 

@@ -40,7 +40,9 @@ class ServiceSettings(BaseSettings):
     """What every service's Settings has: its address, its sidecar's, the tokens between them, timeouts, logs.
 
     A service subclasses it with its own env prefix (PAYMENTS_...) and defaults; APP_PORT, DAPR_HTTP_PORT,
-    DAPR_GRPC_PORT, DAPR_API_TOKEN and APP_API_TOKEN, as the dapr CLI sets them, are read too.
+    DAPR_GRPC_PORT, DAPR_API_TOKEN and APP_API_TOKEN, as the dapr CLI sets them, are read too. An app's ports are
+    declared once, in deploy/catalogue.yaml, and reach it that way (dapr.yaml is generated from the catalogue); the
+    defaults here serve an app started by hand beside a sidecar on Dapr's default ports.
     """
 
     model_config = SettingsConfigDict(extra="ignore")

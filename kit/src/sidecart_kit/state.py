@@ -313,6 +313,14 @@ class StateStoreSettings(ServiceSettings):
     # call slot the other calls need).
     bulk_get_chunk: int = 500
     bulk_get_parallelism: int = 8
+    # Optimistic-concurrency retries of an update that lost the race for its document (`update_retry`): each round at
+    # most one writer wins, so a service with one hot document (a product's stock) allows more.
+    update_attempts: int = Field(default=8, ge=1)
+    update_backoff_seconds: float = Field(default=0.02, ge=0)
+    update_backoff_max_seconds: float = Field(default=0.5, ge=0)
+
+    def update_retry(self) -> RetryPolicy:
+        return RetryPolicy(self.update_attempts, self.update_backoff_seconds, self.update_backoff_max_seconds)
 
     def dapr_state_store(self, client: httpx.AsyncClient) -> DaprStateStore:
         """The state store as these settings describe it, through the sidecar `client`."""

@@ -13,29 +13,19 @@ from analytics.adapters import DaprPublisher
 from analytics.handlers import Analytics, Deliveries, MessagePublisher
 from analytics.settings import Settings
 from sidecart_kit.events import EventDeliveries, delivery_counter
-from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import service_app
-from sidecart_kit.sidecar import ReadinessProbe
-from sidecart_kit.state import StateStore
+from sidecart_kit.service import NO_FAKES, Fakes, service_app
 
 
-def create_app(
-    settings: Settings,
-    *,
-    store: StateStore | None = None,
-    publisher: MessagePublisher | None = None,
-    health: ReadinessProbe | None = None,
-) -> FastAPI:
-    """The analytics app, configured from `settings`. Tests pass fakes of the sidecar's state store, pub/sub and
-    health probe."""
+def create_app(settings: Settings, fakes: Fakes = NO_FAKES, *, publisher: MessagePublisher | None = None) -> FastAPI:
+    """The analytics app, configured from `settings`; tests pass fakes, and one of the sidecar's pub/sub."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
         # One Analytics per process: its per-key locks must be shared by every delivery.
         analytics = Analytics(
-            store or settings.dapr_state_store(client),
+            fakes.state_store(settings, client),
             retention=timedelta(hours=settings.retention_hours),
-            retry=RetryPolicy(settings.save_attempts, settings.save_backoff_seconds, settings.save_backoff_max_seconds),
+            retry=settings.update_retry(),
             max_dead_letters=settings.max_dead_letters,
             report_max_age=timedelta(seconds=settings.report_max_age_seconds),
         )
@@ -50,7 +40,7 @@ def create_app(
         )
         yield
 
-    app = service_app(api.SERVICE, settings, compose, sidecar_health=health)
+    app = service_app(api.SERVICE, settings, compose, fakes)
     events = EventDeliveries(
         delivery_counter(
             api.SERVICE.name,

@@ -13,9 +13,6 @@ from sidecart_kit.state import StateStoreSettings
 class Settings(StateStoreSettings, SubscriberSettings):
     model_config = SettingsConfigDict(env_prefix="ANALYTICS_")
 
-    app_port: int = 8107
-    dapr_http_port: int = 3507
-    dapr_grpc_port: int = 50071
     # A lost first-insert race on Redis only surfaces after Dapr's own component retries (~6 s), so allow more.
     sidecar_timeout_seconds: float = Field(default=20.0, gt=0)
 
@@ -36,8 +33,3 @@ class Settings(StateStoreSettings, SubscriberSettings):
     # How old the documents behind the summary, top-products and funnel reports may be: reports within this age
     # share one read of every retained document instead of one read each (0: every report reads the store).
     report_max_age_seconds: float = Field(default=1.0, ge=0)
-
-    # Optimistic-concurrency retries when two deliveries update the same document at once.
-    save_attempts: int = 8
-    save_backoff_seconds: float = 0.02
-    save_backoff_max_seconds: float = 0.5

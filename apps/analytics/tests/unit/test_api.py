@@ -15,6 +15,7 @@ from analytics.settings import Settings
 from contracts.orders import OrderCompleted
 from contracts.telemetry import TelemetryEvent
 from contracts.users import UserRegistered
+from sidecart_kit.service import Fakes
 from sidecart_kit.testing import FakeSidecarHealth
 
 from .conftest import DocumentStore, FakePublisher
@@ -22,7 +23,7 @@ from .conftest import DocumentStore, FakePublisher
 
 @contextmanager
 def _client(store: DocumentStore, publisher: FakePublisher, **settings: Any) -> Iterator[TestClient]:
-    app = create_app(Settings(**settings), store=store, publisher=publisher, health=FakeSidecarHealth())
+    app = create_app(Settings(**settings), Fakes(store=store, sidecar_health=FakeSidecarHealth()), publisher=publisher)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -13,11 +13,11 @@ from gateway.domain import TokenPolicy
 from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.rate_limits import HoldBack, RateLimits
 from gateway.settings import Settings
-from sidecart_kit.service import service_app
+from sidecart_kit.service import NO_FAKES, Fakes, service_app
 
 
-def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """The gateway, configured from `settings`; tests pass a fake sidecar."""
+def create_app(settings: Settings, fakes: Fakes = NO_FAKES) -> FastAPI:
+    """The gateway, configured from `settings`; tests pass fakes."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
@@ -56,7 +56,7 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         )
         yield
 
-    app = service_app(api.SERVICE, settings, compose, sidecar_transport=sidecar_transport)
+    app = service_app(api.SERVICE, settings, compose, fakes)
     registry = app.state.metrics_registry
     upstream_calls = Counter(
         "gateway_upstream_requests_total",

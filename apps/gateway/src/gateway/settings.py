@@ -10,10 +10,8 @@ from sidecart_kit.sidecar import ServiceSettings
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
-    app_port: int = 8080
     # /metrics is served here (on app_host), not on the public port.
     metrics_port: int | None = 9280
-    # The sidecar's ports are the kit's defaults: 3500 (HTTP) and 50001 (gRPC).
     # Longer than the resiliency policy's 10 s invoke timeout, so the sidecar's own answer arrives first.
     sidecar_timeout_seconds: float = Field(default=15.0, gt=0)
 

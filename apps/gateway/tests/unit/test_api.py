@@ -24,6 +24,7 @@ from gateway.handlers import ApiKeys, Authenticator, Gateway, SigningKeys
 from gateway.main import create_app
 from gateway.rate_limits import HoldBack, LimitSpecs, RateLimitedError, RateLimits
 from gateway.settings import Settings
+from sidecart_kit.service import Fakes
 from sidecart_kit.testing import FakeSidecarHealth, FakeSleep, assert_probes_follow_the_sidecar
 
 SUBJECT = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -687,7 +688,7 @@ def _whole_app(sidecar: FakeSidecar, **settings: Any) -> TestClient:
     """The gateway as create_app builds it; entering the client runs its lifespan."""
     # No metrics port unless a test asks for one: a running platform's gateway may hold the default one.
     settings = {"metrics_port": None, **settings}
-    return TestClient(create_app(Settings(**settings), sidecar_transport=httpx.MockTransport(sidecar)))
+    return TestClient(create_app(Settings(**settings), Fakes(sidecar_transport=httpx.MockTransport(sidecar))))
 
 
 def test_an_invocation_carries_the_request_id_the_client_sent(sidecar: FakeSidecar) -> None:

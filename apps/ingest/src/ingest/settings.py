@@ -10,9 +10,6 @@ from sidecart_kit.events import PubSubSettings
 class Settings(PubSubSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_")
 
-    app_port: int = 8106
-    dapr_http_port: int = 3506
-    dapr_grpc_port: int = 50061
     # A bulk publish of a whole batch (up to 1,000 events) may take longer than the kit's default allows.
     sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
 

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from ingest.main import create_app
 from ingest.settings import Settings
+from sidecart_kit.service import Fakes
 from sidecart_kit.testing import assert_probes_follow_the_sidecar
 
 MakeEvent = Callable[..., dict[str, Any]]
@@ -19,7 +20,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def client(sidecar: Any) -> Iterator[TestClient]:
-    app = create_app(Settings(), sidecar_transport=httpx.MockTransport(sidecar))
+    app = create_app(Settings(), Fakes(sidecar_transport=httpx.MockTransport(sidecar)))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -161,7 +162,7 @@ def test_probes_follow_the_sidecar(client: TestClient, sidecar: Any) -> None:
 
 
 def test_only_the_sidecar_is_answered_when_it_sends_an_app_token(sidecar: Any, make_event: MakeEvent) -> None:
-    app = create_app(Settings(app_api_token="from-the-sidecar"), sidecar_transport=httpx.MockTransport(sidecar))
+    app = create_app(Settings(app_api_token="from-the-sidecar"), Fakes(sidecar_transport=httpx.MockTransport(sidecar)))
     body = json.dumps({"events": [make_event()]})
     with TestClient(app) as client:
         refused = client.post("/events", content=body, headers={"content-type": "application/json"})

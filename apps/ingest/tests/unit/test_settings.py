@@ -6,7 +6,6 @@ from sidecart_kit.testing import settings_from_environment
 
 def test_settings_defaults() -> None:
     settings = settings_from_environment(Settings, {})
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8106, 3506, 50061)
     assert (settings.sidecar_timeout_seconds, settings.retry_after_seconds) == (10.0, 2)
     assert (settings.pubsub_name, settings.telemetry_topic, settings.max_events_per_batch) == (
         "pubsub",

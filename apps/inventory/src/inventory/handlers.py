@@ -70,10 +70,6 @@ class ReserveStock:
     lines: tuple[RequestedLine, ...]
 
 
-# The settings' defaults, for an Inventory built without them (in tests).
-DEFAULT_RETRY = RetryPolicy(attempts=40, backoff_seconds=0.01, backoff_max_seconds=0.25)
-
-
 # Rounds of "read the decision, act on it": a call needs three (open, hold, answer); races add a few.
 _ROUNDS = 10
 
@@ -85,7 +81,7 @@ class Inventory:
         self,
         store: StateStore,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:

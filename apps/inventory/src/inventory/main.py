@@ -15,10 +15,8 @@ from inventory.handlers import Inventory
 from inventory.settings import Settings
 from sidecart_kit.logs import get_logger
 from sidecart_kit.metrics import OperationCounter
-from sidecart_kit.retry import RetryPolicy
-from sidecart_kit.service import service_app
+from sidecart_kit.service import NO_FAKES, Fakes, service_app
 from sidecart_kit.sidecar import ReadinessProbe
-from sidecart_kit.state import StateStore
 
 log = get_logger(__name__)
 
@@ -70,22 +68,15 @@ async def maintain(app: FastAPI, inventory: Inventory, settings: Settings) -> No
         await reconcile_forever(inventory, settings.reconcile_interval_seconds)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    store: StateStore | None = None,
-    sidecar_health: ReadinessProbe | None = None,
-) -> FastAPI:
-    """The inventory app, configured from `settings`; tests pass fake adapters."""
+def create_app(settings: Settings, fakes: Fakes = NO_FAKES) -> FastAPI:
+    """The inventory app, configured from `settings`; tests pass fakes."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
         app.state.readiness = SeededReadiness(app, app.state.sidecar_health)
         inventory = Inventory(
-            store or settings.dapr_state_store(client),
-            retry=RetryPolicy(
-                settings.update_attempts, settings.update_backoff_seconds, settings.update_backoff_max_seconds
-            ),
+            fakes.state_store(settings, client),
+            retry=settings.update_retry(),
         )
         app.state.inventory = inventory
         background = asyncio.create_task(maintain(app, inventory, settings))
@@ -96,7 +87,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await background
 
-    app = service_app(api.SERVICE, settings, compose, sidecar_health=sidecar_health)
+    app = service_app(api.SERVICE, settings, compose, fakes)
     app.state.seeded = not settings.seed_demo_catalogue
     app.state.operations = OperationCounter(
         api.SERVICE.name,

@@ -9,17 +9,13 @@ from sidecart_kit.state import StateStoreSettings
 class Settings(StateStoreSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_")
 
-    app_port: int = 8103
-    dapr_http_port: int = 3503
-    dapr_grpc_port: int = 50031
-
     state_store: str = "inventory-store"
 
     # The demo catalogue written at start (first-write per product, so replicas starting together agree).
     seed_demo_catalogue: bool = True
     demo_stock: int = Field(default=1000, ge=0)
 
-    # Optimistic-concurrency retries on one hot product: each round at most one writer wins, so allow many.
+    # One hot product takes many writers at once: more, shorter retries than the kit's.
     update_attempts: int = Field(default=40, ge=1)
     update_backoff_seconds: float = Field(default=0.01, ge=0)
     update_backoff_max_seconds: float = Field(default=0.25, ge=0)

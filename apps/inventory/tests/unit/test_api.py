@@ -9,13 +9,14 @@ from fastapi.testclient import TestClient
 
 from inventory.main import create_app
 from inventory.settings import Settings
+from sidecart_kit.service import Fakes
 from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore
 
 
 @pytest.fixture
 def client(store: FakeStateStore, sidecar_health: FakeSidecarHealth) -> Iterator[TestClient]:
     settings = Settings(seed_demo_catalogue=False, reconcile_interval_seconds=0)
-    app = create_app(settings, store=store, sidecar_health=sidecar_health)
+    app = create_app(settings, Fakes(store=store, sidecar_health=sidecar_health))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

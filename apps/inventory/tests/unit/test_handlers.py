@@ -35,6 +35,7 @@ from inventory.handlers import (
     Inventory,
     ReserveStock,
 )
+from inventory.settings import Settings
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import StoreUnavailableError, Versioned
 from sidecart_kit.testing import FakeStateStore, SimulatedCrash, backoffs_before_contention, crash_at_every_write
@@ -43,6 +44,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def _inventory(store: Any, sleep: Any, **options: Any) -> Inventory:
+    options.setdefault("retry", Settings().update_retry())
     return Inventory(store, clock=lambda: NOW, sleep=sleep, **options)
 
 

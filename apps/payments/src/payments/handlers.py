@@ -59,10 +59,6 @@ class RefundOutcome(StrEnum):
     VOIDED = "voided"  # nothing was captured; the order will never be charged
 
 
-# The settings' defaults, for a Payments built without them (in tests).
-DEFAULT_RETRY = RetryPolicy(attempts=30, backoff_seconds=0.01, backoff_max_seconds=0.25)
-
-
 # Rounds of "read the charge index, act on it": one normally, a second after losing the race to create it.
 _ROUNDS = 5
 
@@ -77,7 +73,7 @@ class Payments:
         currency: str = "EUR",
         starting_credit_cents: int = 10_000,
         max_entries: int = 50,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:

@@ -11,17 +11,13 @@ from sidecart_kit.state import StateStoreSettings
 class Settings(StateStoreSettings, SubscriberSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_")
 
-    app_port: int = 8104
-    dapr_http_port: int = 3504
-    dapr_grpc_port: int = 50041
-
     state_store: str = "payments-store"
 
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     starting_credit_cents: int = Field(default=10_000, ge=0)
     max_wallet_entries: int = Field(default=50, ge=1)
 
-    # Optimistic-concurrency retries when calls for one wallet or one order race.
+    # Calls for one wallet or one order race: more, shorter retries than the kit's.
     update_attempts: int = Field(default=30, ge=1)
     update_backoff_seconds: float = Field(default=0.01, ge=0)
     update_backoff_max_seconds: float = Field(default=0.25, ge=0)

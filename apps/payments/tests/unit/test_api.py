@@ -13,13 +13,14 @@ from contracts.users import UserRegistered
 from payments.main import create_app
 from payments.settings import Settings
 from sidecart_kit.events import BulkSettings, subscriptions_by_topic
+from sidecart_kit.service import Fakes
 from sidecart_kit.testing import FakeSidecarHealth, FakeStateStore, assert_probes_follow_the_sidecar
 
 
 @pytest.fixture
 def client(store: FakeStateStore, sidecar_health: FakeSidecarHealth) -> Iterator[TestClient]:
     settings = Settings(pubsub_name="bus", dead_letter_topic="poison", starting_credit_cents=10_000)
-    app = create_app(settings, store=store, sidecar_health=sidecar_health)
+    app = create_app(settings, Fakes(store=store, sidecar_health=sidecar_health))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

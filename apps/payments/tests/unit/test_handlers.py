@@ -27,6 +27,7 @@ from payments.handlers import (
     Payments,
     RefundOutcome,
 )
+from payments.settings import Settings
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import StoreUnavailableError
 from sidecart_kit.testing import FakeStateStore, backoffs_before_contention, crash_at_every_write
@@ -35,6 +36,7 @@ from .conftest import NOW, ORDER, USER
 
 
 def _payments(store: Any, sleep: Any, **options: Any) -> Payments:
+    options.setdefault("retry", Settings().update_retry())
     return Payments(store, clock=lambda: NOW, sleep=sleep, **options)
 
 

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from sidecart_kit.logs import get_logger
-from sidecart_kit.service import service_app
+from sidecart_kit.service import NO_FAKES, Fakes, service_app
 from sidecart_kit.state import StoreUnavailableError
 from users import api
 from users.adapters import DaprSecretKeySource, DaprUserRepository
@@ -40,8 +40,8 @@ async def _retry_until(deadline_seconds: float, attempt: Callable[[], Awaitable[
             delay = min(delay * 2, 2.0)
 
 
-def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """The app; `sidecar_transport` replaces the network to the sidecar (tests pass a fake sidecar)."""
+def create_app(settings: Settings, fakes: Fakes = NO_FAKES) -> FastAPI:
+    """The users app, configured from `settings`; tests pass fakes."""
 
     @asynccontextmanager
     async def compose(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[None]:
@@ -88,4 +88,4 @@ def create_app(settings: Settings, *, sidecar_transport: httpx.AsyncBaseTranspor
         )
         yield
 
-    return service_app(api.SERVICE, settings, compose, sidecar_transport=sidecar_transport)
+    return service_app(api.SERVICE, settings, compose, fakes)

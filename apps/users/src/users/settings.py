@@ -9,9 +9,6 @@ from sidecart_kit.sidecar import ServiceSettings
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="USERS_", frozen=True)
 
-    app_port: int = 8101
-    dapr_http_port: int = 3501
-    dapr_grpc_port: int = 50011
     # Above the state store's own timeout in resiliency.yaml (5 s), so the sidecar's answer comes first.
     sidecar_timeout_seconds: float = Field(default=10.0, gt=0)
     # How long the app waits at start for its sidecar to hand over the signing keys.

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from fastapi.testclient import TestClient
 
+from sidecart_kit.service import Fakes
 from users.main import create_app
 from users.settings import Settings
 
@@ -30,7 +31,7 @@ def test_the_app_starts_with_the_keys_from_the_secret_store_and_serves_a_sign_up
         "jwt-previous-signing-key": _pem(previous_key),
     }
     settings = Settings(password_hash_memory_kib=20 * 1024, password_hash_time_cost=3)
-    app = create_app(settings, sidecar_transport=httpx.MockTransport(sidecar))
+    app = create_app(settings, Fakes(sidecar_transport=httpx.MockTransport(sidecar)))
 
     with TestClient(app) as client:  # runs the lifespan: key, hasher, adapters
         signed_up = client.post("/users", json={"email": "ann@example.com", "password": "correct horse", "name": "A"})

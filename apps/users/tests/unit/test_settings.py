@@ -9,9 +9,8 @@ from sidecart_kit.testing import settings_from_environment
 from users.settings import Settings
 
 
-def test_the_defaults_match_dapr_yaml() -> None:
+def test_settings_defaults() -> None:
     settings = settings_from_environment(Settings, {})
-    assert (settings.app_port, settings.dapr_http_port, settings.dapr_grpc_port) == (8101, 3501, 50011)
     assert (settings.state_store, settings.sidecar_timeout_seconds) == ("users-store", 10.0)
 
 
