@@ -109,7 +109,7 @@ class Analytics:
         self._clock = clock
         # The last index this process read or wrote: when it already lists every touched key, no index write.
         self._telemetry_index = TelemetryIndex()
-        self._business_index = BusinessIndex()
+        self._business_index: BusinessIndex | None = None  # read before the first business event is placed
 
     # --- writes ---------------------------------------------------------------------------------------------
 
@@ -130,8 +130,13 @@ class Analytics:
 
         self._telemetry_index = await self._updates.update_document(TELEMETRY_INDEX_KEY, change)
 
+    async def _known_business_index(self) -> BusinessIndex:
+        if self._business_index is None:
+            self._business_index = BusinessIndex.from_document(await self._document(BUSINESS_INDEX_KEY))
+        return self._business_index
+
     async def _index_business(self, keys: set[str]) -> None:
-        if self._business_index.covers(keys):
+        if self._business_index is not None and self._business_index.covers(keys):
             return
         oldest = hour_of(self._oldest())
 
@@ -163,6 +168,11 @@ class Analytics:
         what became of each entry, or None when its document could not be written (the entry must be redelivered;
         the rest are done and will be recognised as duplicates)."""
         oldest = self._oldest()
+        try:
+            index = await self._known_business_index()
+        except (StoreUnavailableError, MalformedDocumentError) as exc:
+            log.warning("business_index_not_read", error=str(exc))
+            return {entry.entry_id: None for entry in entries}
         outcomes: dict[str, Outcome | None] = {}
         groups: dict[str, list[tuple[str, BusinessFact]]] = {}
         for entry in entries:
@@ -170,7 +180,7 @@ class Analytics:
             if fact.at < oldest:
                 outcomes[entry.entry_id] = Outcome.EXPIRED
             else:
-                groups.setdefault(fact.key, []).append((entry.entry_id, fact))
+                groups.setdefault(index.key_of(fact), []).append((entry.entry_id, fact))
         outcomes.update(await self._fold_groups("business", groups, self._index_business, _fold_hour))
         return outcomes
 
@@ -243,15 +253,17 @@ class Analytics:
     async def _business_hours(self) -> dict[str, BusinessHour]:
         index = BusinessIndex.from_document(await self._document(BUSINESS_INDEX_KEY))
         keys = index.keys(hour_of(self._oldest()))
-        documents = await self._store.get_many(keys) if keys else {}
+        documents = await self._store.get_many([key for _, key in keys]) if keys else {}
         hours: dict[str, BusinessHour] = {}
-        for key in keys:
+        for hour, key in keys:
             if key not in documents:
                 continue
             try:
-                hours[key.removeprefix("b:")] = BusinessHour.from_document(documents[key].document)
+                share = BusinessHour.from_document(documents[key].document)
             except MalformedDocumentError as exc:
                 log.error("document_unreadable", key=key, error=str(exc))
+                continue
+            hours[hour] = hours[hour] + share if hour in hours else share
         return hours
 
     async def _retained_shards(self) -> list[TelemetryShard]:

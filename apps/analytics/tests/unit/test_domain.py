@@ -67,7 +67,7 @@ def test_business_fold_counts_once_with_revenue() -> None:
         completed_at=NOW,
     )
     fact = BusinessFact.of("e1", order)
-    assert fact.key == "b:2026112212"
+    assert fact.key == f"b:2026112212:{shard_of('e1'):02d}"
     signup = BusinessFact.of("e2", UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW))
     hour, outcomes = BusinessHour().fold([fact, signup, fact])
     assert outcomes == [Outcome.COUNTED, Outcome.COUNTED, Outcome.DUPLICATE]
@@ -82,8 +82,29 @@ def test_indexes_add_keys_and_forget_minutes_out_of_retention() -> None:
     assert index.covers(["t:202611221230:03"])
     assert not index.covers(["t:202611221230:04"])
     assert index.keys("202611221200", "202611221300") == ["t:202611221230:03", "t:202611221230:05"]
-    hours = BusinessIndex(("2026112000",)).with_keys(["b:2026112212"], "2026112012")
-    assert hours.hours == ("2026112212",)
+    hours = BusinessIndex({"2026112000": 1}).with_keys(["b:2026112212:03", "b:2026112212:05"], "2026112012")
+    assert hours.hours == {"2026112212": (1 << 3) | (1 << 5)}
+    assert hours.covers(["b:2026112212:05"])
+    assert not hours.covers(["b:2026112212:04"])
+    assert hours.keys("2026112200") == [("2026112212", "b:2026112212:03"), ("2026112212", "b:2026112212:05")]
+
+
+def test_an_index_written_before_sharding_keeps_each_listed_hour_in_its_one_document() -> None:
+    index = BusinessIndex.from_document({"hours": ["2026112212"]})
+    signup = UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW)
+    assert index.key_of(BusinessFact.of("e1", signup)) == "b:2026112212"
+    assert index.covers(["b:2026112212"])
+    later = BusinessFact.of(
+        "e2", UserRegistered(user_id=uuid.uuid4(), email="b@b.c", name="B", registered_at=NOW + timedelta(hours=1))
+    )
+    assert index.key_of(later) == later.key != "b:2026112213"
+    both = index.with_keys([later.key], "2026112200")
+    assert [key for _, key in both.keys("2026112200")] == ["b:2026112212", later.key]
+    assert BusinessIndex.from_document(both.to_document()) == both
+
+
+def test_the_shares_of_an_hour_add_up() -> None:
+    assert BusinessHour(1, 2, 3, 400, ("a",)) + BusinessHour(10, 20, 30, 4000, ("b",)) == BusinessHour(11, 22, 33, 4400)
 
 
 def test_report_math() -> None:

@@ -9,12 +9,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from analytics.domain import (
+    BUSINESS_INDEX_KEY,
     DEAD_LETTERS_KEY,
     TELEMETRY_INDEX_KEY,
     BusinessFact,
+    BusinessHour,
     Outcome,
     TelemetryShard,
+    hour_of,
+    shard_of,
     telemetry_key_of,
+    unsharded_business_key,
 )
 from analytics.handlers import Analytics, BusinessEntry, Deliveries, TelemetryEntry
 from contracts.orders import OrderCancelled
@@ -139,11 +144,34 @@ async def test_business_events_are_counted_once(store: DocumentStore, sleep: Fak
     old = UserRegistered(user_id=uuid.uuid4(), email="o@b.c", name="O", registered_at=NOW - timedelta(days=3))
     first = [BusinessEntry("1", "s1", signup), BusinessEntry("2", "s1", signup), BusinessEntry("3", "c1", cancelled)]
     assert await analytics.fold_business(first) == {"1": Outcome.COUNTED, "2": Outcome.DUPLICATE, "3": Outcome.COUNTED}
-    assert store.writes == 2  # the index and the one hour document, once for the whole delivery
+    # The index, and each touched share of the hour once for the whole delivery.
+    assert store.writes == 1 + len({shard_of("s1"), shard_of("c1")})
     again = [BusinessEntry("4", "s1", signup), BusinessEntry("5", "s2", old)]
     assert await analytics.fold_business(again) == {"4": Outcome.DUPLICATE, "5": Outcome.EXPIRED}
     report = await analytics.summary()
     assert (report["signups_total"], report["orders_cancelled"]) == (1, 1)
+
+
+async def test_an_hour_counted_in_one_document_before_sharding_is_still_counted_there_once(
+    store: DocumentStore, sleep: FakeSleep
+) -> None:
+    signup = UserRegistered(user_id=uuid.uuid4(), email="a@b.c", name="A", registered_at=NOW)
+    hour = hour_of(NOW)
+    # What the previous layout left: one document for the hour, listed in an index of plain hours.
+    before, _ = BusinessHour().fold([BusinessFact.of("s1", signup)])
+    await store.save(unsharded_business_key(hour), before.to_document(), None)
+    await store.save(BUSINESS_INDEX_KEY, {"hours": [hour]}, None)
+    analytics = _analytics(store, sleep)
+
+    later = UserRegistered(user_id=uuid.uuid4(), email="d@b.c", name="D", registered_at=NOW)
+    outcomes = await analytics.fold_business([BusinessEntry("1", "s1", signup), BusinessEntry("2", "s2", later)])
+
+    assert outcomes == {"1": Outcome.DUPLICATE, "2": Outcome.COUNTED}
+    assert not any(key.startswith(f"b:{hour}:") for key in store.documents)
+    next_hour = UserRegistered(user_id=uuid.uuid4(), email="n@b.c", name="N", registered_at=NOW + timedelta(hours=1))
+    assert await analytics.fold_business([BusinessEntry("3", "s3", next_hour)]) == {"3": Outcome.COUNTED}
+    assert BusinessFact.of("s3", next_hour).key in store.documents
+    assert (await analytics.summary())["signups_total"] == 3
 
 
 async def test_a_business_document_that_cannot_be_written_is_redelivered(
