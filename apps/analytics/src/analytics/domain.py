@@ -2,11 +2,13 @@
 
 Exactness: an event is counted in exactly one document, chosen from the event alone (its timestamp and id; for an
 hour kept in one document before business documents were sharded, that document), and the ids of the events counted
-in a document live in that same document. A document holds one of SHARDS shares of its minute or hour, so it stays
-within the sidecar's request size (4 MiB by default, about 100,000 ids) at 16 times the rate one document would. Counting an event and remembering its id are
-therefore one single-key write (ETag-guarded), so a redelivery either finds its id (skipped) or finds neither the
-id nor the count (counted now). Events older than the retention window are acknowledged without being counted, so
-the dedupe window equals the retention window.
+in a document live in that same document. Counting an event and remembering its id are therefore one single-key
+write (ETag-guarded), so a redelivery either finds its id (skipped) or finds neither the id nor the count (counted
+now). Events older than the retention window are acknowledged without being counted, so the dedupe window equals the
+retention window.
+
+A document holds one of SHARDS shares of its minute or hour, so it stays within the sidecar's request size (4 MiB by
+default, about 100,000 ids) at SHARDS times the rate one document per minute or hour would.
 
 Plain Python: no FastAPI, no Dapr.
 """
