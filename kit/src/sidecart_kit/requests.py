@@ -16,6 +16,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecart_kit.tracing import server_span, tracing_enabled
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _PLAIN_TOKEN = re.compile(r"[\x21-\x7e]{1,128}")
 
@@ -41,10 +43,12 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class TraceContextMiddleware:
-    """Makes the caller's W3C trace context current for the request, so logs and calls to the sidecar carry it."""
+    """Makes the caller's W3C trace context current for the request, so logs and calls to the sidecar carry it; with
+    tracing on, under a server span of the app's own (none for `untraced_paths`: probes and scrapes)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, untraced_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self._untraced = untraced_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,10 +59,15 @@ class TraceContextMiddleware:
             for name, value in scope["headers"]
             if name in _TRACE_HEADERS
         }
-        if not carrier:
+        parent = propagate.extract(carrier) if carrier else None
+        if tracing_enabled() and scope["path"] not in self._untraced:
+            with server_span(scope["method"], scope["path"], parent):
+                await self.app(scope, receive, send)
+            return
+        if parent is None:
             await self.app(scope, receive, send)
             return
-        token = otel_context.attach(propagate.extract(carrier))
+        token = otel_context.attach(parent)
         try:
             await self.app(scope, receive, send)
         finally:

@@ -31,6 +31,7 @@ from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
 from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, SidecarHealth, create_sidecar_client
 from sidecart_kit.state import StateStore, StateStoreSettings, StoreUnavailableError
+from sidecart_kit.tracing import configure_tracing, name_server_span
 
 log = get_logger(__name__)
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
@@ -77,15 +78,17 @@ class AccessLogMiddleware:
             await response(scope, receive, send_with_status)
         finally:
             path = scope["path"]
+            route = _route_template(scope)
             log.log(
                 logging.DEBUG if path in QUIET_PATHS else logging.INFO,
                 "request",
                 method=scope["method"],
                 path=path,
-                route=_route_template(scope),
+                route=route,
                 status=status,
                 duration_ms=round((perf_counter() - started) * 1000, 2),
             )
+            name_server_span(scope["method"], route, status)
 
 
 class AppTokenMiddleware:
@@ -189,7 +192,7 @@ def install_plumbing(
     if app_token is not None:
         app.add_middleware(AppTokenMiddleware, token=app_token)
     app.add_middleware(AccessLogMiddleware)
-    app.add_middleware(TraceContextMiddleware)
+    app.add_middleware(TraceContextMiddleware, untraced_paths=QUIET_PATHS)
     app.add_middleware(CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=is_acceptable_request_id)
     return registry
 
@@ -254,6 +257,7 @@ def service_app(
     A public app keeps what only operators need off its public port: no /docs, /redoc or /openapi.json, and its
     /metrics on a port of its own (settings.metrics_port, on app_host), started and stopped with the app."""
     configure_logging(settings.log_level, service.name)
+    configure_tracing(service.name, settings.trace_endpoint)
     public = service.public
 
     @asynccontextmanager

@@ -11,19 +11,24 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 from multidict import CIMultiDict
+from opentelemetry import propagate
 from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sidecart_kit.requests import outgoing_headers, pass_request_context_on
+from sidecart_kit.tracing import sidecar_call_span
 
-# What the dapr CLI (and Dapr on Kubernetes) sets for the app, without the service's prefix.
+# What the dapr CLI (and Dapr on Kubernetes) sets for the app, without the service's prefix, and OpenTelemetry's
+# standard variable.
 _DAPR_CLI_VARIABLES = {
     "app_port": "APP_PORT",
     "dapr_http_port": "DAPR_HTTP_PORT",
     "dapr_grpc_port": "DAPR_GRPC_PORT",
     "dapr_api_token": "DAPR_API_TOKEN",
     "app_api_token": "APP_API_TOKEN",
+    # OpenTelemetry's own variable for where Zipkin-format spans go (sidecart_kit.tracing).
+    "trace_endpoint": "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
 }
 
 
@@ -64,6 +69,8 @@ class ServiceSettings(BaseSettings):
     health_timeout_seconds: float = Field(default=2.0, gt=0)
 
     log_level: str = "INFO"
+    # Where the app sends its spans (Zipkin's /api/v2/spans); None: no spans are recorded (sidecart_kit.tracing).
+    trace_endpoint: str | None = None
     # Where a public app (the gateway) serves /metrics instead of on its public port: on app_host, at this port.
     metrics_port: int | None = None
 
@@ -198,16 +205,21 @@ class SidecarClient(httpx.AsyncClient):
             wait = self._timeout_pair[1]
         else:
             wait = _client_timeout(timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout))
-        try:
-            async with self._open_session().request(
-                method, target, data=content, headers=sent, timeout=wait, allow_redirects=False
-            ) as answer:
-                body = await answer.read()
-        except Exception as error:
-            translated = _as_httpx_error(error)
-            if translated is None:
-                raise
-            raise translated from error
+        with sidecar_call_span(method, url if isinstance(url, str) else url.path) as span:
+            if span is not None:
+                propagate.inject(sent)  # the trace context names this call's span as the sidecar's parent
+            try:
+                async with self._open_session().request(
+                    method, target, data=content, headers=sent, timeout=wait, allow_redirects=False
+                ) as answer:
+                    body = await answer.read()
+            except Exception as error:
+                translated = _as_httpx_error(error)
+                if translated is None:
+                    raise
+                raise translated from error
+            if span is not None:
+                span.set_attribute("http.response.status_code", answer.status)
         # The request it answers (~15 µs), so that raise_for_status() and response.url work as with httpx's client.
         sent_request = httpx.Request(method, target, headers=list(sent.items()))
         return httpx.Response(answer.status, headers=answer.raw_headers, content=body, request=sent_request)

@@ -6,15 +6,20 @@ network, nothing patched. (sidecart_kit.pytest_plugin hands the doubles to tests
 import asyncio
 import copy
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 from unittest import mock
 
 import httpx
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sidecart_kit.sidecar import ServiceSettings, create_sidecar_client
 from sidecart_kit.state import ConcurrencyConflictError, ContentionError, StoreUnavailableError, Versioned
+from sidecart_kit.tracing import record_spans_with
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 UseCase = TypeVar("UseCase")
@@ -180,3 +185,16 @@ def assert_probes_follow_the_sidecar(client: TestClient, sidecar: Readiness) -> 
     assert (response.status_code, response.json()["error"]["code"]) == (503, "not_ready")
     assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
     assert (client.get("/healthz").status_code, client.get("/healthz").json()) == (200, {"status": "ok"})
+
+
+@contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """The kit's spans recorded in memory while the block runs (its finished spans: `.get_finished_spans()`)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    previous = record_spans_with(provider.get_tracer("sidecart_kit.testing"))
+    try:
+        yield exporter
+    finally:
+        record_spans_with(previous)
