@@ -91,6 +91,7 @@ class Analytics:
         retry: RetryPolicy | None = None,
         max_dead_letters: int = 100,
         report_max_age: timedelta = timedelta(0),
+        on_counted: Callable[[Sequence[datetime]], None] = lambda _: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -106,6 +107,7 @@ class Analytics:
         self._retention = retention
         self._updates = DocumentUpdates(store, retry=retry or RetryPolicy(), sleep=sleep)
         self._max_dead_letters = max_dead_letters
+        self._on_counted = on_counted
         self._clock = clock
         # The last index this process read or wrote: when it already lists every touched key, no index write.
         self._telemetry_index = TelemetryIndex()
@@ -161,6 +163,7 @@ class Analytics:
             else:
                 groups.setdefault(telemetry_key_of(entry.event), []).append((entry.entry_id, entry.event))
         outcomes.update(await self._fold_groups("telemetry", groups, self._index_telemetry, _fold_shard))
+        self._on_counted([entry.event.ts for entry in entries if outcomes[entry.entry_id] is Outcome.COUNTED])
         return outcomes
 
     async def fold_business(self, entries: Sequence[BusinessEntry]) -> dict[str, Outcome | None]:
@@ -182,6 +185,10 @@ class Analytics:
             else:
                 groups.setdefault(index.key_of(fact), []).append((entry.entry_id, fact))
         outcomes.update(await self._fold_groups("business", groups, self._index_business, _fold_hour))
+        counted = (
+            fact for group in groups.values() for entry_id, fact in group if outcomes[entry_id] is Outcome.COUNTED
+        )
+        self._on_counted([fact.at for fact in counted])
         return outcomes
 
     async def _fold_groups(

@@ -1,12 +1,13 @@
 """Builds the analytics app, the one place its use cases and adapters are put together: clients open in the
 lifespan, nothing happens at import time."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import Histogram
 
 from analytics import api
 from analytics.adapters import DaprPublisher
@@ -28,6 +29,7 @@ def create_app(settings: Settings, fakes: Fakes = NO_FAKES, *, publisher: Messag
             retry=settings.update_retry(),
             max_dead_letters=settings.max_dead_letters,
             report_max_age=timedelta(seconds=settings.report_max_age_seconds),
+            on_counted=observe_lag,
         )
         app.state.analytics = analytics
         app.state.deliveries = Deliveries(
@@ -41,6 +43,18 @@ def create_app(settings: Settings, fakes: Fakes = NO_FAKES, *, publisher: Messag
         yield
 
     app = service_app(api.SERVICE, settings, compose, fakes)
+    lag = Histogram(
+        "analytics_lag_seconds",
+        "Time from an event's own time to its being counted in the read models.",
+        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+        registry=app.state.metrics_registry,
+    )
+
+    def observe_lag(times: Sequence[datetime]) -> None:
+        now = datetime.now(UTC)
+        for at in times:
+            lag.observe(max(0.0, (now - at).total_seconds()))
+
     events = EventDeliveries(
         delivery_counter(
             api.SERVICE.name,

@@ -263,3 +263,17 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
     assert "http_requests_total" in client.get("/metrics").text
+
+
+def _metric(client: TestClient, name: str) -> float:
+    line = next(line for line in client.get("/metrics").text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_the_lag_from_an_events_time_to_its_count_is_measured_once_per_counted_event(client: TestClient) -> None:
+    minute_ago = _event(ts=(datetime.now(UTC) - timedelta(minutes=1)).isoformat())
+    just_now = _event()
+    _deliver(client, [_entry(minute_ago), _entry(just_now), _entry(just_now)])  # the second just_now: a duplicate
+
+    assert _metric(client, "analytics_lag_seconds_count") == 2
+    assert 60 <= _metric(client, "analytics_lag_seconds_sum") < 70

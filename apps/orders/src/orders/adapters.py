@@ -436,9 +436,15 @@ class WorkflowSidecarHealth(SidecarHealth):
 
 
 class SagaMetrics:
-    """How sagas end (status and reason) and how long an order takes from acceptance to its final status."""
+    """Orders placed, how their sagas end (status and reason) and how long an order takes from acceptance to its
+    final status."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.placed = Counter(
+            "orders_placed",
+            "Orders accepted (a retry with the same Idempotency-Key is the same order).",
+            registry=registry,
+        )
         self.finished = Counter(
             "orders_sagas_finished", "Order sagas that reached a final status.", ["status", "reason"], registry=registry
         )
@@ -449,6 +455,9 @@ class SagaMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
             registry=registry,
         )
+
+    def order_placed(self, order: Order) -> None:
+        self.placed.inc()
 
     def saga_finished(self, order: Order) -> None:
         self.finished.labels(order.status.value, order.reason.value if order.reason else "").inc()

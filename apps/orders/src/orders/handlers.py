@@ -180,6 +180,7 @@ class Orders:
         *,
         index_limit: int = 100,
         timing: StartTiming | None = None,
+        on_placed: Callable[[Order], None] = lambda _: None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -188,6 +189,7 @@ class Orders:
         self._workflows = workflows
         self._index_limit = index_limit
         self._timing = timing or StartTiming()
+        self._on_placed = on_placed
         self._clock = clock
         self._sleep = sleep
         self._woken: dict[UUID, datetime] = {}
@@ -211,6 +213,7 @@ class Orders:
             claim = IdempotencyClaim(order_id=order.id, request_hash=fingerprint, claimed_at=order.created_at)
             if await self._repository.create_claim(command.user_id, digest, claim):
                 log.info("order_claimed", order_id=str(order.id), user_id=str(command.user_id))
+                self._on_placed(order)  # once per order: a retry with the same key finds the claim above
                 return await self._create(order)
             # Another request with this key claimed it first: follow its claim.
         raise StoreUnavailableError("the idempotency claim kept changing")

@@ -85,6 +85,7 @@ def create_app(
                 grace=timedelta(seconds=settings.start_grace_seconds),
                 wait=timedelta(seconds=settings.start_wait_seconds),
             ),
+            on_placed=saga_metrics.order_placed,
         )
         probe = WorkflowSidecarHealth(client, settings.health_timeout_seconds)
         app.state.sidecar_health = probe  # the kit's probe, and the workflow engine's status for the orders' /readyz

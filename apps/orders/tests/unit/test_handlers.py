@@ -7,8 +7,10 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from contracts.orders import OrderCancelled, OrderCompleted
+from orders.adapters import SagaMetrics
 from orders.domain import (
     IdempotencyKeyReusedError,
     Order,
@@ -54,6 +56,20 @@ async def test_place_creates_a_priced_pending_order_and_starts_its_saga(
     assert workflows.starts == [order.id]
     assert workflows.instances[order.id].lines == LINES
     assert repository.indexes[USER][0] == (order.id,)
+
+
+async def test_an_order_is_counted_placed_once_however_often_its_request_is_retried(
+    repository: Any, inventory: Any, workflows: Any
+) -> None:
+    registry = CollectorRegistry()
+    metrics = SagaMetrics(registry)
+    orders = Orders(repository, inventory, workflows, on_placed=metrics.order_placed)
+
+    first = await orders.place(place("a"))
+    assert await orders.place(place("a")) == first
+    await orders.place(place("b"))
+
+    assert registry.get_sample_value("orders_placed_total") == 2
 
 
 async def test_the_same_key_and_body_give_the_same_order_and_one_saga(orders: Orders, workflows: Any) -> None:
