@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate rotate-keys footprint bench bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate rotate-keys footprint bench bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime logs \
 	clean
 
 help: ## list the targets
@@ -73,6 +73,14 @@ bench-login-burst: python-env ## benchmark: bystanders' latency while one accoun
 
 bench-mtls: python-env ## benchmark: a call through two sidecars with mTLS on and off: latency and memory (reports/)
 	@$(PY) -m devstack bench-mtls
+
+# make takes `make logs --trace X` for its own flags, hence variables. The environment is readied on stderr so that
+# `make logs JSON=1 | jq` reads only log lines.
+logs: ## every app's, sidecar's and server's log by time (TRACE= REQUEST= SERVICE="orders redis" LEVEL=warning SINCE=10m FOLLOW=1 JSON=1 ALL_RUNS=1)
+	@bash tools/bootstrap.sh >&2
+	@$(PY) -m devstack logs $(if $(TRACE),--trace '$(TRACE)') $(if $(REQUEST),--request '$(REQUEST)') \
+		$(if $(SERVICE),--service $(SERVICE)) $(if $(LEVEL),--level '$(LEVEL)') $(if $(SINCE),--since '$(SINCE)') \
+		$(if $(FOLLOW),--follow) $(if $(JSON),--json) $(if $(ALL_RUNS),--all-runs)
 
 audit: python-env ## pip-audit on uv.lock and govulncheck on the runtime build (needs the advisory databases online)
 	@bash tools/audit.sh

@@ -1,4 +1,5 @@
-"""`python -m devstack <command>`: what `make setup`, `make run`, `make conformance` and the benchmarks call."""
+"""`python -m devstack <command>`: what `make setup`, `make run`, `make conformance`, `make logs` and the benchmarks
+call."""
 
 import argparse
 import os
@@ -6,7 +7,7 @@ import signal
 import sys
 import threading
 
-from devstack import conformance
+from devstack import conformance, logs
 from devstack.bench import run as run_bench
 from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_kit import run as run_bench_kit
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
     )
+    logs.add_arguments(
+        sub.add_parser("logs", help="every app's, sidecar's and server's log merged in time order, with filters")
+    )
     args = parser.parse_args(argv)
     # A one-shot command (a bench, say) stops what it started on SIGTERM as on Ctrl-C: the exception unwinds its
     # `with Platform(...)`. Both are set explicitly: a shell starts background jobs with SIGINT ignored.
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _interrupt)
 
     layout = Layout.discover()
+    if args.command == "logs":
+        return logs.run(layout, args)
     if args.command == "generate":
         written = generate(layout)
         log(f"wrote {', '.join(str(p.relative_to(layout.repo)) for p in written)}" if written else "up to date")
