@@ -9,12 +9,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from sidecart_kit.service import install_plumbing
 from sidecart_kit.sidecar import ServiceSettings, create_sidecar_client
 from sidecart_kit.testing import recorded_spans
-from sidecart_kit.tracing import configure_tracing, tracing_enabled
+from sidecart_kit.tracing import (
+    configure_tracing,
+    current_traceparent,
+    server_span,
+    span_in_request_trace,
+    tracing_enabled,
+)
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -95,3 +102,22 @@ async def test_a_fake_sidecar_in_tests_is_called_without_spans() -> None:
         async with create_sidecar_client(ServiceSettings(), httpx.MockTransport(lambda _: httpx.Response(204))) as c:
             await c.get("/metadata")
     assert spans.get_finished_spans() == ()
+
+
+def test_work_done_later_for_a_request_is_a_span_of_that_requests_trace_linked_to_where_it_runs() -> None:
+    with recorded_spans() as spans:
+        assert current_traceparent() is None  # outside any request
+        with server_span("POST", "/orders", propagate.extract({"traceparent": TRACEPARENT})):
+            carried = current_traceparent()
+        # Later, in the workflow engine's own trace (the activity's span, current while the step runs):
+        engine = trace.NonRecordingSpan(
+            trace.SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=trace.TraceFlags(1))
+        )
+        with trace.use_span(engine), span_in_request_trace("saga reserve_stock", carried):
+            pass
+
+    request, step = spans.get_finished_spans()
+    assert format(step.context.trace_id, "032x") == CALLER_TRACE
+    assert step.parent is not None
+    assert step.parent.span_id == request.context.span_id
+    assert [link.context.trace_id for link in step.links] == [0x1234]

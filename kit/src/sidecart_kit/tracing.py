@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from asgi_correlation_id.context import correlation_id
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
 
 
 class _Tracing:
@@ -96,6 +96,31 @@ def sidecar_call_span(method: str, path: str) -> Iterator[Span | None]:
         f"{method} {_api_of(path)}",
         kind=SpanKind.CLIENT,
         attributes={"http.request.method": method, "url.path": path, "peer.service": "daprd"},
+    ) as span:
+        yield span
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current context, to carry in the input of work done later on the request's behalf
+    (a workflow's activities run in the workflow engine's time, outside any request)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def span_in_request_trace(name: str, traceparent: str | None) -> Iterator[Span | None]:
+    """A span for work done on a request's behalf outside it (a saga step): a child of the request's trace, named by
+    the `traceparent` the work's input carries, and linked to the trace the work runs in (the workflow engine's,
+    which Dapr 1.18 starts anew when a workflow is started over HTTP). Calls made inside it join the request's trace."""
+    tracer = _Tracing.tracer
+    if tracer is None:
+        yield None
+        return
+    running_in = trace.get_current_span().get_span_context()
+    parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
+    with tracer.start_as_current_span(
+        name, context=parent, links=[Link(running_in)] if running_in.is_valid else None
     ) as span:
         yield span
 

@@ -33,6 +33,7 @@ from orders.saga import Finish, Outcome, SagaInput, StepResult
 from sidecart_kit.locks import KeyedLocks
 from sidecart_kit.logs import get_logger
 from sidecart_kit.state import OutcomeUnknownError, StoreUnavailableError
+from sidecart_kit.tracing import current_traceparent
 
 log = get_logger(__name__)
 
@@ -379,6 +380,7 @@ def _saga_input(order: Order) -> SagaInput:
         order_id=order.id,
         user_id=order.user_id,
         lines=tuple(RequestedLine(line.sku, line.quantity) for line in order.lines),
+        traceparent=current_traceparent(),
     )
 
 

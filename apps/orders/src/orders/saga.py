@@ -77,6 +77,8 @@ class SagaInput:
     # The workflow's (deterministic) time when it scheduled the activity: the final status is stamped with
     # it, so a re-sent final event carries exactly the same data.
     at: datetime | None = None
+    # The W3C trace context of the request that started the saga: its steps are spans of that request's trace.
+    traceparent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _SAGA_INPUT.dump_python(self, mode="json")

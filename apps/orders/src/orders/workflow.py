@@ -23,6 +23,7 @@ from orders.saga import FinishOrder, RunStep, Saga, SagaInput, StepResult, Wait
 from orders.settings import Settings
 from sidecart_kit.logs import get_logger
 from sidecart_kit.sidecar import ReadinessProbe
+from sidecart_kit.tracing import span_in_request_trace
 
 log = get_logger(__name__)
 
@@ -119,7 +120,10 @@ StepsFactory = Callable[[], AbstractAsyncContextManager[SagaSteps]]
 def _activity(name: str, method: StepMethod, open_steps: StepsFactory) -> Callable[[Any, Any], Awaitable[Any]]:
     async def activity(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
         saga = SagaInput.from_json(payload)
-        with structlog.contextvars.bound_contextvars(order_id=str(saga.order_id), step=name):
+        with (
+            structlog.contextvars.bound_contextvars(order_id=str(saga.order_id), step=name),
+            span_in_request_trace(f"saga {name}", saga.traceparent),
+        ):
             async with open_steps() as steps:
                 result = await method(steps, saga)
         return result.to_json()

@@ -7,6 +7,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from prometheus_client import CollectorRegistry
 
 from contracts.orders import OrderCancelled, OrderCompleted
@@ -70,6 +72,19 @@ async def test_an_order_is_counted_placed_once_however_often_its_request_is_retr
     await orders.place(place("b"))
 
     assert registry.get_sample_value("orders_placed_total") == 2
+
+
+async def test_the_saga_carries_the_trace_context_of_the_request_that_placed_the_order(
+    orders: Orders, workflows: Any
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    token = otel_context.attach(propagate.extract({"traceparent": traceparent}))
+    try:
+        order = await orders.place(place())
+    finally:
+        otel_context.detach(token)
+
+    assert workflows.instances[order.id].traceparent == traceparent
 
 
 async def test_the_same_key_and_body_give_the_same_order_and_one_saga(orders: Orders, workflows: Any) -> None:
