@@ -53,7 +53,7 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 
 # dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
 # a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
-# Five fixes go into the copy too (the "-p5" in its name: the number of fixes), each applied by a checked edit:
+# Six fixes go into the copy too (the "-p6" in its name: the number of fixes), each applied by a checked edit:
 # 1. dapr 1.18.2's outbox builds its retry backoff without `Stop`, so once its 10 s are up it retries with no delay,
 #    forever. A redelivered internal outbox message whose state is already gone (published and deleted, but its
 #    offset not yet committed when a sidecar stopped) then spins a core against the state store and, on Kafka, blocks
@@ -79,7 +79,11 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 #    the next run's notices by minutes. The fix looks after 50 ms, then retries from 100 ms (same 10 s limit).
 # 5. placement, scheduler and sentry take --healthz-listen-address but never use it: their healthz server listens
 #    on every interface. The fix passes the flag's value to the healthz server, so the dev stack keeps it on loopback.
-src="$cache/dapr-src-$dapr_version-p5"
+# 6. The outbox wraps each event in a CloudEvent whose traceparent is empty and puts the transaction's trace context
+#    in `traceid` alone. A subscriber's sidecar reads traceparent first and takes the empty string for an answer, so
+#    every event published through the outbox (a sign-up, an order's outcome) started a new trace in the apps that
+#    handle it. The fix passes the trace context as the traceparent as well.
+src="$cache/dapr-src-$dapr_version-p6"
 if [[ ! -f "$src/.complete" ]]; then
   say "preparing dapr $dapr_version sources in $src"
   rm -rf "$src"
@@ -95,6 +99,11 @@ if [[ ! -f "$src/.complete" ]]; then
     || { say "outbox.go is not the one the fix is for"; exit 1; }
   sed -i -e 's/defaultStateScanDelay            = time.Second \* 1$/defaultStateScanDelay            = time.Millisecond * 50/' \
     -e 's/InitialInterval:     time.Millisecond \* 500,$/InitialInterval:     time.Millisecond * 100,/' "$outbox"
+  envelope='c.outboxPubsub, dataContentType, ceData, "", traceState)'
+  [[ $(grep -cF "$envelope" "$outbox") == 1 ]] || { say "outbox.go is not the one the fix is for"; exit 1; }
+  sed -i 's/c.outboxPubsub, dataContentType, ceData, "", traceState)$/c.outboxPubsub, dataContentType, ceData, traceID, traceState)/' \
+    "$outbox"
+  [[ $(grep -cF 'ceData, traceID, traceState)' "$outbox") == 1 ]] || { say "the outbox.go trace edit failed"; exit 1; }
   wfengine="$src/pkg/runtime/wfengine/wfengine.go"
   [[ $(grep -c $'^\t\t\t\t\twfe.getWorkItemsCount.Add(-1)$' "$wfengine") == 1 ]] \
     || { say "wfengine.go is not the one the fix is for"; exit 1; }

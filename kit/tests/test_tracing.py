@@ -9,16 +9,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from sidecart_kit.service import install_plumbing
+from sidecart_kit.service import QUIET_PATHS, install_plumbing
 from sidecart_kit.sidecar import ServiceSettings, create_sidecar_client
 from sidecart_kit.testing import recorded_spans
 from sidecart_kit.tracing import (
     configure_tracing,
     current_traceparent,
-    server_span,
+    fastapi_telemetry,
     span_in_request_trace,
     tracing_enabled,
 )
@@ -29,12 +29,17 @@ TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
 
 
 def _app() -> FastAPI:
-    app = FastAPI()
+    """Built as service_app builds every service: with FastAPI's server spans on the kit's provider (none when off)."""
+    app = FastAPI(telemetry=fastapi_telemetry(QUIET_PATHS))
     install_plumbing(app)
 
     @app.get("/items/{item_id}")
     async def item(item_id: str) -> dict[str, str]:
         return {"id": item_id}
+
+    @app.get("/carry")
+    async def carry() -> dict[str, str | None]:
+        return {"traceparent": current_traceparent()}
 
     @app.get("/broken")
     async def broken() -> None:
@@ -50,7 +55,7 @@ def test_without_an_endpoint_no_span_is_recorded_and_the_context_still_passes() 
         assert client.get("/items/7", headers={"traceparent": TRACEPARENT}).status_code == 200
 
 
-def test_a_request_is_a_server_span_in_the_callers_trace_named_after_its_route() -> None:
+def test_a_request_is_a_server_span_in_the_callers_trace_named_after_its_route_and_tagged_with_its_id() -> None:
     with recorded_spans() as spans, TestClient(_app(), raise_server_exceptions=False) as client:
         client.get("/items/7", headers={"traceparent": TRACEPARENT, "X-Request-ID": "req-7"})
         client.get("/broken")
@@ -63,6 +68,8 @@ def test_a_request_is_a_server_span_in_the_callers_trace_named_after_its_route()
     assert format(item.parent.span_id, "016x") == CALLER_SPAN
     assert item.attributes is not None
     assert (item.attributes["http.response.status_code"], item.attributes["request.id"]) == (200, "req-7")
+    assert broken.attributes is not None
+    assert "request.id" in broken.attributes  # the id the app gave a request that came without one
     assert broken.name == "GET /broken"
     assert broken.parent is None  # no caller's context: a trace of its own
     assert broken.status.status_code is StatusCode.ERROR
@@ -107,9 +114,9 @@ async def test_a_fake_sidecar_in_tests_is_called_without_spans() -> None:
 def test_work_done_later_for_a_request_is_a_span_of_that_requests_trace_linked_to_where_it_runs() -> None:
     with recorded_spans() as spans:
         assert current_traceparent() is None  # outside any request
-        with server_span("POST", "/orders", propagate.extract({"traceparent": TRACEPARENT})):
-            carried = current_traceparent()
-        # Later, in the workflow engine's own trace (the activity's span, current while the step runs):
+        with TestClient(_app()) as client:
+            carried = client.get("/carry", headers={"traceparent": TRACEPARENT}).json()["traceparent"]
+        # Later, in the workflow engine's own trace (the activity's span is current while the step runs):
         engine = trace.NonRecordingSpan(
             trace.SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=trace.TraceFlags(1))
         )

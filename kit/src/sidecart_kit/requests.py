@@ -16,7 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sidecart_kit.tracing import server_span, tracing_enabled
+from sidecart_kit.tracing import tracing_enabled
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _PLAIN_TOKEN = re.compile(r"[\x21-\x7e]{1,128}")
@@ -43,8 +43,8 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class TraceContextMiddleware:
-    """Makes the caller's W3C trace context current for the request, so logs and calls to the sidecar carry it; with
-    tracing on, under a server span of the app's own (none for `untraced_paths`: probes and scrapes)."""
+    """Makes the caller's W3C trace context current for the request, so logs and calls to the sidecar carry it. With
+    tracing on, FastAPI's own server span has done so already (but for `untraced_paths`: probes and scrapes)."""
 
     def __init__(self, app: ASGIApp, untraced_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
@@ -59,15 +59,10 @@ class TraceContextMiddleware:
             for name, value in scope["headers"]
             if name in _TRACE_HEADERS
         }
-        parent = propagate.extract(carrier) if carrier else None
-        if tracing_enabled() and scope["path"] not in self._untraced:
-            with server_span(scope["method"], scope["path"], parent):
-                await self.app(scope, receive, send)
-            return
-        if parent is None:
+        if not carrier or (tracing_enabled() and scope["path"] not in self._untraced):
             await self.app(scope, receive, send)
             return
-        token = otel_context.attach(parent)
+        token = otel_context.attach(propagate.extract(carrier))
         try:
             await self.app(scope, receive, send)
         finally:

@@ -31,7 +31,7 @@ from sidecart_kit.logs import configure_logging, get_logger
 from sidecart_kit.requests import REQUEST_ID_HEADER, TraceContextMiddleware, is_acceptable_request_id
 from sidecart_kit.sidecar import ReadinessProbe, ServiceSettings, SidecarHealth, create_sidecar_client
 from sidecart_kit.state import StateStore, StateStoreSettings, StoreUnavailableError
-from sidecart_kit.tracing import configure_tracing, name_server_span
+from sidecart_kit.tracing import configure_tracing, fastapi_telemetry, tag_request_span
 
 log = get_logger(__name__)
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
@@ -68,6 +68,7 @@ class AccessLogMiddleware:
             await send(message)
 
         started = perf_counter()
+        tag_request_span()  # now: the span ends as the response's last byte leaves, before this middleware returns
         try:
             await self.app(scope, receive, send_with_status)
         except Exception:
@@ -78,17 +79,15 @@ class AccessLogMiddleware:
             await response(scope, receive, send_with_status)
         finally:
             path = scope["path"]
-            route = _route_template(scope)
             log.log(
                 logging.DEBUG if path in QUIET_PATHS else logging.INFO,
                 "request",
                 method=scope["method"],
                 path=path,
-                route=route,
+                route=_route_template(scope),
                 status=status,
                 duration_ms=round((perf_counter() - started) * 1000, 2),
             )
-            name_server_span(scope["method"], route, status)
 
 
 class AppTokenMiddleware:
@@ -281,6 +280,7 @@ def service_app(
         docs_url=None if public else "/docs",
         redoc_url=None if public else "/redoc",
         openapi_url=None if public else "/openapi.json",
+        telemetry=fastapi_telemetry(QUIET_PATHS),
     )
     app.state.settings = settings
     app.state.metrics_registry = install_plumbing(

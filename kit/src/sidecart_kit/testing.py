@@ -193,7 +193,7 @@ def recorded_spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    previous = record_spans_with(provider.get_tracer("sidecart_kit.testing"))
+    previous = record_spans_with(provider)
     try:
         yield exporter
     finally:

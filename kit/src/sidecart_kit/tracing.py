@@ -1,86 +1,87 @@
-"""Spans: each app records its own (one server span per request, one client span per call to its sidecar; the
-workflow SDK adds one per activity on the same provider) and sends them to the trace backend, where W3C trace context
-joins them with the sidecars' spans into one trace per request.
+"""Spans: each app records its own and sends them to the trace backend, where W3C trace context joins them with the
+sidecars' spans into one trace per request: a server span per request (FastAPI's own OpenTelemetry support, on the
+kit's provider: `fastapi_telemetry`), a client span per call to the sidecar, a span per saga step in the trace of the
+request that placed the order, and the workflow SDK's span per activity on the same provider.
 
 Switched on by a trace endpoint (ServiceSettings.trace_endpoint, read from OTEL_EXPORTER_ZIPKIN_ENDPOINT, which the
 dev stack sets for every app). Without one, no span is recorded and none is sent, and the caller's trace context
 still passes through to the logs and the sidecar. Which traces are recorded is OpenTelemetry's own setting
-(OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG; by default parent-based, so a request its caller sampled is recorded
-all the way down). Spans leave in batches from a background thread, never on the request's path.
+(OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG; parent-based, so a request its caller sampled is recorded all the way
+down). Spans leave in batches from a background thread, never on the request's path.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
+from typing import Any
 
 from asgi_correlation_id.context import correlation_id
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
 
 
 class _Tracing:
-    """The tracer this process records its spans with; None (tracing off) is checked on the hot path, so a process
-    without tracing pays nothing for it."""
+    """The provider this process records its spans with, and the kit's tracer on it; None (tracing off) is checked on
+    the hot path, so a process without tracing pays nothing for it."""
 
+    provider: TracerProvider | None = None
     tracer: Tracer | None = None
 
 
 def configure_tracing(service_name: str, endpoint: str | None) -> None:
     """Records and exports this process's spans as `service_name` when `endpoint` is set. Once per process: the
-    provider is global (the workflow SDK's activity spans use it too)."""
-    if endpoint is None or _Tracing.tracer is not None:
+    provider is also the global one, which the workflow SDK's activity spans use."""
+    if endpoint is None or _Tracing.provider is not None:
         return
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     # A backend that is down costs a dropped batch after 2 s, on the exporter's thread: never a request's time.
     provider.add_span_processor(BatchSpanProcessor(ZipkinExporter(endpoint=endpoint, timeout=2)))
     trace.set_tracer_provider(provider)
-    record_spans_with(provider.get_tracer("sidecart_kit"))
+    record_spans_with(provider)
 
 
-def record_spans_with(tracer: Tracer | None) -> Tracer | None:
-    """Makes `tracer` the one the kit records spans with (None: off); answers the one before (tests put it back)."""
-    previous, _Tracing.tracer = _Tracing.tracer, tracer
+def record_spans_with(provider: TracerProvider | None) -> TracerProvider | None:
+    """Makes `provider` the one the kit records spans with (None: off); answers the one before (tests put it back)."""
+    previous, _Tracing.provider = _Tracing.provider, provider
+    _Tracing.tracer = None if provider is None else provider.get_tracer("sidecart_kit")
     return previous
 
 
 def tracing_enabled() -> bool:
-    return _Tracing.tracer is not None
+    return _Tracing.provider is not None
 
 
-@contextmanager
-def server_span(method: str, path: str, parent: Context | None) -> Iterator[Span | None]:
-    """The span of one request, child of the caller's context (`parent`, as the propagator extracted it); named
-    "METHOD route" once the route is known (`name_server_span`). Yields None when tracing is off."""
-    tracer = _Tracing.tracer
-    if tracer is None:
-        yield None
-        return
-    with tracer.start_as_current_span(
-        f"{method} {path}",
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "url.path": path},
-    ) as span:
-        yield span
+def fastapi_telemetry(untraced_paths: frozenset[str]) -> TelemetryConfig:
+    """The server span of every request, as FastAPI's own OpenTelemetry support makes it (the caller's trace context,
+    the route template as its name, the status, the error), on the kit's provider. FastAPI's metrics and logs stay
+    off (Prometheus and structlog have them), as do its spans of dependencies and serialization (a handful more spans
+    per request, for detail the route's span and the sidecar calls already show)."""
+
+    def untraced(scope: MutableMapping[str, Any]) -> bool:
+        return scope.get("path") in untraced_paths
+
+    exclude: Callable[[MutableMapping[str, Any]], bool] = untraced
+    return {
+        "tracing": _Tracing.provider is not None,
+        "tracer_provider": _Tracing.provider,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "exclude": exclude,
+    }
 
 
-def name_server_span(method: str, route: str, status: int) -> None:
-    """Names the current server span after its route template (never the raw path: ids would make a name per user),
-    with the status it was answered; the access log calls it once the request is done."""
+def tag_request_span() -> None:
+    """Tags the current request's span with its request id: a client's X-Request-ID then finds its trace with the
+    backend's tag search (request.id=<id>)."""
     span = trace.get_current_span()
-    if span.is_recording():
-        span.update_name(f"{method} {route}")
-        span.set_attributes({"http.route": route, "http.response.status_code": status})
-        if status >= 500:
-            span.set_status(StatusCode.ERROR)
-        request_id = correlation_id.get()
-        if request_id is not None:
-            # A client's X-Request-ID finds its trace: the backend's tag search (request.id=<id>).
-            span.set_attribute("request.id", request_id)
+    request_id = correlation_id.get()
+    if request_id is not None and span.is_recording():
+        span.set_attribute("request.id", request_id)
 
 
 @contextmanager
