@@ -11,6 +11,8 @@ import yaml
 from devstack.catalogue import Catalogue, Operation, app_configuration, dapr_operations, generate, generated_files
 from devstack.layout import Layout
 from devstack.profiles import available_profiles
+from devstack.zipkin import DEFAULT_PORT as ZIPKIN_DEFAULT_PORT
+from devstack.zipkin import spans_endpoint
 
 LAYOUT = Layout.discover()
 CATALOGUE = Catalogue.load(LAYOUT)
@@ -132,3 +134,13 @@ def test_each_profiles_topic_grants_and_scopes_are_the_catalogues(profile: str) 
             assert components[app.state_store]["scopes"] == [app.app_id]
     stores = {name for name, c in components.items() if str(c["spec"]["type"]).startswith("state.")}
     assert stores == {app.state_store for app in CATALOGUE.apps.values() if app.state_store}
+
+
+def test_every_sidecar_and_app_sends_its_spans_to_the_zipkin_devstack_starts() -> None:
+    endpoint = spans_endpoint(ZIPKIN_DEFAULT_PORT)
+    run_file = yaml.safe_load(LAYOUT.run_file.read_text())
+    assert run_file["common"]["env"]["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] == endpoint
+    for app in run_file["apps"]:
+        assert "OTEL_EXPORTER_ZIPKIN_ENDPOINT" not in app.get("env", {})
+        configuration = yaml.safe_load((LAYOUT.repo / app["configFilePath"]).read_text())
+        assert configuration["spec"]["tracing"] == {"samplingRate": "1", "zipkin": {"endpointAddress": endpoint}}

@@ -42,10 +42,12 @@ def test_a_profile_that_failed_before_any_test_ran_is_not_reported_as_passing() 
     assert "| **suite** | **FAIL** |" in matrix([run])
 
 
-def test_the_shipped_profiles_come_first_and_a_profile_of_your_own_has_no_local_servers(tmp_path: Path) -> None:
+def test_the_shipped_profiles_come_first_and_a_profile_of_your_own_has_only_the_observability_servers(
+    tmp_path: Path,
+) -> None:
     for name in ("rabbitmq", "aws", "local", "kafka", "nats"):
         (tmp_path / "components" / name).mkdir(parents=True)
 
     assert available_profiles(Layout(tmp_path)) == ["local", "kafka", "nats", "rabbitmq", "aws"]
-    assert server_kits("aws") == []
-    assert [kit.name for kit in server_kits("kafka")] == ["postgres", "kafka"]
+    assert [kit.name for kit in server_kits("aws")] == ["zipkin", "prometheus"]
+    assert [kit.name for kit in server_kits("kafka")] == ["postgres", "kafka", "zipkin", "prometheus"]

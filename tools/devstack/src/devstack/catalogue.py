@@ -212,6 +212,17 @@ COMMON = {
 }
 
 
+def tracing_environment(base: dict[str, Any]) -> dict[str, str]:
+    """Every app's tracing settings (the kit's OpenTelemetry): it sends its spans where the sidecars send theirs (the
+    base Configuration's Zipkin endpoint), and keeps every trace it starts. Only the gateway starts traces for
+    clients; every app below it keeps a trace when its caller kept it. An app's own `env` (a benchmark's) wins."""
+    return {
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT": base["spec"]["tracing"]["zipkin"]["endpointAddress"],
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1",
+    }
+
+
 def _dump(document: dict[str, Any]) -> str:
     return yaml.safe_dump(document, sort_keys=False, width=120)
 
@@ -220,7 +231,8 @@ def generated_files(layout: Layout) -> dict[Path, str]:
     """Every file generated from the catalogue, by path, with the text it must have."""
     catalogue = Catalogue.load(layout)
     base = yaml.safe_load((layout.repo / "deploy" / "dapr" / "config.yaml").read_text())
-    files = {layout.run_file: RUN_FILE_HEADER + GENERATED + _dump(run_file(catalogue, COMMON))}
+    common = {**COMMON, "env": tracing_environment(base)}
+    files = {layout.run_file: RUN_FILE_HEADER + GENERATED + _dump(run_file(catalogue, common))}
     for app in catalogue.apps.values():
         files[layout.repo / "deploy" / "dapr" / "apps" / f"{app.app_id}.yaml"] = GENERATED + _dump(
             app_configuration(catalogue, app, base)

@@ -4,7 +4,7 @@ import copy
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any, Literal, Self
 import httpx
 import yaml
 
+from devstack import zipkin
 from devstack.identity import (
     TOKENS_DIR_VARIABLE,
     AppTokens,
@@ -34,7 +35,7 @@ from devstack.processes import (
     wait_until,
 )
 from devstack.profiles import server_kits
-from devstack.servers import Server, start_placement, start_scheduler, start_sentry
+from devstack.servers import Server, StartingServer, start_placement, start_scheduler, start_sentry
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,39 @@ class RunFile:
         return next(a for a in self.apps if a.app_id == app_id)
 
 
-def _without_mtls(layout: Layout, rendered: dict[str, Any]) -> None:
-    """Points each app of the rendered run file at a copy of its Configuration with mTLS and access control off."""
-    folder = layout.run_dir / "configs-without-mtls"
+def _with_changed_configurations(
+    layout: Layout, rendered: dict[str, Any], folder_name: str, change: Callable[[dict[str, Any]], None]
+) -> None:
+    """Points each app of the rendered run file at a copy of its Configuration (in .run/<folder_name>) whose spec
+    `change` has changed."""
+    folder = layout.run_dir / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     for app in rendered["apps"]:
         configuration = yaml.safe_load(Path(app["configFilePath"]).read_text())
-        configuration["spec"]["mtls"]["enabled"] = False
-        configuration["spec"].pop("accessControl", None)
+        change(configuration["spec"])
         copy_path = folder / f"{app['appID']}.yaml"
         copy_path.write_text(yaml.safe_dump(configuration, sort_keys=False))
         app["configFilePath"] = str(copy_path)
+
+
+def _without_mtls(layout: Layout, rendered: dict[str, Any]) -> None:
+    """Each app's Configuration with mTLS and access control off."""
+
+    def change(spec: dict[str, Any]) -> None:
+        spec["mtls"]["enabled"] = False
+        spec.pop("accessControl", None)
+
+    _with_changed_configurations(layout, rendered, "configs-without-mtls", change)
+
+
+def _with_spans_sent_to(layout: Layout, rendered: dict[str, Any], endpoint: str) -> None:
+    """Every sidecar and app sends its spans to `endpoint` (a Zipkin on another port than the generated files say)."""
+
+    def change(spec: dict[str, Any]) -> None:
+        spec["tracing"]["zipkin"]["endpointAddress"] = endpoint
+
+    _with_changed_configurations(layout, rendered, "configs-with-zipkin-elsewhere", change)
+    rendered["common"].setdefault("env", {})["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = endpoint
 
 
 def answers(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
@@ -212,6 +235,8 @@ class Platform:
         trust = ensure_trust_root(self.layout)
         self.tokens = ensure_app_tokens(self.layout, [a.app_id for a in self.run_file.apps])
         rendered = self.run_file.render(self.layout, self.profile, self.gateway_port, self.tokens)
+        if rendered["common"].get("env", {}).get("OTEL_EXPORTER_ZIPKIN_ENDPOINT") != zipkin.spans_endpoint():
+            _with_spans_sent_to(self.layout, rendered, zipkin.spans_endpoint())
         if not self.mtls:
             _without_mtls(self.layout, rendered)
         for app in rendered["apps"]:
@@ -243,7 +268,8 @@ class Platform:
         log(f"starting {len(self.run_file.apps)} apps with their sidecars: dapr run -f ({self.profile} profile)")
         self._apps = ManagedProcess(
             "dapr run",
-            [dapr, "run", "-f", str(run_file)],
+            # Every daprd logs JSON lines (the CLI passes the flag on), as the apps do: one parser reads them all.
+            [dapr, "run", "--log-as-json", "-f", str(run_file)],
             self.layout.run_dir / "logs" / "dapr-run.log",
             cwd=self.layout.repo,
             env=env,
@@ -271,6 +297,10 @@ class Platform:
         except (TimeoutError, RuntimeError):
             self._print_logs()
             raise
+        # A server with a slow start (Zipkin's JVM) was not waited for when it started: by now it is likely up.
+        for server in self.servers:
+            if isinstance(server, StartingServer):
+                server.wait_until_ready()
 
     def pid_of(self, app_id: str, part: Literal["app", "sidecar"]) -> int:
         """The pid of an app's process or of its daprd, wherever it runs now (under dapr run, or restarted)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from devstack.install import as_root, ensure_debian_package
 from devstack.layout import Layout
 from devstack.processes import ManagedProcess, descendants, log, stat_fields, wait_until
+from devstack.prometheus import postgres_exporter, start_exporter
 from devstack.servers import Server, start_server
 
 # Debian bookworm's build (bookworm-security); an unavailable pin falls back to bookworm's current build.
@@ -79,7 +80,8 @@ def _without_main_cluster() -> Iterator[None]:
 
 
 def start(layout: Layout) -> list[Server]:
-    """Starts the cluster on 127.0.0.1:54329 (initdb on first use) and creates each service's role and database."""
+    """Starts the cluster on 127.0.0.1:54329 (initdb on first use), creates each service's role and database, and
+    starts its Prometheus exporter."""
     owner = _server_user()
     home = _home(layout, owner)  # also the Unix socket's directory
     data = home / "data"
@@ -103,11 +105,12 @@ def start(layout: Layout) -> list[Server]:
     server = start_server("postgres", POSTGRES_PORT, process, 120, lambda: _psql("select 1").returncode == 0)
     try:
         _create_databases()
+        # Its exporter beside it: what Prometheus knows of PostgreSQL comes through it.
+        return [server, start_exporter(layout, postgres_exporter(POSTGRES_PORT, SUPERUSER))]
     except BaseException:
         if server.process is not None:
             server.process.stop()
         raise
-    return [server]
 
 
 class _Postmaster(ManagedProcess):

@@ -1,7 +1,8 @@
 """Component profiles: a folder of YAML under components/, and the servers the project runs on 127.0.0.1 for it.
 
 The apps and dapr.yaml never change between profiles; only the sidecars' resources path does. A profile that is not
-listed here (one of your own, pointing at managed services) gets no local servers: only placement and scheduler.
+listed here (one of your own, pointing at managed services) gets no servers of its own: only placement, scheduler and
+the observability backends every profile has.
 """
 
 import importlib
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from devstack.install import REDIS_PIN, ensure_debian_package, install_common
 from devstack.layout import Layout
+from devstack.prometheus import REDIS_EXPORTER, with_exporter
 from devstack.servers import Server, start_redis
 
 
@@ -25,12 +27,14 @@ class ServerKit:
 REDIS = ServerKit(
     "redis",
     install=lambda _: ensure_debian_package("redis-server", "redis-server", REDIS_PIN),
-    start=lambda layout: [start_redis(layout)],
+    # Redis' exporter beside it: what Prometheus knows of Redis (memory, clients, commands) comes through it.
+    start=lambda layout: with_exporter(layout, start_redis(layout), REDIS_EXPORTER),
 )
 
 
 def server_kit(name: str) -> ServerKit:
-    """Redis, or the module devstack.<name> (postgres, kafka, nats, rabbitmq), imported only when a profile needs it."""
+    """Redis, or the module devstack.<name> (postgres, kafka, nats, rabbitmq, zipkin, prometheus), imported only when a
+    profile needs it."""
     if name == "redis":
         return REDIS
     module = importlib.import_module(f"devstack.{name}")
@@ -48,8 +52,13 @@ PROFILE_SERVERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Every profile, your own too, also runs the backends that make the platform visible: traces (Zipkin) and metrics
+# (Prometheus, last, once the servers whose exporters it scrapes are up).
+OBSERVABILITY_SERVERS: tuple[str, ...] = ("zipkin", "prometheus")
+
+
 def server_kits(profile: str) -> list[ServerKit]:
-    return [server_kit(name) for name in PROFILE_SERVERS.get(profile, ())]
+    return [server_kit(name) for name in (*PROFILE_SERVERS.get(profile, ()), *OBSERVABILITY_SERVERS)]
 
 
 def available_profiles(layout: Layout) -> list[str]:

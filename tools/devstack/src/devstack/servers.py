@@ -2,8 +2,9 @@
 (local)."""
 
 import socket
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -17,6 +18,31 @@ class Server:
     name: str
     port: int
     process: ManagedProcess | None  # None: something already answered on the port, and it is not ours to stop
+
+
+@dataclass(frozen=True)
+class StartingServer(Server):
+    """A server whose process is started but may not be ready yet: whoever needs it waits with `wait_until_ready`,
+    so that its slow start overlaps other work."""
+
+    ready: Callable[[], bool]
+    ready_timeout: float
+    started_at: float = field(default_factory=time.monotonic)
+
+    def wait_until_ready(self) -> None:
+        waiting_since = time.monotonic()
+
+        def up() -> bool:
+            if self.process is not None and not self.process.running():
+                raise RuntimeError(f"{self.name} exited with {self.process.exit_code()}:\n{self.process.tail()}")
+            return self.ready()
+
+        wait_until(self.name, up, self.ready_timeout)
+        now = time.monotonic()
+        log(
+            f"{self.name} is ready on 127.0.0.1:{self.port}, {now - self.started_at:.1f} s after its start"
+            f" (waited {now - waiting_since:.1f} s for it)"
+        )
 
 
 def _healthz(port: int) -> bool:
@@ -155,7 +181,8 @@ def start_sentry(layout: Layout, trust: TrustRoot) -> Server:
 
 
 def start_placement(layout: Layout, trust: TrustRoot | None) -> Server:
-    flags = _control_plane_tls(trust)
+    # JSON lines, as every daprd and app writes them.
+    flags = [*_control_plane_tls(trust), "--log-as-json"]
     return _start_control_plane(layout, "placement", PLACEMENT_PORT, PLACEMENT_HEALTHZ, PLACEMENT_METRICS, flags, 30)
 
 
@@ -172,5 +199,6 @@ def start_scheduler(layout: Layout, trust: TrustRoot | None) -> Server:
         "--etcd-client-listen-address",
         "127.0.0.1",
         *_control_plane_tls(trust),
+        "--log-as-json",
     ]
     return _start_control_plane(layout, "scheduler", SCHEDULER_PORT, SCHEDULER_HEALTHZ, SCHEDULER_METRICS, flags, 60)
