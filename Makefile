@@ -8,7 +8,7 @@ PROFILES ?=
 GATEWAY_PORT ?= 8080
 export PROFILE PROFILES GATEWAY_PORT
 
-.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate rotate-keys footprint bench bench-saga bench-ingest bench-kit bench-login-burst bench-mtls audit runtime logs \
+.PHONY: help python-env setup run test unit e2e conformance lint fmt schemas generate rotate-keys footprint bench bench-saga bench-ingest bench-kit bench-login-burst bench-mtls bench-tracing audit runtime logs trace \
 	clean
 
 help: ## list the targets
@@ -71,6 +71,9 @@ bench-kit: python-env ## benchmark: the kit's sidecar client and server stack, p
 bench-login-burst: python-env ## benchmark: bystanders' latency while one account's password is guessed in a tight loop (ATTACKERS=1)
 	@$(PY) -m devstack bench-login-burst
 
+bench-tracing: python-env ## benchmark: sign-in and order sagas with every trace recorded and with none, in one run (reports/)
+	@$(PY) -m devstack bench-tracing
+
 bench-mtls: python-env ## benchmark: a call through two sidecars with mTLS on and off: latency and memory (reports/)
 	@$(PY) -m devstack bench-mtls
 
@@ -81,6 +84,9 @@ logs: ## every app's, sidecar's and server's log by time (TRACE= REQUEST= SERVIC
 	@$(PY) -m devstack logs $(if $(TRACE),--trace '$(TRACE)') $(if $(REQUEST),--request '$(REQUEST)') \
 		$(if $(SERVICE),--service $(SERVICE)) $(if $(LEVEL),--level '$(LEVEL)') $(if $(SINCE),--since '$(SINCE)') \
 		$(if $(FOLLOW),--follow) $(if $(JSON),--json) $(if $(ALL_RUNS),--all-runs)
+
+trace: python-env ## one trace from the running Zipkin as a tree of its spans (ID=<trace id>, as `make logs` shows it)
+	@$(PY) -m devstack trace '$(ID)'
 
 audit: python-env ## pip-audit on uv.lock and govulncheck on the runtime build (needs the advisory databases online)
 	@bash tools/audit.sh

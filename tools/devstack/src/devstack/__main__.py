@@ -7,13 +7,14 @@ import signal
 import sys
 import threading
 
-from devstack import conformance, logs
+from devstack import conformance, logs, prometheus, zipkin
 from devstack.bench import run as run_bench
 from devstack.bench_ingest import run as run_bench_ingest
 from devstack.bench_kit import run as run_bench_kit
 from devstack.bench_login_burst import run as run_bench_login_burst
 from devstack.bench_mtls import run as run_bench_mtls
 from devstack.bench_saga import run as run_bench_saga
+from devstack.bench_tracing import run as run_bench_tracing
 from devstack.catalogue import generate
 from devstack.footprint import run as run_footprint
 from devstack.keys import rotate as rotate_keys
@@ -77,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         "rotate-keys", help="JWT signing keys: previous <- current <- next <- a new key; says what must restart"
     )
     sub.add_parser("generate", help="write dapr.yaml and each app's Dapr Configuration from deploy/catalogue.yaml")
+    trace = sub.add_parser("trace", help="one trace from the running Zipkin, as a tree of its spans")
+    trace.add_argument("trace_id")
+    tracing = sub.add_parser(
+        "bench-tracing", parents=[on_profile], help="sign-in and order sagas with every trace recorded, and none"
+    )
+    tracing.add_argument("--seconds", type=float, default=20)
     sub.add_parser(
         "bench-kit", help="the kit's hot path: a call to a real daprd per client, a request per server stack"
     )
@@ -92,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.discover()
     if args.command == "logs":
         return logs.run(layout, args)
+    if args.command == "trace":
+        return zipkin.print_trace(args.trace_id)
     if args.command == "generate":
         written = generate(layout)
         log(f"wrote {', '.join(str(p.relative_to(layout.repo)) for p in written)}" if written else "up to date")
@@ -129,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench-mtls":
         log(f"report written to {run_bench_mtls(layout, args.profile, args.calls, args.clients, args.seconds)}")
         return 0
+    if args.command == "bench-tracing":
+        log(f"report written to {run_bench_tracing(layout, args.profile, args.seconds)}")
+        return 0
     if args.command == "footprint":
         log(f"report written to {run_footprint(layout, args.profile, args.warm_up_users)}")
         return 0
@@ -139,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     with Platform(layout, profile=args.profile, gateway_port=args.gateway_port) as platform:
         log(f"Sidecart is up: gateway at {platform.gateway_url} (profile {args.profile}). Ctrl-C stops everything.")
+        log(f"  traces:  http://127.0.0.1:{zipkin.port()}/zipkin/ (Zipkin; API at /api/v2/)")
+        log(f"  metrics: {prometheus.url()}/classic/targets (Prometheus; alerts at /classic/alerts)")
+        log("  logs:    make logs REQUEST=<an X-Request-ID> (or TRACE=, SERVICE=, LEVEL=, SINCE=, FOLLOW=1)")
         stop.wait()
     log("stopped")
     return 0

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -184,3 +185,40 @@ def start(layout: Layout) -> list[Server]:
     log(f"starting zipkin on 127.0.0.1:{zipkin_port} (its JVM takes seconds: the platform goes on starting meanwhile)")
     process.start()
     return [StartingServer("zipkin", zipkin_port, process, lambda: healthy(zipkin_port), READY_TIMEOUT_S)]
+
+
+def span_tree(spans: list[dict[str, Any]]) -> list[str]:
+    """One trace as text: a line per span, children under their parent in the order they started, each with when it
+    started (ms after the trace did), how long it took, whose it is (an app's, or its sidecar's) and its name."""
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    known = {span["id"] for span in spans}
+    for span in sorted(spans, key=lambda span: span.get("timestamp", 0)):
+        parent = span.get("parentId")
+        by_parent.setdefault(parent if parent in known else None, []).append(span)
+    start = min((span.get("timestamp", 0) for span in spans), default=0)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for span in by_parent.get(parent, []):
+            whose = span["localEndpoint"]["serviceName"]
+            if span.get("tags", {}).get("otel.scope.name") == "dapr-diagnostics":
+                whose += " (sidecar)"
+            offset, took = (span.get("timestamp", 0) - start) / 1000, span.get("duration", 0) / 1000
+            lines.append(f"{offset:9.1f} ms {took:8.1f} ms  {'  ' * depth}{whose}: {span['name']}")
+            walk(span["id"], depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
+def print_trace(trace_id: str) -> int:
+    """Prints one trace from the running Zipkin as a tree (`python -m devstack trace <id>`)."""
+    response = httpx.get(f"http://127.0.0.1:{port()}/api/v2/trace/{trace_id}", timeout=10)
+    if response.status_code != 200:
+        log(f"zipkin answered {response.status_code} for trace {trace_id}: {response.text[:200]}")
+        return 1
+    spans = response.json()
+    services = sorted({span["localEndpoint"]["serviceName"] for span in spans})
+    print(f"trace {trace_id}: {len(spans)} spans from {', '.join(services)}")
+    print("\n".join(span_tree(spans)))
+    return 0
