@@ -76,9 +76,8 @@ async def test_every_app_and_every_sidecar_is_an_up_target(platform: Platform, m
 
 
 async def counted_since(metrics: httpx.AsyncClient, selector: str, moment: float) -> float:
-    """The sum of the series `selector` picks that were scraped after `moment`. Prometheus keeps its data across
-    runs, and shows a series the last run's process exposed for 5 minutes after its last sample: a counter this
-    run's orders has not exposed yet would otherwise read as the last run's."""
+    """The sum of the series `selector` picks that were scraped after `moment`. Prometheus shows a series for 5
+    minutes after its last sample: a counter of an app an earlier test restarted would otherwise still count."""
     return await value(metrics, f"sum({selector} and timestamp({selector}) > {moment})")
 
 

@@ -35,7 +35,7 @@ class _Tracing:
 def configure_tracing(service_name: str, endpoint: str | None) -> None:
     """Records and exports this process's spans as `service_name` when `endpoint` is set. Once per process: the
     provider is also the global one, which the workflow SDK's activity spans use."""
-    if endpoint is None or _Tracing.provider is not None:
+    if not endpoint or _Tracing.provider is not None:  # none, or set empty to turn tracing off
         return
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     # A backend that is down costs a dropped batch after 2 s, on the exporter's thread: never a request's time.

@@ -1,5 +1,6 @@
 """`python -m devstack bench-tracing`: what tracing costs. The sign-in and order-saga paths of `make bench`, measured
-in one run on the platform started twice: every trace recorded (the apps' sampler at 1, the default) and none (0).
+in one run on the platform started three times: every trace recorded (the apps' sampler at 1, the default), none
+(0), and the apps' tracing off altogether (no trace endpoint; the sidecars still trace what their callers sample).
 
 The sidecars follow the sampling decision of their caller (`samplingRate: "1"` in their Configuration), so the
 apps' sampler (OTEL_TRACES_SAMPLER_ARG; the gateway's decides for every request from a client) is the one knob.
@@ -24,12 +25,13 @@ from devstack.load import VEGETA_VERSION, Request, ensure_vegeta
 from devstack.platform_run import Platform
 from devstack.processes import log
 
-SAMPLING = ("1", "0")
+# "off": the apps record nothing at all (no trace endpoint), what the kit's tracing costs when it is not used.
+SAMPLING = ("1", "0", "off")
 
 
 def _measure(layout: Layout, profile: str, sampling: str, vegeta: Path, seconds: float) -> list[Measured]:
     platform = Platform(layout, profile=profile)
-    sampler = {"OTEL_TRACES_SAMPLER_ARG": sampling}
+    sampler = {"OTEL_EXPORTER_ZIPKIN_ENDPOINT": ""} if sampling == "off" else {"OTEL_TRACES_SAMPLER_ARG": sampling}
     environment = {app.app_id: sampler for app in platform.run_file.apps}
     platform.app_environment = {**environment, "gateway": {**RAISED_LIMITS, **sampler}}
     with platform:
@@ -65,7 +67,8 @@ def run(layout: Layout, profile: str, seconds: float) -> Path:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `make bench-tracing PROFILE={profile}` on this machine "
         f"(2 cores; vegeta {VEGETA_VERSION} on the same cores), the platform started once per sampling with every "
-        "app's OTEL_TRACES_SAMPLER_ARG set to it. Sign-in: closed loop for the throughput, then open loop at half "
+        "app's OTEL_TRACES_SAMPLER_ARG set to it (off: every app's OTEL_EXPORTER_ZIPKIN_ENDPOINT empty, so the apps "
+        "record no span). Sign-in: closed loop for the throughput, then open loop at half "
         f"of it for the latencies, {seconds:.0f} s each; order sagas: 10 clients in a closed loop for "
         f"{seconds:.0f} s, latency from 202 to completed. CPU: all of the platform's processes, per operation.",
         "",
