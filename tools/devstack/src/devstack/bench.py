@@ -173,7 +173,7 @@ def settle(pids: Callable[[], list[int]], quiet_cores: float = 0.15, limit_s: fl
     return waited
 
 
-def _http_path(
+def measure_http_path(
     vegeta: Path,
     name: str,
     requests: list[Request],
@@ -245,7 +245,7 @@ def _floor_stack(layout: Layout, work: Path) -> Iterator[list[int]]:
 def measure_floor(layout: Layout, vegeta: Path, seconds: float, fixed_rate: int) -> Measured:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp, _floor_stack(layout, Path(tmp)) as pids:
         url = f"http://127.0.0.1:{FLOOR_SIDECARS['floor-caller'][0]}/v1.0/invoke/floor/method/items/A-1"
-        measured = _http_path(vegeta, "floor", [Request("GET", url)], seconds, fixed_rate, lambda: pids)
+        measured = measure_http_path(vegeta, "floor", [Request("GET", url)], seconds, fixed_rate, lambda: pids)
     # The floor's processes are labelled by the platform's rules; name them as what they stand for.
     measured.cpu_per_1000 = {
         label.replace("daprd (floor-caller)", "daprd (caller)").replace("daprd (floor)", "daprd (callee)"): v
@@ -254,7 +254,7 @@ def measure_floor(layout: Layout, vegeta: Path, seconds: float, fixed_rate: int)
     return measured
 
 
-def _accounts(platform: Platform, count: int) -> list[tuple[str, str]]:
+def create_accounts(platform: Platform, count: int) -> list[tuple[str, str]]:
     """`count` new accounts: (e-mail, access token) each."""
     accounts = []
     with httpx.Client(base_url=platform.gateway_url, timeout=30) as client:
@@ -269,6 +269,19 @@ def _accounts(platform: Platform, count: int) -> list[tuple[str, str]]:
     return accounts
 
 
+def sign_in_requests(gateway: str, accounts: list[tuple[str, str]]) -> list[Request]:
+    """A token request per account, as its user's client would send it."""
+    return [
+        Request(
+            "POST",
+            f"{gateway}/api/v1/auth/token",
+            {"content-type": "application/json"},
+            json.dumps({"email": email, "password": PASSWORD}).encode(),
+        )
+        for email, _ in accounts
+    ]
+
+
 def measure_platform(
     layout: Layout, profile: str, vegeta: Path, seconds: float
 ) -> tuple[list[Measured], list[list[ProcessMemory]]]:
@@ -276,7 +289,7 @@ def measure_platform(
     with Platform(layout, profile=profile, app_environment={"gateway": RAISED_LIMITS}) as platform:
         idle = measure(platform)
         log(f"creating {USERS} accounts")
-        accounts = _accounts(platform, USERS)
+        accounts = create_accounts(platform, USERS)
         gateway = platform.gateway_url
         bearer = [{"Authorization": f"Bearer {token}"} for _, token in accounts]
         now = datetime.now(UTC).replace(microsecond=0)
@@ -286,28 +299,18 @@ def measure_platform(
         reports = ["summary", "top-products", "funnel", f"timeseries?{last_ten_minutes}"]
         http_paths = [
             ("profile read", [Request("GET", f"{gateway}/api/v1/users/me", h) for h in bearer], 500),
-            (
-                "sign-in",
-                [
-                    Request(
-                        "POST",
-                        f"{gateway}/api/v1/auth/token",
-                        {"content-type": "application/json"},
-                        json.dumps({"email": email, "password": PASSWORD}).encode(),
-                    )
-                    for email, _ in accounts
-                ],
-                None,
-            ),
+            ("sign-in", sign_in_requests(gateway, accounts), None),
             (
                 "analytics reports",
                 [Request("GET", f"{gateway}/api/v1/analytics/{r}", h) for h in bearer for r in reports],
                 None,
             ),
         ]
-        results = [_http_path(vegeta, n, reqs, seconds, rate, platform.processes) for n, reqs, rate in http_paths]
+        results = [
+            measure_http_path(vegeta, n, reqs, seconds, rate, platform.processes) for n, reqs, rate in http_paths
+        ]
         # Telemetry last: analytics may take long to fold what it accepted, and would be busy under later paths.
-        for measure_path in (_sagas, _notices):
+        for measure_path in (measure_sagas, _notices):
             settle(platform.processes)
             results += measure_path(platform, seconds)
         settle(platform.processes)
@@ -317,7 +320,7 @@ def measure_platform(
     return results, [idle, busy]
 
 
-def _sagas(platform: Platform, seconds: float) -> list[Measured]:
+def measure_sagas(platform: Platform, seconds: float) -> list[Measured]:
     log(f"order sagas: 10 clients for {seconds:.0f} s")
     meter = CpuMeter(platform.processes)
     with meter.measuring():

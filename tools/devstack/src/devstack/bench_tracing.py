@@ -6,22 +6,21 @@ The sidecars follow the sampling decision of their caller (`samplingRate: "1"` i
 apps' sampler (OTEL_TRACES_SAMPLER_ARG; the gateway's decides for every request from a client) is the one knob.
 """
 
-import json
 import time
 from pathlib import Path
 
 from devstack.bench import (
-    PASSWORD,
     RAISED_LIMITS,
     USERS,
     Measured,
-    _accounts,
-    _http_path,
-    _sagas,
+    create_accounts,
+    measure_http_path,
+    measure_sagas,
     settle,
+    sign_in_requests,
 )
 from devstack.layout import Layout
-from devstack.load import VEGETA_VERSION, Request, ensure_vegeta
+from devstack.load import VEGETA_VERSION, ensure_vegeta
 from devstack.platform_run import Platform
 from devstack.processes import log
 
@@ -36,20 +35,12 @@ def _measure(layout: Layout, profile: str, sampling: str, vegeta: Path, seconds:
     platform.app_environment = {**environment, "gateway": {**RAISED_LIMITS, **sampler}}
     with platform:
         log(f"sampling {sampling}: creating {USERS} accounts")
-        accounts = _accounts(platform, USERS)
-        sign_in = [
-            Request(
-                "POST",
-                f"{platform.gateway_url}/api/v1/auth/token",
-                {"content-type": "application/json"},
-                json.dumps({"email": email, "password": PASSWORD}).encode(),
-            )
-            for email, _ in accounts
-        ]
+        accounts = create_accounts(platform, USERS)
+        sign_in = sign_in_requests(platform.gateway_url, accounts)
         settle(platform.processes)
-        results = [_http_path(vegeta, "sign-in", sign_in, seconds, None, platform.processes)]
+        results = [measure_http_path(vegeta, "sign-in", sign_in, seconds, None, platform.processes)]
         settle(platform.processes)
-        results += _sagas(platform, seconds)
+        results += measure_sagas(platform, seconds)
     return results
 
 
