@@ -33,6 +33,8 @@ SCENARIOS = {
     "test_rate_limits": "rate limits at the gateway: guessing held back, owner still in",
     "test_zero_trust": "zero trust: who may call what, API tokens, mTLS, secret scopes",
     "test_key_rotation": "signing-key rotation: old tokens stay valid, new ones signed by the next key",
+    "test_traces": "one order, one trace: every app and sidecar, saga steps in order, found by its request id",
+    "test_metrics": "Prometheus: every target up, orders counted exactly, a killed app down then up",
 }
 PROFILE_TIMEOUT_S = 20 * 60
 
