@@ -20,7 +20,10 @@ pytestmark = pytest.mark.e2e
 
 # The scope daprd's spans carry; the apps' spans carry their library's (sidecart_kit, fastapi, the workflow SDK's).
 SIDECAR_SCOPE = "dapr-diagnostics"
-EVERY_APP_ON_AN_ORDERS_PATH = {"gateway", "orders", "inventory", "payments", "notifications", "analytics"}
+# The apps the order's own requests reach. Notifications and analytics take the order's event in a bulk delivery,
+# one request whose span sits in the trace of one of the events it carries: the order's, when it comes alone (as on
+# an idle platform), another's when a backlog batches it with others (seen on Kafka). So they are not required here.
+EVERY_APP_ON_AN_ORDERS_PATH = {"gateway", "orders", "inventory", "payments"}
 SAGA_STEPS = ["saga reserve_stock", "saga charge_payment", "saga confirm"]
 
 
@@ -75,7 +78,7 @@ async def test_an_order_is_one_trace_through_every_app_and_sidecar_with_its_saga
     (tagged,) = await eventually(lambda: traces_tagged(traces, request_id), lambda found: len(found) == 1, within=30)
     trace_id = tagged[0]["traceId"]
 
-    # Spans arrive in batches from every process; the notice and the analytics count come through the broker.
+    # Spans arrive in batches from every process.
     def complete(spans: list[dict[str, Any]]) -> bool:
         return all(services(spans, sidecars=side) >= EVERY_APP_ON_AN_ORDERS_PATH for side in (False, True))
 
