@@ -36,6 +36,7 @@ from sidecart_kit.events import (
 )
 from sidecart_kit.logs import configure_logging
 from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.testing import recorded_spans
 
 
 def test_a_subscription_routes_by_event_type_with_a_default_and_dead_letters() -> None:
@@ -287,6 +288,19 @@ async def test_a_bulk_delivery_is_answered_entry_by_entry_and_a_single_one_as_be
     single = await deliveries.answer("/events/r", UserRegistered, _registered("e5"), seen.handle)
     assert (single.status_code, json.loads(bytes(single.body))) == (200, {"status": "SUCCESS"})
     assert _counts(registry) == {("/events/r", "done"): 3.0, ("/events/r", "dropped"): 2.0}
+
+
+async def test_a_bulk_delivery_is_a_span_in_the_trace_of_each_event_it_carries() -> None:
+    deliveries, seen = EventDeliveries(delivery_counter("svc", CollectorRegistry())), EventsSeen()
+    traced = [{**json.loads(_registered(f"e{n}")), "traceparent": f"00-{n + 1:032x}-{n + 1:016x}-01"} for n in range(2)]
+    with recorded_spans() as spans:
+        await deliveries.answer("/events/r", UserRegistered, _bulk(("1", traced[0]), ("2", traced[1])), seen.handle)
+
+    assert sorted(seen.ids) == ["e0", "e1"]
+    assert sorted((span.name, span.context.trace_id) for span in spans.get_finished_spans()) == [
+        ("events /events/r", 1),
+        ("events /events/r", 2),
+    ]
 
 
 async def test_a_bulk_delivery_is_logged_in_one_line_and_each_event_only_at_debug(

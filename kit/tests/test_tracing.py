@@ -20,6 +20,7 @@ from sidecart_kit.tracing import (
     current_traceparent,
     fastapi_telemetry,
     span_in_request_trace,
+    spans_in_event_traces,
     tracing_enabled,
 )
 
@@ -128,3 +129,34 @@ def test_work_done_later_for_a_request_is_a_span_of_that_requests_trace_linked_t
     assert step.parent is not None
     assert step.parent.span_id == request.context.span_id
     assert [link.context.trace_id for link in step.links] == [0x1234]
+
+
+def _publisher(trace_id: int, span_id: int) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
+
+
+def test_a_batch_of_events_is_a_span_in_each_other_events_trace_linked_to_the_batch() -> None:
+    delivery = trace.NonRecordingSpan(  # the bulk delivery's request: in the trace of one of its events
+        trace.SpanContext(trace_id=0xA, span_id=0xA1, is_remote=True, trace_flags=trace.TraceFlags(1))
+    )
+    carried = [_publisher(0xA, 0xA0), _publisher(0xB, 0xB0), _publisher(0xB, 0xB0), None, _publisher(0xC, 0xC0)]
+    with recorded_spans() as spans:
+        with trace.use_span(delivery), spans_in_event_traces("events /events/r", carried):
+            pass
+        with pytest.raises(RuntimeError), spans_in_event_traces("events /events/r", [_publisher(0xD, 0xD0)]):
+            raise RuntimeError("the store failed")
+
+    in_b, in_c, failed = spans.get_finished_spans()
+    # One per distinct trace other than the batch's own: two events of one request cost one span.
+    assert [(span.context.trace_id, span.parent and span.parent.span_id) for span in (in_b, in_c)] == [
+        (0xB, 0xB0),
+        (0xC, 0xC0),
+    ]
+    assert [[link.context.span_id for link in span.links] for span in (in_b, in_c)] == [[0xA1], [0xA1]]
+    assert failed.context.trace_id == 0xD
+    assert failed.status.status_code is StatusCode.ERROR
+
+
+def test_without_tracing_a_batch_of_events_records_nothing() -> None:
+    with spans_in_event_traces("events /events/r", [_publisher(0xB, 0xB0)]):
+        pass  # tracing off in this process: nothing to record, nothing to fail

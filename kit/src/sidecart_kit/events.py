@@ -23,6 +23,7 @@ from sidecart_kit.logs import get_logger
 from sidecart_kit.service import from_app_state
 from sidecart_kit.sidecar import ServiceSettings
 from sidecart_kit.state import StoreUnavailableError
+from sidecart_kit.tracing import event_traceparent, spans_in_event_traces
 
 log = get_logger(__name__)
 EventData = TypeVar("EventData", bound=Event)
@@ -292,7 +293,8 @@ class EventDeliveries:
         """The answer to a delivery of `contract` events in either shape the sidecar sends, one CloudEvent or a
         bulk delivery (its entries handled at once, one status each). Each event's envelope and `contract` data
         are read and handed to `handle` with the event's id (it must do its work once per id); each outcome is
-        logged with `log_context` of the data and counted. Malformed: DROP; the store down: RETRY."""
+        logged with `log_context` of the data and counted. Malformed: DROP; the store down: RETRY. A bulk
+        delivery's handling is also a span in the trace of each event it carries (spans_in_event_traces)."""
         envelope = envelope_of(body)
         if not is_bulk_delivery(envelope):
             status, outcome = await self._handle(route, contract, envelope, handle, log_context, log_handled=True)
@@ -300,12 +302,14 @@ class EventDeliveries:
             return delivery_answer(status)
         delivery = read_bulk_delivery(envelope, route)
         log_each = logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
-        results = await asyncio.gather(
-            *(
-                self._handle(route, contract, entry.envelope(), handle, log_context, log_handled=log_each)
-                for entry in delivery.entries
+        envelopes = [entry.envelope() for entry in delivery.entries]
+        with spans_in_event_traces(f"events {route}", map(event_traceparent, envelopes)):
+            results = await asyncio.gather(
+                *(
+                    self._handle(route, contract, envelope, handle, log_context, log_handled=log_each)
+                    for envelope in envelopes
+                )
             )
-        )
         self.tally(route, [outcome for _, outcome in results])
         return bulk_answer(
             {entry.entryId: status for entry, (status, _) in zip(delivery.entries, results, strict=True)}

@@ -1,7 +1,8 @@
 """Spans: each app records its own and sends them to the trace backend, where W3C trace context joins them with the
 sidecars' spans into one trace per request: a server span per request (FastAPI's own OpenTelemetry support, on the
 kit's provider: `fastapi_telemetry`), a client span per call to the sidecar, a span per saga step in the trace of the
-request that placed the order, and the workflow SDK's span per activity on the same provider.
+request that placed the order, a span in each event's own trace for the events a bulk delivery carries, and the
+workflow SDK's span per activity on the same provider.
 
 Switched on by a trace endpoint (ServiceSettings.trace_endpoint, read from OTEL_EXPORTER_ZIPKIN_ENDPOINT, which the
 dev stack sets for every app). Without one, no span is recorded and none is sent, and the caller's trace context
@@ -10,7 +11,7 @@ still passes through to the logs and the sidecar. Which traces are recorded is O
 down). Spans leave in batches from a background thread, never on the request's path.
 """
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,7 +22,7 @@ from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Link, Span, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
 
 
 class _Tracing:
@@ -124,6 +125,48 @@ def span_in_request_trace(name: str, traceparent: str | None) -> Iterator[Span |
         name, context=parent, links=[Link(running_in)] if running_in.is_valid else None
     ) as span:
         yield span
+
+
+def event_traceparent(envelope: Any) -> str | None:
+    """The trace context a delivered CloudEvent carries (the sidecar adds the publisher's as `traceparent`)."""
+    traceparent = envelope.get("traceparent") if isinstance(envelope, dict) else None
+    return traceparent if isinstance(traceparent, str) else None
+
+
+@contextmanager
+def spans_in_event_traces(name: str, traceparents: Iterable[str | None]) -> Iterator[None]:
+    """Work done at once for a batch of events (a bulk delivery, whose request sits in the trace of one of them): a
+    span in each other event's trace, child of its publisher's span and linked to the batch's span, for as long as
+    the work runs. So an order's trace holds the batch that handled its event, whichever trace the batch's request
+    took. One span per distinct trace context, not per event: a batch of one request's events costs one."""
+    tracer = _Tracing.tracer
+    if tracer is None:
+        yield
+        return
+    batch = trace.get_current_span().get_span_context()
+    own_trace = format(batch.trace_id, "032x") if batch.is_valid else None
+    links = [Link(batch)] if batch.is_valid else None
+    spans = [
+        tracer.start_span(name, context=propagate.extract({"traceparent": traceparent}), links=links)
+        for traceparent in dict.fromkeys(traceparents)
+        if traceparent is not None and _trace_id_of(traceparent) != own_trace
+    ]
+    try:
+        yield
+    except BaseException as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+        raise
+    finally:
+        for span in spans:
+            span.end()
+
+
+def _trace_id_of(traceparent: str) -> str | None:
+    # "00-<trace id>-<span id>-<flags>"
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 else None
 
 
 def _api_of(path: str) -> str:

@@ -47,6 +47,7 @@ from sidecart_kit.events import (
 from sidecart_kit.logs import get_logger
 from sidecart_kit.retry import RetryPolicy
 from sidecart_kit.state import DocumentUpdates, StateStore, StoreUnavailableError
+from sidecart_kit.tracing import event_traceparent, spans_in_event_traces
 
 log = get_logger(__name__)
 EXCERPT_CHARS = 200
@@ -348,6 +349,7 @@ class Deliveries:
         now = self._clock()
         statuses: dict[str, DeliveryStatus] = {}
         valid: list[TelemetryEntry] = []
+        traceparents: list[str | None] = []
         for entry in delivery.entries:
             statuses[entry.entryId] = DeliveryStatus.RETRY  # keeps the order of the entries; each is decided below
             raw = entry.envelope()
@@ -358,7 +360,9 @@ class Deliveries:
                 statuses[entry.entryId] = await self._malformed_entry(route, raw, entry.entryId, exc)
                 continue
             valid.append(TelemetryEntry(entry.entryId, event))
-        outcomes = await self._analytics.fold_telemetry(valid)
+            traceparents.append(event_traceparent(raw))
+        with spans_in_event_traces(f"events {route}", traceparents):
+            outcomes = await self._analytics.fold_telemetry(valid)
         for entry_id, outcome in outcomes.items():
             statuses[entry_id] = DeliveryStatus.RETRY if outcome is None else DeliveryStatus.SUCCESS
             self._events.count(route, "retry" if outcome is None else outcome.value)
@@ -401,6 +405,7 @@ class Deliveries:
         hour document is written once for the whole delivery."""
         statuses: dict[str, DeliveryStatus] = {}
         valid: list[BusinessEntry] = []
+        traceparents: list[str | None] = []
         for entry in delivery.entries:
             raw = entry.envelope()
             try:
@@ -408,9 +413,12 @@ class Deliveries:
                 if not envelope.id:
                     raise ValueError("the CloudEvent has no id")
                 valid.append(BusinessEntry(entry.entryId, envelope.id, contract.model_validate(envelope.payload())))
+                traceparents.append(event_traceparent(raw))
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 statuses[entry.entryId] = await self._malformed_business(route, raw, exc)
-        outcomes = await self._analytics.fold_business(valid)
+        # The batch's writes are shared: each event's trace holds a span of the batch, linked to it.
+        with spans_in_event_traces(f"events {route}", traceparents):
+            outcomes = await self._analytics.fold_business(valid)
         for handled in valid:
             outcome = outcomes[handled.entry_id]
             if outcome is None:

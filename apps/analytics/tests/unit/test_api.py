@@ -16,7 +16,7 @@ from contracts.orders import OrderCompleted
 from contracts.telemetry import TelemetryEvent
 from contracts.users import UserRegistered
 from sidecart_kit.service import Fakes
-from sidecart_kit.testing import FakeSidecarHealth
+from sidecart_kit.testing import FakeSidecarHealth, recorded_spans
 
 from .conftest import DocumentStore, FakePublisher
 
@@ -222,6 +222,30 @@ def test_business_events_in_bulk_are_counted_once_each_and_answered_entry_by_ent
     again = client.post("/events/user-registered", json={"entries": entries[:2]})
     assert [s["status"] for s in again.json()["statuses"]] == ["SUCCESS", "SUCCESS"]
     assert client.get("/reports/summary").json()["signups_total"] == 3
+
+
+def test_a_batch_is_a_span_in_the_trace_of_each_event_it_counts(client: TestClient) -> None:
+    def traced(entry: dict[str, Any], trace_id: int) -> dict[str, Any]:
+        entry["event"]["traceparent"] = f"00-{trace_id:032x}-{trace_id:016x}-01"
+        return entry
+
+    now = datetime.now(UTC).isoformat()
+    signup = {
+        "id": "u1",
+        "type": UserRegistered.TYPE,
+        "data": {"user_id": str(uuid.uuid4()), "email": "u1@b.c", "name": "U", "registered_at": now},
+    }
+    with recorded_spans() as spans:
+        _deliver(client, [traced(_entry(_event()), 1), traced(_entry(_event()), 1), traced(_entry(_event()), 2)])
+        signups = {"id": "b1", "topic": "users", "entries": [traced({"entryId": "e1", "event": signup}, 3)]}
+        assert client.post("/events/user-registered", json=signups).status_code == 200
+
+    batches = [span for span in spans.get_finished_spans() if span.name.startswith("events ")]
+    assert sorted((span.name, span.context.trace_id) for span in batches) == [
+        ("events /events/telemetry", 1),
+        ("events /events/telemetry", 2),
+        ("events /events/user-registered", 3),
+    ]
 
 
 def test_timeseries(client: TestClient) -> None:
