@@ -48,6 +48,10 @@ JVM_OPTIONS = (
     "-XX:+ExitOnOutOfMemoryError",
     # Names resolved by the JDK: Armeria's own DNS resolver (Netty's) held a UDP socket open on every interface.
     "-Dcom.linecorp.armeria.useJdkDnsResolver=true",
+    # Idle connections stay open (Armeria closed them after 15 s). A sidecar's exporter keeps its connection for 90 s
+    # and posts a batch on it without retrying: one posted as Zipkin closed it was lost ("write: broken pipe" in a
+    # sidecar's log), and with it that sidecar's spans of a traced order. The exporters close their own idle ones.
+    "-Dcom.linecorp.armeria.defaultServerIdleTimeoutMillis=0",
 )
 
 
