@@ -87,7 +87,8 @@ async def test_an_order_is_one_trace_through_every_app_and_sidecar_with_its_saga
     assert services(spans, sidecars=False) >= EVERY_APP_ON_AN_ORDERS_PATH, services(spans, sidecars=False)
     assert services(spans, sidecars=True) >= EVERY_APP_ON_AN_ORDERS_PATH, services(spans, sidecars=True)
     assert len({span["traceId"] for span in spans}) == 1
-    print(f"order trace {trace_id}: {len(spans)} spans from {len(services(spans, sidecars=False))} apps")
+    # A real trace to open in Zipkin (shown with pytest -rP).
+    print(f"order trace {trace_id}: {len(spans)} spans from {len(services(spans, sidecars=False))} apps")  # noqa: T201
 
     # The saga's steps: children of the orders app's span of the POST, one after the other.
     (placed,) = [
