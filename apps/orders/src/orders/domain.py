@@ -56,6 +56,12 @@ class StepName(StrEnum):
     def is_compensation(self) -> bool:
         return self in (StepName.RELEASE_STOCK, StepName.REFUND_PAYMENT)
 
+    @property
+    def must_finish(self) -> bool:
+        """Retried until it answers, never undone for giving up: the compensations, and confirm, which comes after
+        the saga's pivot (the charge) and cannot fail for a business reason once stock is reserved and paid for."""
+        return self.is_compensation or self is StepName.CONFIRM
+
 
 class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"

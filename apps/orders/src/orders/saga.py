@@ -119,12 +119,14 @@ Command = RunStep | FinishOrder | Wait
 
 @dataclass
 class Saga:
-    """The order saga as a state machine: reserve stock → charge payment → confirm; compensate in reverse.
+    """The order saga as a state machine: reserve stock → charge payment (the pivot) → confirm; compensate in
+    reverse.
 
     The workflow asks `next_command()`, runs it, and reports back with `completed()` (the activity answered)
-    or `failed()` (the activity kept failing until its retry policy gave up). Forward steps that keep failing
-    end the saga in compensation; compensations and the final save are retried after a pause, forever,
-    because stock and money must not stay held.
+    or `failed()` (the activity kept failing until its retry policy gave up). Steps before the pivot that keep
+    failing end the saga in compensation; confirm (after the pivot), compensations and the final save are retried
+    after a pause, forever: stock and money must not stay held, and a paid order whose stock may be sold is
+    completed, never refunded. A refusal (a participant's answer, not a lost one) still compensates.
     """
 
     order: SagaInput
@@ -190,7 +192,9 @@ class Saga:
             return
         step = command.step
         self._note(StepRecord(step, StepStatus.FAILED, at, short(detail)))
-        if step.is_compensation:
+        if step.must_finish:
+            # Forward recovery past the pivot: confirm may have committed the stock before its answer was lost,
+            # and undoing then would refund an order whose stock is sold. Commit is idempotent: try it again.
             self._next = Wait(command)
             return
         # The participant may have done the work before failing: undo this step too (both undo calls are
@@ -198,7 +202,6 @@ class Saga:
         undo = {
             StepName.RESERVE_STOCK: [StepName.RELEASE_STOCK],
             StepName.CHARGE_PAYMENT: [StepName.REFUND_PAYMENT, StepName.RELEASE_STOCK],
-            StepName.CONFIRM: [StepName.REFUND_PAYMENT, StepName.RELEASE_STOCK],
         }[step]
         self._compensate(undo, Finish(OrderStatus.CANCELLED, Reason.STEP_FAILED, f"{step}: {detail}"))
 

@@ -43,8 +43,8 @@ ACTIVITIES: dict[str, StepMethod] = {
 
 @dataclass(frozen=True)
 class SagaPolicies:
-    """Forward steps retry briefly, then the saga compensates; compensations and the final save retry longer,
-    in rounds separated by `pause`, until they succeed.
+    """Steps before the pivot retry briefly, then the saga compensates; confirm, compensations and the final save
+    retry longer, in rounds separated by `pause`, until they succeed.
     """
 
     step: Any  # RetryPolicy (the SDK is untyped)
@@ -70,7 +70,7 @@ class SagaPolicies:
         )
 
     def for_command(self, command: RunStep | FinishOrder) -> Any:
-        if isinstance(command, RunStep) and not command.step.is_compensation:
+        if isinstance(command, RunStep) and not command.step.must_finish:
             return self.step
         return self.compensation
 

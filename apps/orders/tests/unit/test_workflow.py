@@ -95,14 +95,14 @@ def test_the_happy_path_runs_three_steps_then_finishes() -> None:
     assert datetime.fromisoformat(tasks[-1][2]["at"]) == NOW  # the workflow's clock, never the wall clock
 
 
-def test_forward_steps_and_compensations_get_their_own_retry_policies() -> None:
+def test_steps_before_the_pivot_and_those_that_must_finish_get_their_own_retry_policies() -> None:
     tasks, _ = drive({"confirm": [StepResult(Outcome.REFUSED, code="reservation_released")]})
 
     policies = {task[1]: task[3] for task in tasks}
     assert policies == {
         "reserve_stock": "step-policy",
         "charge_payment": "step-policy",
-        "confirm": "step-policy",
+        "confirm": "compensation-policy",
         "refund_payment": "compensation-policy",
         "release_stock": "compensation-policy",
         "finish_order": "compensation-policy",
@@ -148,6 +148,13 @@ def test_a_compensation_that_keeps_failing_is_retried_after_a_durable_pause() ->
     ]
     assert tasks[3] == ("timer", timedelta(minutes=5))
     assert output["status"] == "cancelled"
+
+
+def test_a_confirm_that_keeps_failing_is_retried_after_a_durable_pause_and_the_order_completes() -> None:
+    tasks, output = drive({"confirm": [failure("inventory: no answer (ReadTimeout)")]})
+
+    assert names(tasks) == ["reserve_stock", "charge_payment", "confirm", "timer", "confirm", "finish_order"]
+    assert output == {"status": "completed", "reason": None}
 
 
 def test_an_order_that_already_ended_stops_the_workflow_without_finishing_again() -> None:
