@@ -5,7 +5,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -148,6 +148,12 @@ class Handled(StrEnum):
     DONE = "done"
 
 
+class Noted(UserRegistered):
+    """UserRegistered's shape without a fact key: each CloudEvent id names its own fact."""
+
+    FACT_KEY: ClassVar[tuple[str, ...]] = ()
+
+
 class EventsSeen:
     """A use case that records the ids it was handed, or fails like a store that is down."""
 
@@ -184,10 +190,20 @@ def _counts(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
 async def test_a_delivered_event_is_handled_with_its_id_and_counted_by_outcome() -> None:
     registry, seen = CollectorRegistry(), EventsSeen()
     deliveries = EventDeliveries(delivery_counter("svc", registry))
-    answer = await deliveries.answer("/events/r", UserRegistered, _registered("e1"), seen.handle)
+    answer = await deliveries.answer("/events/r", Noted, _registered("e1"), seen.handle)
     assert _status(answer) == (200, "SUCCESS")
     assert seen.ids == ["e1"]
     assert _counts(registry) == {("/events/r", "done"): 1.0}
+
+
+async def test_a_fact_published_twice_under_two_event_ids_is_handled_under_one_id() -> None:
+    seen = EventsSeen()
+    deliveries = EventDeliveries(delivery_counter("svc", CollectorRegistry()))
+    first = json.loads(_registered("e1"))
+    again = {**first, "id": "e2"}  # a second publication: Dapr's outbox gives each its own CloudEvent id
+    await deliveries.answer("/events/r", UserRegistered, json.dumps(first).encode(), seen.handle)
+    await deliveries.answer("/events/r", UserRegistered, _bulk(("1", again)), seen.handle)
+    assert seen.ids == [f"{UserRegistered.TYPE}:{first['data']['user_id']}"] * 2
 
 
 @pytest.mark.parametrize(
@@ -202,7 +218,7 @@ async def test_a_delivered_event_is_handled_with_its_id_and_counted_by_outcome()
 async def test_a_malformed_event_is_dropped_and_never_handled(body: bytes) -> None:
     registry, seen = CollectorRegistry(), EventsSeen()
     deliveries = EventDeliveries(delivery_counter("svc", registry))
-    assert _status(await deliveries.answer("/events/r", UserRegistered, body, seen.handle)) == (200, "DROP")
+    assert _status(await deliveries.answer("/events/r", Noted, body, seen.handle)) == (200, "DROP")
     assert seen.ids == []
     assert _counts(registry) == {("/events/r", "dropped"): 1.0}
 
@@ -211,7 +227,7 @@ async def test_an_event_is_retried_while_the_store_is_down() -> None:
     registry, seen = CollectorRegistry(), EventsSeen()
     deliveries = EventDeliveries(delivery_counter("svc", registry))
     seen.available = False
-    assert _status(await deliveries.answer("/events/r", UserRegistered, _registered(), seen.handle)) == (500, "RETRY")
+    assert _status(await deliveries.answer("/events/r", Noted, _registered(), seen.handle)) == (500, "RETRY")
     assert _counts(registry) == {("/events/r", "retry"): 1.0}
 
 
@@ -272,7 +288,7 @@ async def test_a_bulk_delivery_is_answered_entry_by_entry_and_a_single_one_as_be
         ("3", {"type": UserRegistered.TYPE, "data": {}}),  # no id
         ("4", {"id": "e4", "type": UserRegistered.TYPE, "data": {"user_id": "not a uuid"}}),
     )
-    answer = await deliveries.answer("/events/r", UserRegistered, body, seen.handle)
+    answer = await deliveries.answer("/events/r", Noted, body, seen.handle)
     assert (answer.status_code, json.loads(bytes(answer.body))) == (
         200,
         {
@@ -285,7 +301,7 @@ async def test_a_bulk_delivery_is_answered_entry_by_entry_and_a_single_one_as_be
         },
     )
     assert sorted(seen.ids) == ["e1", "e2"]
-    single = await deliveries.answer("/events/r", UserRegistered, _registered("e5"), seen.handle)
+    single = await deliveries.answer("/events/r", Noted, _registered("e5"), seen.handle)
     assert (single.status_code, json.loads(bytes(single.body))) == (200, {"status": "SUCCESS"})
     assert _counts(registry) == {("/events/r", "done"): 3.0, ("/events/r", "dropped"): 2.0}
 
@@ -294,7 +310,7 @@ async def test_a_bulk_delivery_is_a_span_in_the_trace_of_each_event_it_carries()
     deliveries, seen = EventDeliveries(delivery_counter("svc", CollectorRegistry())), EventsSeen()
     traced = [{**json.loads(_registered(f"e{n}")), "traceparent": f"00-{n + 1:032x}-{n + 1:016x}-01"} for n in range(2)]
     with recorded_spans() as spans:
-        await deliveries.answer("/events/r", UserRegistered, _bulk(("1", traced[0]), ("2", traced[1])), seen.handle)
+        await deliveries.answer("/events/r", Noted, _bulk(("1", traced[0]), ("2", traced[1])), seen.handle)
 
     assert sorted(seen.ids) == ["e0", "e1"]
     assert sorted((span.name, span.context.trace_id) for span in spans.get_finished_spans()) == [
@@ -313,13 +329,13 @@ async def test_a_bulk_delivery_is_logged_in_one_line_and_each_event_only_at_debu
         return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
     configure_logging("INFO", "kit-test")  # to the stdout pytest swaps per test
-    await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+    await deliveries.answer("/events/r", Noted, body, EventsSeen().handle)
     assert [(line["event"], line.get("outcomes")) for line in logged()] == [
         ("event_dropped_malformed", None),
         ("events_handled", {"done": 3, "dropped": 1}),
     ]
     configure_logging("DEBUG", "kit-test")
-    await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+    await deliveries.answer("/events/r", Noted, body, EventsSeen().handle)
     assert sorted(str(line["event"]) for line in logged()) == [
         "event_dropped_malformed",
         *["event_handled"] * 3,
@@ -332,16 +348,16 @@ async def test_entries_of_a_bulk_delivery_are_retried_while_the_store_is_down_an
     seen = EventsSeen()
     seen.available = False
     deliveries = EventDeliveries(delivery_counter("svc", CollectorRegistry()))
-    answer = await deliveries.answer("/events/r", UserRegistered, _bulk(("1", json.loads(_registered()))), seen.handle)
+    answer = await deliveries.answer("/events/r", Noted, _bulk(("1", json.loads(_registered()))), seen.handle)
     assert json.loads(bytes(answer.body)) == {"statuses": [{"entryId": "1", "status": "RETRY"}]}
-    assert (await deliveries.answer("/events/r", UserRegistered, _registered(), seen.handle)).status_code == 500
+    assert (await deliveries.answer("/events/r", Noted, _registered(), seen.handle)).status_code == 500
 
 
 async def test_a_bulk_delivery_without_entry_ids_is_refused_whole() -> None:
     deliveries = EventDeliveries(delivery_counter("svc", CollectorRegistry()))
     body = json.dumps({"entries": [{"event": json.loads(_registered())}]}).encode()
     with pytest.raises(ApiError) as raised:
-        await deliveries.answer("/events/r", UserRegistered, body, EventsSeen().handle)
+        await deliveries.answer("/events/r", Noted, body, EventsSeen().handle)
     assert raised.value.status == 400
 
 

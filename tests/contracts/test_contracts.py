@@ -47,6 +47,21 @@ def test_consumers_ignore_fields_they_do_not_know() -> None:
     assert not hasattr(event, "added_in_a_later_version")
 
 
+def test_a_fact_id_names_the_business_fact_whatever_publication_carries_it() -> None:
+    order_id, user_id = "1234abcd-2b0b-4bb8-9a57-6f0a1d2f9c11", "6f1c1f8e-1d7a-4a55-9d43-0b8f2c9a0c11"
+    completed = OrderCompleted(
+        order_id=order_id, user_id=user_id, lines=(), total_cents=0, currency="EUR", completed_at="2026-11-22T00:00:00Z"
+    )
+    registered = UserRegistered(user_id=user_id, email="a@example.com", name="A", registered_at="2026-11-22T00:00:00Z")
+
+    assert completed.fact_id() == f"sidecart.order.completed.v1:{order_id}"
+    assert registered.fact_id() == f"sidecart.user.registered.v1:{user_id}"
+    # Telemetry's fact is named by its CloudEvent id, which ingest sets to the client's event id.
+    assert [event.TYPE for event in EVENTS if not event.FACT_KEY] == ["sidecart.telemetry.event.v1"]
+    # Other languages read the rule from the schema.
+    assert '"x-fact-key": [\n    "order_id"\n  ]' in render_schemas()["sidecart.order.completed.v1.json"]
+
+
 PROFILES = sorted(p.name for p in (REPO / "components").iterdir() if p.is_dir())
 OUTBOXES = [("statestore-users.yaml", UserRegistered), ("statestore-orders.yaml", OrderCompleted)]
 

@@ -12,3 +12,14 @@ class Event(BaseModel):
 
     TOPIC: ClassVar[str]
     TYPE: ClassVar[str]
+    # The fields that name the business fact an event states (an order's completion: its order_id). A fact can be
+    # published more than once, each time under a new CloudEvent id (Dapr's outbox gives every publication its own),
+    # so consumers do its work once per fact: per `fact_id()`. Exported as the schema's "x-fact-key". Empty: the
+    # CloudEvent id names the fact (the publisher sets it, as ingest does with the client's event id).
+    FACT_KEY: ClassVar[tuple[str, ...]] = ()
+
+    def fact_id(self) -> str | None:
+        """The same for every publication of this fact (its type and FACT_KEY's values); None without a FACT_KEY."""
+        if not self.FACT_KEY:
+            return None
+        return ":".join([self.TYPE, *(str(getattr(self, name)) for name in self.FACT_KEY)])

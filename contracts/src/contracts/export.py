@@ -24,6 +24,8 @@ def render_schemas() -> dict[str, str]:
         schema["$id"] = f"urn:sidecart:event:{event.TYPE}"
         schema["x-cloudevent-type"] = event.TYPE
         schema["x-topic"] = event.TOPIC
+        if event.FACT_KEY:
+            schema["x-fact-key"] = list(event.FACT_KEY)
         schemas[f"{event.TYPE}.json"] = schema
     error_schema = ErrorResponse.model_json_schema()
     error_schema["$id"] = "urn:sidecart:api:error"

@@ -22,6 +22,7 @@ class OrderCompleted(Event):
 
     TOPIC: ClassVar[str] = "orders"
     TYPE: ClassVar[str] = "sidecart.order.completed.v1"
+    FACT_KEY: ClassVar[tuple[str, ...]] = ("order_id",)
 
     order_id: UUID
     user_id: UUID
@@ -36,6 +37,7 @@ class OrderCancelled(Event):
 
     TOPIC: ClassVar[str] = "orders"
     TYPE: ClassVar[str] = "sidecart.order.cancelled.v1"
+    FACT_KEY: ClassVar[tuple[str, ...]] = ("order_id",)
 
     order_id: UUID
     user_id: UUID

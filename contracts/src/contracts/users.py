@@ -15,6 +15,7 @@ class UserRegistered(Event):
 
     TOPIC: ClassVar[str] = "users"
     TYPE: ClassVar[str] = "sidecart.user.registered.v1"
+    FACT_KEY: ClassVar[tuple[str, ...]] = ("user_id",)
 
     user_id: UUID
     email: str = Field(description="The e-mail address as the user typed it, normalised (see normalise_email).")

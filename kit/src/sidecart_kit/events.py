@@ -292,7 +292,8 @@ class EventDeliveries:
     ) -> JSONResponse:
         """The answer to a delivery of `contract` events in either shape the sidecar sends, one CloudEvent or a
         bulk delivery (its entries handled at once, one status each). Each event's envelope and `contract` data
-        are read and handed to `handle` with the event's id (it must do its work once per id); each outcome is
+        are read and handed to `handle` with the id of the fact it states (`Event.fact_id()`, else its CloudEvent
+        id: `handle` must do its work once per id, so a fact published twice is handled once); each outcome is
         logged with `log_context` of the data and counted. Malformed: DROP; the store down: RETRY. A bulk
         delivery's handling is also a span in the trace of each event it carries (spans_in_event_traces)."""
         envelope = envelope_of(body)
@@ -344,7 +345,7 @@ class EventDeliveries:
         except ValueError as exc:  # pydantic's ValidationError is a ValueError, as are undecodable payloads
             return self._drop(route, exc, event_id=event.id), "dropped"
         try:
-            outcome = await handle(event.id, data)
+            outcome = await handle(data.fact_id() or event.id, data)
         except StoreUnavailableError as exc:  # ContentionError included
             log.warning("event_retry", error=str(exc), **self._context(event, data, log_context))
             return DeliveryStatus.RETRY, "retry"
