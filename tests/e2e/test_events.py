@@ -1,4 +1,4 @@
-"""Events cross the real broker; a redelivered event is handled once."""
+"""Events cross the real broker; an event delivered or published again is handled once."""
 
 import uuid
 from datetime import UTC, datetime
@@ -56,16 +56,19 @@ async def test_an_event_redelivered_or_published_again_is_handled_once(
             "data": data.model_dump(mode="json"),
         }
 
-    # The same sign-up again: one CloudEvent twice (a redelivery), then under a new id (a second publication).
+    # The same sign-up published twice more, each time under a new CloudEvent id, as a retried or replayed
+    # publication would be. (One CloudEvent id sent twice is not a test every broker lets through: JetStream drops a
+    # message whose id it saw within its duplicate window.)
     async with httpx.AsyncClient(timeout=5, headers=platform.sidecar_headers("users")) as sidecar:
-        duplicate_id = f"e2e-{uuid.uuid4()}"
-        for event_id in (duplicate_id, duplicate_id, f"e2e-{uuid.uuid4()}"):
+        for _ in range(2):
             published = await sidecar.post(
-                publish_url, json=envelope(event_id), headers={"content-type": "application/cloudevents+json"}
+                publish_url,
+                json=envelope(f"e2e-{uuid.uuid4()}"),
+                headers={"content-type": "application/cloudevents+json"},
             )
             assert published.status_code == 204, published.text
 
-    # All three were delivered and found handled already: the welcome stays the one notice.
-    handled = await eventually(lambda: sign_ups_found_handled(platform), lambda found: found >= handled_before + 3)
-    assert handled >= handled_before + 3
+    # Both were delivered and found handled already: the welcome stays the one notice.
+    handled = await eventually(lambda: sign_ups_found_handled(platform), lambda found: found >= handled_before + 2)
+    assert handled >= handled_before + 2
     assert len(await notices()) == 1
