@@ -16,7 +16,7 @@ stamp="$bin/.sidecart-build"
 say() { printf '[runtime %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # What the binaries are built from: if none of it changed, there is nothing to do.
-fingerprint=$(cd "$here" && cat build.sh go.mod go.sum cli/go.mod cli/go.sum daprd/*.go components/*.go | sha256sum | cut -c1-16)
+fingerprint=$(cd "$here" && cat build.sh go.mod go.sum cli/go.mod cli/go.sum daprd/*.go fixes/*.go.in components/*.go | sha256sum | cut -c1-16)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$fingerprint" ]]; then
   all=1
   for b in daprd placement scheduler sentry dapr; do [[ -x "$bin/$b" ]] || all=0; done
@@ -53,7 +53,7 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 
 # dapr's cmd/daprd/components/zz_notag.go panics unless a build tag pulls in every component. We build against
 # a copy of the pinned dapr module without that one file, so dapr's own app package runs with our curated set.
-# Six fixes go into the copy too (the "-p6" in its name: the number of fixes), each applied by a checked edit:
+# Seven fixes go into the copy too (the "-p7" in its name: the number of fixes), each applied by a checked edit:
 # 1. dapr 1.18.2's outbox builds its retry backoff without `Stop`, so once its 10 s are up it retries with no delay,
 #    forever. A redelivered internal outbox message whose state is already gone (published and deleted, but its
 #    offset not yet committed when a sidecar stopped) then spins a core against the state store and, on Kafka, blocks
@@ -83,7 +83,13 @@ say "pins: dapr runtime $dapr_version, dapr CLI $cli_version"
 #    in `traceid` alone. A subscriber's sidecar reads traceparent first and takes the empty string for an answer, so
 #    every event published through the outbox (a sign-up, an order's outcome) started a new trace in the apps that
 #    handle it. The fix passes the trace context as the traceparent as well.
-src="$cache/dapr-src-$dapr_version-p6"
+# 7. A circuit breaker counts every error of the operation it guards, and an answer is an error to it when it is a
+#    caller's mistake too: an app's 4xx (directmessaging.go makes any answer outside 200-399 a CodeError), a call the
+#    callee's access control denied, and a state write that lost its ETag race or first write. A burst of rejected
+#    sign-ups, or of stock updates racing for one product, would open the breaker and cut every caller off. The fix
+#    lets such answers through the breaker as successes (and still returns them to the caller, unchanged): only
+#    outages count (a 5xx, no answer, a timeout, a store or broker that fails).
+src="$cache/dapr-src-$dapr_version-p7"
 if [[ ! -f "$src/.complete" ]]; then
   say "preparing dapr $dapr_version sources in $src"
   rm -rf "$src"
@@ -130,6 +136,21 @@ if [[ ! -f "$src/.complete" ]]; then
     [[ $(grep -cE $'^\t+Port: +opts.HealthzPort,$' "$main_go") == 1 ]] || { say "$app's app.go is not the one the fix is for"; exit 1; }
     sed -i -E $'s/^(\t+)Port: +opts.HealthzPort,$/&\\n\\1ListenAddress: opts.HealthzListenAddress,/' "$main_go"
   done
+  policy="$src/pkg/resiliency/policy.go"
+  [[ $(grep -cxF $'\t\t\t\t\treturn operCopy(ctx)' "$policy") == 1 ]] \
+    && [[ $(grep -cxF $'\t\t\t\tif def.r != nil && breaker.IsErrorPermanent(err) {' "$policy") == 1 ]] \
+    || { say "resiliency/policy.go is not the one the fix is for"; exit 1; }
+  sed -i -e $'s/^\t\t\t\t\treturn operCopy(ctx)$/\t\t\t\t\treturn breakerView(operCopy(ctx))/' \
+    -e $'s/^\t\t\t\tif def.r != nil \&\& breaker.IsErrorPermanent(err) {$/\t\t\t\tresAny, err = fromBreakerView(resAny, err)\\n&/' \
+    "$policy"
+  [[ $(grep -c 'fromBreakerView(resAny, err)$' "$policy") == 1 ]] || { say "the resiliency/policy.go edit failed"; exit 1; }
+  cp "$here/fixes/resiliency_breaker.go.in" "$src/pkg/resiliency/sidecart_breaker.go"
+  invoke="$src/pkg/api/http/directmessaging.go"
+  denied=$'\t\t\t\tinvokeErr.statusCode = invokev1.HTTPStatusFromCode(codes.PermissionDenied)'
+  [[ $(grep -cxF "$denied" "$invoke") == 1 ]] || { say "api/http/directmessaging.go is not the one the fix is for"; exit 1; }
+  sed -i $'s/^\t\t\t\tinvokeErr.statusCode = invokev1.HTTPStatusFromCode(codes.PermissionDenied)$/&\\n\t\t\t\treturn rResp, resiliency.NewCodeError(int32(invokeErr.statusCode), invokeErr) \/\/ a denial, not an outage/' \
+    "$invoke"
+  [[ $(grep -c 'a denial, not an outage$' "$invoke") == 1 ]] || { say "the directmessaging.go edit failed"; exit 1; }
   echo 'package components' >"$src/cmd/daprd/components/sidecart_curated.go"
   touch "$src/.complete"
 fi
